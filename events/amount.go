@@ -1,0 +1,307 @@
+package events
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/cockroachdb/apd/v3"
+)
+
+// Amount limits (DESIGN §1).
+const (
+	MaxFractionDigits    = 18
+	MaxSignificantDigits = 38
+)
+
+// ctx is wide enough that no operation tally performs on in-range amounts
+// ever rounds: 38 significant digits plus 18 fractional digits of a floor
+// fraction is 56 digits; products and sums stay far below 100.
+var ctx = func() *apd.Context {
+	c := apd.BaseContext.WithPrecision(100)
+	c.Traps = apd.DefaultTraps | apd.Inexact | apd.Rounded
+	return c
+}()
+
+// Amount is an exact decimal quantity of some unit. The zero value is 0.
+// Amounts are values: operations return new Amounts and never alias.
+type Amount struct {
+	d apd.Decimal
+}
+
+// ErrAmount is wrapped by every amount parse error.
+var ErrAmount = errors.New("invalid amount")
+
+// AmountError says why an amount string was rejected.
+type AmountError struct {
+	Input  string
+	Reason string
+}
+
+func (e *AmountError) Error() string {
+	in := e.Input
+	if len(in) > 48 {
+		in = in[:48] + "…"
+	}
+	return fmt.Sprintf("%s amount %q", e.Reason, in)
+}
+
+func (e *AmountError) Unwrap() error { return ErrAmount }
+
+// ParseAmount parses a decimal string of the grammar
+// ^(0|[1-9][0-9]*)(\.[0-9]{1,18})?$ with at most 38 significant digits.
+func ParseAmount(s string) (Amount, error) {
+	if reason := amountGrammar(s); reason != "" {
+		return Amount{}, &AmountError{Input: s, Reason: reason}
+	}
+	var a Amount
+	if _, _, err := a.d.SetString(s); err != nil {
+		return Amount{}, &AmountError{Input: s, Reason: "not a number"}
+	}
+	a.d.Reduce(&a.d)
+	if a.SignificantDigits() > MaxSignificantDigits {
+		return Amount{}, &AmountError{Input: s, Reason: "more than 38 significant digits in"}
+	}
+	return a, nil
+}
+
+// MustAmount parses s or panics; for constants and tests.
+func MustAmount(s string) Amount {
+	a, err := ParseAmount(s)
+	if err != nil {
+		panic(err)
+	}
+	return a
+}
+
+// amountGrammar returns "" if s matches the amount grammar, else a reason.
+func amountGrammar(s string) string {
+	if s == "" {
+		return "empty"
+	}
+	if len(s) > 1+MaxSignificantDigits+1+MaxFractionDigits+20 {
+		return "too long"
+	}
+	switch s[0] {
+	case '-':
+		return "negative"
+	case '+':
+		return "signed"
+	case '.':
+		return "no integer part in"
+	}
+	intPart, frac, hasPoint := strings.Cut(s, ".")
+	for i := 0; i < len(intPart); i++ {
+		c := intPart[i]
+		if c < '0' || c > '9' {
+			return badChar(c)
+		}
+	}
+	if len(intPart) > 1 && intPart[0] == '0' {
+		return "leading zeros in"
+	}
+	if !hasPoint {
+		return ""
+	}
+	if frac == "" {
+		return "no fraction digits in"
+	}
+	for i := 0; i < len(frac); i++ {
+		c := frac[i]
+		if c < '0' || c > '9' {
+			return badChar(c)
+		}
+	}
+	if len(frac) > MaxFractionDigits {
+		return "more than 18 fractional digits in"
+	}
+	return ""
+}
+
+func badChar(c byte) string {
+	switch {
+	case c == 'e' || c == 'E':
+		return "exponent in"
+	case c == '.':
+		return "two decimal points in"
+	case c == ' ' || c == '\t' || c == '\n' || c == '\r':
+		return "space in"
+	case c >= 0x80:
+		return "non-ASCII character in"
+	default:
+		return fmt.Sprintf("bad character %q in", c)
+	}
+}
+
+// String renders the canonical form: no exponent, no trailing fractional
+// zeros, no sign for zero.
+func (a Amount) String() string {
+	var r apd.Decimal
+	r.Reduce(&a.d)
+	if r.IsZero() {
+		return "0"
+	}
+	return r.Text('f')
+}
+
+// Sign is -1, 0 or +1.
+func (a Amount) Sign() int { return a.d.Sign() }
+
+// IsZero reports whether a is 0.
+func (a Amount) IsZero() bool { return a.d.IsZero() }
+
+// Cmp compares a and b: -1, 0, +1.
+func (a Amount) Cmp(b Amount) int { return a.d.Cmp(&b.d) }
+
+// Add returns a + b.
+func (a Amount) Add(b Amount) Amount {
+	var r Amount
+	mustExact(ctx.Add(&r.d, &a.d, &b.d))
+	return r
+}
+
+// Sub returns a − b (possibly negative).
+func (a Amount) Sub(b Amount) Amount {
+	var r Amount
+	mustExact(ctx.Sub(&r.d, &a.d, &b.d))
+	return r
+}
+
+// Mul returns a × b.
+func (a Amount) Mul(b Amount) Amount {
+	var r Amount
+	mustExact(ctx.Mul(&r.d, &a.d, &b.d))
+	return r
+}
+
+// Neg returns −a.
+func (a Amount) Neg() Amount {
+	var r Amount
+	r.d.Neg(&a.d)
+	return r
+}
+
+// Max returns the larger of a and b.
+func Max(a, b Amount) Amount {
+	if a.Cmp(b) >= 0 {
+		return a
+	}
+	return b
+}
+
+// Min returns the smaller of a and b.
+func Min(a, b Amount) Amount {
+	if a.Cmp(b) <= 0 {
+		return a
+	}
+	return b
+}
+
+// Zero is the amount 0.
+var Zero Amount
+
+// One is the amount 1.
+var One = MustAmount("1")
+
+// SignificantDigits counts the digits from the first non-zero digit to the
+// last non-zero fractional digit, or to the units digit for integers
+// (100 has 3). Zero has 1.
+func (a Amount) SignificantDigits() int {
+	var r apd.Decimal
+	r.Reduce(&a.d)
+	if r.IsZero() {
+		return 1
+	}
+	n := int(r.NumDigits())
+	if r.Exponent > 0 {
+		n += int(r.Exponent)
+	}
+	return n
+}
+
+// FractionDigits is the number of digits after the point in canonical form.
+func (a Amount) FractionDigits() int {
+	var r apd.Decimal
+	r.Reduce(&a.d)
+	if r.Exponent >= 0 {
+		return 0
+	}
+	return int(-r.Exponent)
+}
+
+// InRange reports whether a is a representable balance: |a| has at most 38
+// significant digits and 18 fractional digits.
+func (a Amount) InRange() bool {
+	return a.SignificantDigits() <= MaxSignificantDigits && a.FractionDigits() <= MaxFractionDigits
+}
+
+// ParseSignedAmount parses an optionally negative amount ("-1.5"), used by
+// budget-adjust deltas.
+func ParseSignedAmount(s string) (Amount, error) {
+	if rest, ok := strings.CutPrefix(s, "-"); ok {
+		a, err := ParseAmount(rest)
+		if err != nil {
+			var ae *AmountError
+			if errors.As(err, &ae) {
+				ae.Input = s
+			}
+			return Amount{}, err
+		}
+		return a.Neg(), nil
+	}
+	return ParseAmount(s)
+}
+
+// RoundHalfUp rounds a to places fractional digits, halves away from zero;
+// for display only (reports), never for balances.
+func (a Amount) RoundHalfUp(places int) string {
+	c := apd.BaseContext.WithPrecision(100)
+	c.Rounding = apd.RoundHalfUp
+	var r apd.Decimal
+	if _, err := c.Quantize(&r, &a.d, int32(-places)); err != nil {
+		panic(err)
+	}
+	return r.Text('f')
+}
+
+func mustExact(_ apd.Condition, err error) {
+	if err != nil {
+		panic(fmt.Sprintf("events: inexact decimal arithmetic: %v", err))
+	}
+}
+
+// MarshalText renders the canonical string; JSON encodes it as a string.
+func (a Amount) MarshalText() ([]byte, error) { return []byte(a.String()), nil }
+
+// UnmarshalJSON accepts only a JSON string holding a valid amount: a JSON
+// number (a float on the wire) is rejected.
+func (a *Amount) UnmarshalJSON(b []byte) error {
+	if len(b) == 0 || b[0] != '"' {
+		return fmt.Errorf("%w: amounts are decimal strings, not JSON %s", ErrAmount, jsonKind(b))
+	}
+	s, err := unquote(b)
+	if err != nil {
+		return err
+	}
+	v, err := ParseAmount(s)
+	if err != nil {
+		return err
+	}
+	*a = v
+	return nil
+}
+
+// Amounts maps unit names to amounts.
+type Amounts map[string]Amount
+
+// Clone copies m.
+func (m Amounts) Clone() Amounts {
+	if m == nil {
+		return nil
+	}
+	c := make(Amounts, len(m))
+	for k, v := range m {
+		c[k] = v
+	}
+	return c
+}
