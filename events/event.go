@@ -72,7 +72,7 @@ type InstanceView struct {
 	Period    string                 `json:"period"`
 	PeriodEnd *time.Time             `json:"period_end,omitempty"`
 	Mode      Mode                   `json:"mode"`
-	Units     map[string]UnitBalance `json:"units"`
+	Units     UnitBalances           `json:"units"`
 }
 
 // UnitBalance is one unit of an instance.

@@ -1,0 +1,803 @@
+package enforcer
+
+import (
+	"container/heap"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/tallyledger/tally/events"
+)
+
+// OpExpire is the internal command that expires reservations whose TTL
+// has passed. It has no request and is never sent by clients.
+const OpExpire events.Op = "expire"
+
+// Command is one request to decide, or an expiry tick.
+type Command struct {
+	Op events.Op
+	// Root is the root of the request subject; the payload's scope must
+	// have the same root.
+	Root string
+	// Request is the parsed, validated request (events.ParseRequest).
+	Request any
+	// NewID is a fresh ULID: the reservation id if a reserve is granted.
+	NewID string
+}
+
+// Decision is the outcome of Decide. Exactly one of these holds:
+//   - Err is set: an error answer; nothing is appended;
+//   - Duplicate > 0: a retry of the request whose event is at that stream
+//     sequence; the answer is events.ResultOf that event;
+//   - Events is non-empty: append them in order; the answer is
+//     events.ResultOf(Events[0]) (nothing to answer for an expiry tick);
+//   - Result is set: the answer of a read (balance, decide, budget-get, …).
+type Decision struct {
+	Events    []events.Event
+	Result    any
+	Err       *events.Error
+	Duplicate uint64
+}
+
+func fail(code events.Code, format string, args ...any) Decision {
+	return Decision{Err: events.Errorf(code, format, args...)}
+}
+
+// Decide evaluates cmd at time now without changing the state. now is
+// clamped so that time never goes backwards within the partition.
+func (s *State) Decide(cmd Command, now time.Time) Decision {
+	now = now.UTC()
+	if now.Before(s.lastAt) {
+		now = s.lastAt
+	}
+	switch cmd.Op {
+	case OpExpire:
+		return s.decideExpire(now)
+	case events.OpReserve:
+		return s.decideReserve(cmd, cmd.Request.(*events.ReserveRequest), now, false)
+	case events.OpDecide:
+		return s.decideReserve(cmd, cmd.Request.(*events.ReserveRequest), now, true)
+	case events.OpCommit:
+		return s.decideCommit(cmd, cmd.Request.(*events.CommitRequest), now)
+	case events.OpRelease:
+		return s.decideRelease(cmd, cmd.Request.(*events.ReleaseRequest), now)
+	case events.OpExtend:
+		return s.decideExtend(cmd, cmd.Request.(*events.ExtendRequest), now)
+	case events.OpCharge:
+		return s.decideCharge(cmd, cmd.Request.(*events.ChargeRequest), now)
+	case events.OpBalance:
+		return s.decideBalance(cmd, cmd.Request.(*events.BalanceRequest), now)
+	case events.OpReservationGet:
+		return s.decideReservationGet(cmd, cmd.Request.(*events.ReservationGetRequest))
+	case events.OpBudgetSet:
+		return s.decideBudgetSet(cmd, cmd.Request.(*events.BudgetSetRequest), now)
+	case events.OpBudgetGet:
+		return s.decideBudgetGet(cmd, cmd.Request.(*events.BudgetRef))
+	case events.OpBudgetList:
+		return s.decideBudgetList(cmd)
+	case events.OpBudgetDelete:
+		return s.decideBudgetDelete(cmd, cmd.Request.(*events.BudgetRef), now)
+	case events.OpBudgetAdjust:
+		return s.decideBudgetAdjust(cmd, cmd.Request.(*events.BudgetAdjustRequest), now)
+	}
+	return fail(events.CodeInvalidRequest, "unknown operation %q", cmd.Op)
+}
+
+// Step decides cmd and applies its events with consecutive sequences after
+// LastSeq: the whole cycle, for tests, tools and replay-free callers.
+func (s *State) Step(cmd Command, now time.Time) Decision {
+	d := s.Decide(cmd, now)
+	for _, ev := range d.Events {
+		s.Apply(s.lastSeq+1, ev)
+	}
+	return d
+}
+
+func (s *State) event(root string, now time.Time, d events.Data) events.Event {
+	return events.Event{V: events.Version, Type: d.EventType(), Partition: s.cfg.Partition, At: now, Root: root, Data: d}
+}
+
+func (s *State) checkRoot(cmd Command, scope, field string) *events.Error {
+	if r := events.Root(scope); r != cmd.Root {
+		return &events.Error{Code: events.CodeForbidden,
+			Message: fmt.Sprintf("%s: root %q does not match the subject's root %q", field, r, cmd.Root),
+			Details: map[string]any{"field": field}}
+	}
+	return nil
+}
+
+// lookupKey checks a mutating request's idempotency key. It returns a
+// decision to give at once (a duplicate or a conflict), or ok to proceed.
+func (s *State) lookupKey(cmd Command, key, hash string) (Decision, bool) {
+	e, ok := s.idem[idemKey{root: cmd.Root, op: cmd.Op, key: key}]
+	if !ok {
+		return Decision{}, true
+	}
+	if e.hash != hash {
+		return Decision{Err: &events.Error{Code: events.CodeIdempotencyConflict,
+			Message: fmt.Sprintf("idempotency_key %q was used for a different %s request", key, cmd.Op),
+			Details: map[string]any{"event_seq": e.seq}}}, false
+	}
+	return Decision{Duplicate: e.seq}, false
+}
+
+// change is a delta to one unit of one instance.
+type change struct {
+	unit          string
+	reserved      events.Amount
+	spent         events.Amount
+	noHoldRelease bool
+}
+
+// target is an instance and the changes a decision makes to it.
+type target struct {
+	app     applicable
+	changes []change
+}
+
+func (t *target) delta(u string) (res, spent events.Amount) {
+	for _, c := range t.changes {
+		if c.unit == u {
+			return c.reserved, c.spent
+		}
+	}
+	return events.Zero, events.Zero
+}
+
+// after returns the unit's state after the target's changes.
+func (s *State) after(t *target, u string) unitState {
+	us := s.unitOf(t.app.key, u)
+	r, sp := t.delta(u)
+	if !r.IsZero() {
+		us.reserved = us.reserved.Add(r)
+	}
+	if !sp.IsZero() {
+		us.spent = us.spent.Add(sp)
+	}
+	return us
+}
+
+// views renders the instances after the targets' changes.
+func (s *State) views(ts []target) []events.InstanceView {
+	out := make([]events.InstanceView, len(ts))
+	for i := range ts {
+		out[i] = s.viewOf(&ts[i])
+	}
+	return out
+}
+
+func (s *State) viewOf(t *target) events.InstanceView {
+	b := t.app.b
+	v := events.InstanceView{Budget: b.def.Name, Pattern: b.def.Scope, Scope: t.app.key.scope,
+		Period: t.app.key.period, Mode: b.def.Mode, Units: make(events.UnitBalances, 0, len(b.def.Limits))}
+	if b.def.Period != events.PeriodNone {
+		end := t.app.win.End
+		v.PeriodEnd = &end
+	}
+	for _, u := range b.units {
+		us := s.after(t, u)
+		limit, _ := limitOf(b, us, u)
+		v.Units = append(v.Units, events.UnitEntry{Unit: u, UnitBalance: events.UnitBalance{Limit: limit, Spent: us.spent,
+			Reserved: us.reserved, Remaining: events.Signed{Amount: limit.Sub(us.spent).Sub(us.reserved)}}})
+	}
+	return v
+}
+
+// checkRange rejects a decision that would take a balance beyond 38
+// significant digits.
+func (s *State) checkRange(ts []target) *events.Error {
+	for i := range ts {
+		for _, c := range ts[i].changes {
+			us := s.after(&ts[i], c.unit)
+			if !us.spent.InRange() || !us.reserved.InRange() || !us.spent.Add(us.reserved).InRange() {
+				return events.Errorf(events.CodeInvalidRequest,
+					"%s: the balance of budget %q on %s would exceed %d significant digits",
+					c.unit, ts[i].app.b.def.Name, ts[i].app.key.scope, events.MaxSignificantDigits)
+			}
+		}
+	}
+	return nil
+}
+
+// capacity is limit × (1 − floor).
+func capacity(limit, floor events.Amount) events.Amount {
+	if floor.IsZero() {
+		return limit
+	}
+	return limit.Mul(events.One.Sub(floor))
+}
+
+// evaluation is the outcome of checking one option.
+type evaluation struct {
+	targets []target
+	denial  *events.Denial
+	shadow  []events.ShadowDenial
+	// denied lists the instances to alert for a first (would-be) denial.
+	denied []alertAt
+}
+
+type alertAt struct {
+	t    int // index into targets
+	unit string
+}
+
+// evaluate checks amounts against every applicable instance (DESIGN §2).
+func (s *State) evaluate(apps []applicable, amounts events.Amounts, prio events.Priority) evaluation {
+	units := events.SortedUnits(amounts)
+	ev := evaluation{targets: make([]target, len(apps))}
+	for i, a := range apps {
+		ev.targets[i].app = a
+		for _, u := range units {
+			if _, ok := a.b.def.Limits[u]; !ok {
+				continue
+			}
+			amt := amounts[u]
+			ev.targets[i].changes = append(ev.targets[i].changes, change{unit: u, reserved: amt})
+			us := s.unitOf(a.key, u)
+			limit, _ := limitOf(a.b, us, u)
+			used := us.spent.Add(us.reserved)
+			need := used.Add(amt)
+			capa := capacity(limit, a.b.def.Floor(prio))
+			if need.Cmp(capa) <= 0 {
+				continue
+			}
+			avail := events.Max(events.Zero, capa.Sub(used))
+			if a.b.def.Mode == events.ModeShadow {
+				ev.shadow = append(ev.shadow, events.ShadowDenial{Budget: a.b.def.Name, Pattern: a.b.def.Scope,
+					Scope: a.key.scope, Period: a.key.period, Unit: u, Requested: amt, Available: avail,
+					Overage: need.Sub(capa)})
+				ev.denied = append(ev.denied, alertAt{t: i, unit: u})
+				continue
+			}
+			if ev.denial == nil {
+				code := events.DenialPriorityFloor
+				if need.Cmp(limit) > 0 {
+					code = events.DenialBudgetExhausted
+				}
+				ev.denial = &events.Denial{Code: code, Budget: a.b.def.Name, Pattern: a.b.def.Scope,
+					Scope: a.key.scope, Period: a.key.period, Unit: u, Requested: amt, Available: avail}
+				ev.denied = append(ev.denied, alertAt{t: i, unit: u})
+			}
+		}
+	}
+	return ev
+}
+
+func (s *State) decideReserve(cmd Command, req *events.ReserveRequest, now time.Time, dry bool) Decision {
+	if e := s.checkRoot(cmd, req.Scope, "scope"); e != nil {
+		return Decision{Err: e}
+	}
+	hash := events.RequestHash(events.OpReserve, req)
+	if !dry {
+		if d, ok := s.lookupKey(cmd, req.IdempotencyKey, hash); !ok {
+			return d
+		}
+		if s.open >= s.cfg.MaxOpenReservations {
+			return fail(events.CodeUnavailable, "partition %d holds %d open reservations, its limit; retry after some are committed or released",
+				s.cfg.Partition, s.open)
+		}
+	}
+	apps := s.applicableAt(req.Scope, now, nil)
+	opts := req.EffectiveOptions()
+	prio := req.EffectivePriority()
+	var first evaluation
+	for i, o := range opts {
+		ev := s.evaluate(apps, o.Amounts, prio)
+		if i == 0 {
+			first = ev
+		}
+		if ev.denial != nil {
+			continue
+		}
+		if e := s.checkRange(ev.targets); e != nil {
+			return Decision{Err: e}
+		}
+		exp := now.Add(req.EffectiveTTL())
+		res := events.ReserveResult{Decision: events.DecisionGranted, Option: i, Label: o.Label, Degraded: i > 0,
+			Instances: s.views(ev.targets), ShadowDenials: ev.shadow}
+		if dry {
+			res.ShadowDenials = nonNil(res.ShadowDenials)
+			return Decision{Result: res}
+		}
+		data := events.ReservationGranted{Mutation: events.Mutation{IdempotencyKey: req.IdempotencyKey, RequestHash: hash},
+			ReservationID: cmd.NewID, Scope: req.Scope, Amounts: o.Amounts, Priority: prio, ExpiresAt: exp,
+			Option: i, Label: o.Label, Degraded: i > 0, Labels: req.Labels, Instances: res.Instances,
+			ShadowDenials: nonNil(ev.shadow)}
+		evs := []events.Event{s.event(cmd.Root, now, data)}
+		evs = s.appendAlerts(evs, cmd.Root, now, ev.targets, ev.denied)
+		return Decision{Events: evs}
+	}
+	// Denied: nothing is reserved anywhere; the instances show the state as is.
+	cur := make([]target, len(apps))
+	for i, a := range apps {
+		cur[i].app = a
+	}
+	views := s.views(cur)
+	if dry {
+		return Decision{Result: events.ReserveResult{Decision: events.DecisionDenied, Label: opts[0].Label,
+			Instances: views, Denial: first.denial, ShadowDenials: []events.ShadowDenial{}}}
+	}
+	data := events.ReservationDenied{Mutation: events.Mutation{IdempotencyKey: req.IdempotencyKey, RequestHash: hash},
+		Scope: req.Scope, Options: opts, Priority: prio, Labels: req.Labels, Denial: *first.denial, Instances: views}
+	evs := []events.Event{s.event(cmd.Root, now, data)}
+	// Alert the first denial of the failing enforce instance only.
+	var denied []alertAt
+	for _, d := range first.denied {
+		if first.targets[d.t].app.b.def.Mode == events.ModeEnforce {
+			denied = append(denied, d)
+			break
+		}
+	}
+	evs = s.appendAlerts(evs, cmd.Root, now, cur, nil)
+	evs = s.appendDenialAlerts(evs, cmd.Root, now, first.targets, denied)
+	return Decision{Events: evs}
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+// appendAlerts adds budget.threshold_crossed events for thresholds that
+// the targets' usage reaches for the first time in their period, and for
+// first (would-be) denials.
+func (s *State) appendAlerts(evs []events.Event, root string, now time.Time, ts []target, denied []alertAt) []events.Event {
+	for i := range ts {
+		t := &ts[i]
+		b := t.app.b
+		for _, c := range t.changes {
+			if c.reserved.Add(c.spent).Sign() <= 0 {
+				continue
+			}
+			us := s.after(t, c.unit)
+			limit, _ := limitOf(b, us, c.unit)
+			used := us.spent.Add(us.reserved)
+			for _, th := range b.def.AlertThresholds {
+				name := th.String()
+				if s.fired(t.app.key, c.unit, name) || used.Cmp(limit.Mul(th)) < 0 {
+					continue
+				}
+				evs = append(evs, s.event(root, now, events.ThresholdCrossed{Budget: b.def.Name, Pattern: b.def.Scope,
+					Scope: t.app.key.scope, Period: t.app.key.period, Mode: b.def.Mode, Unit: c.unit,
+					Threshold: name, Limit: limit, Spent: us.spent, Reserved: us.reserved}))
+			}
+		}
+	}
+	return s.appendDenialAlerts(evs, root, now, ts, denied)
+}
+
+func (s *State) appendDenialAlerts(evs []events.Event, root string, now time.Time, ts []target, denied []alertAt) []events.Event {
+	for _, d := range denied {
+		t := &ts[d.t]
+		if s.fired(t.app.key, d.unit, events.ThresholdKindDenied) {
+			continue
+		}
+		us := s.unitOf(t.app.key, d.unit)
+		limit, _ := limitOf(t.app.b, us, d.unit)
+		evs = append(evs, s.event(root, now, events.ThresholdCrossed{Budget: t.app.b.def.Name, Pattern: t.app.b.def.Scope,
+			Scope: t.app.key.scope, Period: t.app.key.period, Mode: t.app.b.def.Mode, Unit: d.unit,
+			Threshold: events.ThresholdKindDenied, Limit: limit, Spent: us.spent, Reserved: us.reserved}))
+	}
+	return evs
+}
+
+func (s *State) fired(k instKey, unit, threshold string) bool {
+	in, ok := s.instances[k]
+	if !ok {
+		return false
+	}
+	_, ok = in.fired[firedKey{unit, threshold}]
+	return ok
+}
+
+// holdTargets turns a reservation's holds into targets on the instances
+// that still exist (an instance disappears with its budget).
+func (s *State) holdTargets(r *reservation) []target {
+	ts := make([]target, 0, len(r.holds))
+	for _, h := range r.holds {
+		in, ok := s.instances[h.key]
+		if !ok {
+			continue
+		}
+		ts = append(ts, target{app: applicable{b: in.b, key: h.key, win: in.win}})
+	}
+	return ts
+}
+
+func (s *State) holdOf(r *reservation, k instKey) events.Amounts {
+	for _, h := range r.holds {
+		if h.key == k {
+			return h.units
+		}
+	}
+	return nil
+}
+
+// commitTargets computes the changes of a commit: the hold is freed (unless
+// it already expired) and the actual is charged in full to every instance
+// recorded at grant time, for each unit it held or limits.
+func (s *State) commitTargets(r *reservation, actual events.Amounts, late bool) []target {
+	ts := s.holdTargets(r)
+	units := events.SortedUnits(actual)
+	for i := range ts {
+		t := &ts[i]
+		held := s.holdOf(r, t.app.key)
+		for _, u := range union(events.SortedUnits(held), units) {
+			_, limited := t.app.b.def.Limits[u]
+			h, isHeld := held[u]
+			if !limited && !isHeld {
+				continue
+			}
+			c := change{unit: u, spent: actual[u]}
+			if !late {
+				c.reserved = h.Neg()
+			}
+			t.changes = append(t.changes, c)
+		}
+	}
+	return ts
+}
+
+func union(a, b []string) []string {
+	out := append(slices.Clone(a), b...)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// releaseTargets frees a reservation's hold.
+func (s *State) releaseTargets(r *reservation) []target {
+	ts := s.holdTargets(r)
+	for i := range ts {
+		held := s.holdOf(r, ts[i].app.key)
+		for _, u := range events.SortedUnits(held) {
+			ts[i].changes = append(ts[i].changes, change{unit: u, reserved: held[u].Neg()})
+		}
+	}
+	return ts
+}
+
+// overLimit flags the instances the targets' spend drives above a limit.
+func (s *State) overLimit(ts []target) []events.OverLimit {
+	var out []events.OverLimit
+	for i := range ts {
+		t := &ts[i]
+		for _, c := range t.changes {
+			if c.spent.Sign() <= 0 {
+				continue
+			}
+			us := s.after(t, c.unit)
+			limit, ok := limitOf(t.app.b, us, c.unit)
+			if !ok {
+				continue
+			}
+			if over := us.spent.Add(us.reserved).Sub(limit); over.Sign() > 0 {
+				out = append(out, events.OverLimit{Budget: t.app.b.def.Name, Pattern: t.app.b.def.Scope,
+					Scope: t.app.key.scope, Period: t.app.key.period, Unit: c.unit, Over: over})
+			}
+		}
+	}
+	return out
+}
+
+// reservationFor finds a reservation of the subject's root.
+func (s *State) reservationFor(cmd Command, id string) (*reservation, *events.Error) {
+	r, ok := s.reservations[id]
+	if !ok || r.root != cmd.Root {
+		return nil, &events.Error{Code: events.CodeNotFound, Message: fmt.Sprintf("reservation_id: no reservation %q", id),
+			Details: map[string]any{"field": "reservation_id"}}
+	}
+	return r, nil
+}
+
+func closedErr(r *reservation) Decision {
+	return Decision{Err: &events.Error{Code: events.CodeReservationClosed,
+		Message: fmt.Sprintf("reservation_id: reservation %q is %s", r.id, r.status),
+		Details: map[string]any{"field": "reservation_id", "status": string(r.status)}}}
+}
+
+func (s *State) decideCommit(cmd Command, req *events.CommitRequest, now time.Time) Decision {
+	hash := events.RequestHash(events.OpCommit, req)
+	if d, ok := s.lookupKey(cmd, req.IdempotencyKey, hash); !ok {
+		return d
+	}
+	r, e := s.reservationFor(cmd, req.ReservationID)
+	if e != nil {
+		return Decision{Err: e}
+	}
+	if r.status == events.StatusCommitted || r.status == events.StatusReleased {
+		return closedErr(r)
+	}
+	late := r.status == events.StatusExpired
+	released := events.Amounts{}
+	if !late {
+		for u, held := range r.amounts {
+			released[u] = events.Max(events.Zero, held.Sub(req.Actual[u]))
+		}
+	}
+	overage := events.Amounts{}
+	for u, a := range req.Actual {
+		overage[u] = events.Max(events.Zero, a.Sub(r.amounts[u]))
+	}
+	ts := s.commitTargets(r, req.Actual, late)
+	if e := s.checkRange(ts); e != nil {
+		return Decision{Err: e}
+	}
+	data := events.ReservationCommitted{Mutation: events.Mutation{IdempotencyKey: req.IdempotencyKey, RequestHash: hash},
+		ReservationID: r.id, Scope: r.scope, Charged: req.Actual.Clone(), Released: released, Overage: overage,
+		Late: late, Labels: req.Labels, OverLimit: s.overLimit(ts), Instances: s.views(ts)}
+	evs := []events.Event{s.event(cmd.Root, now, data)}
+	return Decision{Events: s.appendAlerts(evs, cmd.Root, now, ts, nil)}
+}
+
+func (s *State) decideRelease(cmd Command, req *events.ReleaseRequest, now time.Time) Decision {
+	hash := events.RequestHash(events.OpRelease, req)
+	if d, ok := s.lookupKey(cmd, req.IdempotencyKey, hash); !ok {
+		return d
+	}
+	r, e := s.reservationFor(cmd, req.ReservationID)
+	if e != nil {
+		return Decision{Err: e}
+	}
+	data := events.ReservationReleased{Mutation: events.Mutation{IdempotencyKey: req.IdempotencyKey, RequestHash: hash},
+		ReservationID: r.id, Scope: r.scope, Released: events.Amounts{}}
+	switch r.status {
+	case events.StatusCommitted, events.StatusReleased:
+		return closedErr(r)
+	case events.StatusExpired:
+		data.AlreadyExpired = true
+		data.Instances = s.views(s.holdTargets(r))
+	default:
+		data.Released = r.amounts.Clone()
+		data.Instances = s.views(s.releaseTargets(r))
+	}
+	return Decision{Events: []events.Event{s.event(cmd.Root, now, data)}}
+}
+
+func (s *State) decideExtend(cmd Command, req *events.ExtendRequest, now time.Time) Decision {
+	hash := events.RequestHash(events.OpExtend, req)
+	if d, ok := s.lookupKey(cmd, req.IdempotencyKey, hash); !ok {
+		return d
+	}
+	r, e := s.reservationFor(cmd, req.ReservationID)
+	if e != nil {
+		return Decision{Err: e}
+	}
+	if r.status != events.StatusOpen || !now.Before(r.expiresAt) {
+		if r.status == events.StatusOpen {
+			return Decision{Err: &events.Error{Code: events.CodeReservationClosed,
+				Message: fmt.Sprintf("reservation_id: reservation %q expired at %s", r.id, r.expiresAt.Format(time.RFC3339Nano)),
+				Details: map[string]any{"field": "reservation_id", "status": string(events.StatusExpired)}}}
+		}
+		return closedErr(r)
+	}
+	data := events.ReservationExtended{Mutation: events.Mutation{IdempotencyKey: req.IdempotencyKey, RequestHash: hash},
+		ReservationID: r.id, Scope: r.scope, ExpiresAt: now.Add(time.Duration(*req.TTLMS) * time.Millisecond)}
+	return Decision{Events: []events.Event{s.event(cmd.Root, now, data)}}
+}
+
+// chargeTargets charges amounts to every applicable instance that limits the unit.
+func (s *State) chargeTargets(apps []applicable, amounts events.Amounts) []target {
+	units := events.SortedUnits(amounts)
+	ts := make([]target, len(apps))
+	for i, a := range apps {
+		ts[i].app = a
+		for _, u := range units {
+			if _, ok := a.b.def.Limits[u]; ok {
+				ts[i].changes = append(ts[i].changes, change{unit: u, spent: amounts[u]})
+			}
+		}
+	}
+	return ts
+}
+
+func (s *State) decideCharge(cmd Command, req *events.ChargeRequest, now time.Time) Decision {
+	if e := s.checkRoot(cmd, req.Scope, "scope"); e != nil {
+		return Decision{Err: e}
+	}
+	hash := events.RequestHash(events.OpCharge, req)
+	if d, ok := s.lookupKey(cmd, req.IdempotencyKey, hash); !ok {
+		return d
+	}
+	ts := s.chargeTargets(s.applicableAt(req.Scope, now, nil), req.Amounts)
+	if e := s.checkRange(ts); e != nil {
+		return Decision{Err: e}
+	}
+	data := events.UsageCharged{Mutation: events.Mutation{IdempotencyKey: req.IdempotencyKey, RequestHash: hash},
+		Scope: req.Scope, Amounts: req.Amounts, Labels: req.Labels, OverLimit: s.overLimit(ts), Instances: s.views(ts)}
+	evs := []events.Event{s.event(cmd.Root, now, data)}
+	return Decision{Events: s.appendAlerts(evs, cmd.Root, now, ts, nil)}
+}
+
+func (s *State) decideBalance(cmd Command, req *events.BalanceRequest, now time.Time) Decision {
+	if e := s.checkRoot(cmd, req.Scope, "scope"); e != nil {
+		return Decision{Err: e}
+	}
+	apps := s.applicableAt(req.Scope, now, nil)
+	ts := make([]target, len(apps))
+	for i, a := range apps {
+		ts[i].app = a
+	}
+	return Decision{Result: events.BalanceResult{Scope: req.Scope, Instances: s.views(ts)}}
+}
+
+func (s *State) decideReservationGet(cmd Command, req *events.ReservationGetRequest) Decision {
+	r, e := s.reservationFor(cmd, req.ReservationID)
+	if e != nil {
+		return Decision{Err: e}
+	}
+	return Decision{Result: events.ReservationView{ReservationID: r.id, Scope: r.scope, Status: r.status,
+		Amounts: r.amounts, Priority: r.priority, ExpiresAt: r.expiresAt, Label: r.label, Option: r.option, Labels: r.labels}}
+}
+
+func (s *State) decideBudgetSet(cmd Command, req *events.BudgetSetRequest, now time.Time) Decision {
+	def, err := req.Budget()
+	if err != nil {
+		return Decision{Err: events.Invalid(err)}
+	}
+	if e := s.checkRoot(cmd, def.Scope, "scope"); e != nil {
+		return Decision{Err: e}
+	}
+	hash := events.RequestHash(events.OpBudgetSet, req)
+	if d, ok := s.lookupKey(cmd, req.IdempotencyKey, hash); !ok {
+		return d
+	}
+	if _, exists := s.budgets[budgetKey(def.Scope, def.Name)]; !exists && len(s.byRoot[cmd.Root]) >= s.cfg.MaxBudgetsPerRoot {
+		return fail(events.CodeInvalidRequest, "root %q already has %d budgets, the limit", cmd.Root, s.cfg.MaxBudgetsPerRoot)
+	}
+	data := events.BudgetSet{Mutation: events.Mutation{IdempotencyKey: req.IdempotencyKey, RequestHash: hash}, Budget: def}
+	return Decision{Events: []events.Event{s.event(cmd.Root, now, data)}}
+}
+
+func (s *State) budgetFor(cmd Command, ref *events.BudgetRef) (*budget, *events.Error) {
+	if e := s.checkRoot(cmd, ref.Scope, "scope"); e != nil {
+		return nil, e
+	}
+	b, ok := s.budgets[budgetKey(ref.Scope, ref.Name)]
+	if !ok {
+		return nil, &events.Error{Code: events.CodeNotFound, Message: fmt.Sprintf("no budget %q on scope %q", ref.Name, ref.Scope),
+			Details: map[string]any{"field": "name"}}
+	}
+	return b, nil
+}
+
+func (s *State) decideBudgetGet(cmd Command, ref *events.BudgetRef) Decision {
+	b, e := s.budgetFor(cmd, ref)
+	if e != nil {
+		return Decision{Err: e}
+	}
+	return Decision{Result: events.BudgetResult{Budget: b.def}}
+}
+
+func (s *State) decideBudgetList(cmd Command) Decision {
+	list := slices.Clone(s.byRoot[cmd.Root])
+	slices.SortFunc(list, func(x, y *budget) int {
+		if x.def.Scope != y.def.Scope {
+			if x.def.Scope < y.def.Scope {
+				return -1
+			}
+			return 1
+		}
+		if x.def.Name < y.def.Name {
+			return -1
+		}
+		if x.def.Name > y.def.Name {
+			return 1
+		}
+		return 0
+	})
+	out := make([]events.Budget, len(list))
+	for i, b := range list {
+		out[i] = b.def
+	}
+	return Decision{Result: events.BudgetListResult{Budgets: out}}
+}
+
+func (s *State) decideBudgetDelete(cmd Command, ref *events.BudgetRef, now time.Time) Decision {
+	if e := s.checkRoot(cmd, ref.Scope, "scope"); e != nil {
+		return Decision{Err: e}
+	}
+	hash := events.RequestHash(events.OpBudgetDelete, ref)
+	if d, ok := s.lookupKey(cmd, ref.IdempotencyKey, hash); !ok {
+		return d
+	}
+	if _, e := s.budgetFor(cmd, ref); e != nil {
+		return Decision{Err: e}
+	}
+	data := events.BudgetDeleted{Mutation: events.Mutation{IdempotencyKey: ref.IdempotencyKey, RequestHash: hash},
+		Scope: ref.Scope, Name: ref.Name}
+	return Decision{Events: []events.Event{s.event(cmd.Root, now, data)}}
+}
+
+// adjustTarget finds the budget named name that applies to the concrete
+// scope itself: a budget on exactly that scope first, else the first
+// matching pattern.
+func (s *State) adjustTarget(scope, name string) *budget {
+	depth := events.Depth(scope)
+	var found *budget
+	for _, b := range s.byRoot[events.Root(scope)] {
+		if b.depth != depth || b.def.Name != name || !events.Matches(b.def.Scope, scope) {
+			continue
+		}
+		if b.def.Scope == scope {
+			return b
+		}
+		if found == nil {
+			found = b
+		}
+	}
+	return found
+}
+
+func (s *State) decideBudgetAdjust(cmd Command, req *events.BudgetAdjustRequest, now time.Time) Decision {
+	if e := s.checkRoot(cmd, req.Scope, "scope"); e != nil {
+		return Decision{Err: e}
+	}
+	hash := events.RequestHash(events.OpBudgetAdjust, req)
+	if d, ok := s.lookupKey(cmd, req.IdempotencyKey, hash); !ok {
+		return d
+	}
+	b := s.adjustTarget(req.Scope, req.Name)
+	if b == nil {
+		return Decision{Err: &events.Error{Code: events.CodeNotFound,
+			Message: fmt.Sprintf("no budget %q applies to scope %q itself", req.Name, req.Scope), Details: map[string]any{"field": "name"}}}
+	}
+	w := b.windowOf(now)
+	t := target{app: applicable{b: b, key: instKey{budget: b.key, scope: req.Scope, period: w.Key}, win: w}}
+	for _, u := range events.SortedUnits(req.Delta) {
+		if _, ok := b.def.Limits[u]; !ok {
+			return Decision{Err: &events.Error{Code: events.CodeInvalidRequest,
+				Message: fmt.Sprintf("delta.%s: budget %q does not limit %s", u, b.def.Name, u), Details: map[string]any{"field": "delta." + u}}}
+		}
+		us := s.unitOf(t.app.key, u)
+		limit, _ := limitOf(b, us, u)
+		nl := limit.Add(req.Delta[u].Amount)
+		if nl.Sign() < 0 {
+			return Decision{Err: &events.Error{Code: events.CodeInvalidRequest,
+				Message: fmt.Sprintf("delta.%s: the limit %s would become negative", u, limit), Details: map[string]any{"field": "delta." + u}}}
+		}
+		if !nl.InRange() {
+			return Decision{Err: &events.Error{Code: events.CodeInvalidRequest,
+				Message: fmt.Sprintf("delta.%s: the limit would exceed %d significant digits", u, events.MaxSignificantDigits), Details: map[string]any{"field": "delta." + u}}}
+		}
+	}
+	data := events.BudgetAdjusted{Mutation: events.Mutation{IdempotencyKey: req.IdempotencyKey, RequestHash: hash},
+		Budget: b.def.Name, Pattern: b.def.Scope, Scope: req.Scope, Period: w.Key, Delta: req.Delta, Reason: req.Reason}
+	data.Instance = s.adjustedView(t, req.Delta)
+	return Decision{Events: []events.Event{s.event(cmd.Root, now, data)}}
+}
+
+func (s *State) adjustedView(t target, delta events.SignedAmounts) events.InstanceView {
+	v := s.viewOf(&t)
+	for i, e := range v.Units {
+		if d, ok := delta[e.Unit]; ok {
+			v.Units[i].Limit = e.Limit.Add(d.Amount)
+			v.Units[i].Remaining = events.Signed{Amount: e.Remaining.Add(d.Amount)}
+		}
+	}
+	return v
+}
+
+func (s *State) decideExpire(now time.Time) Decision {
+	var evs []events.Event
+	// Take the due entries off the heap and put them back afterwards: the
+	// index is unchanged, only stale entries are dropped for good.
+	var due []expiryEntry
+	for len(due) < MaxExpiriesPerTick {
+		at, ok := s.NextExpiry()
+		if !ok || at.After(now) {
+			break
+		}
+		e := heap.Pop(&s.expiries).(expiryEntry)
+		due = append(due, e)
+		r := s.reservations[e.id]
+		data := events.ReservationExpired{ReservationID: r.id, Scope: r.scope, Released: r.amounts.Clone(),
+			Instances: s.views(s.releaseTargets(r))}
+		evs = append(evs, s.event(r.root, now, data))
+	}
+	for _, e := range due {
+		heap.Push(&s.expiries, e)
+	}
+	return Decision{Events: evs}
+}
