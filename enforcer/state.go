@@ -12,11 +12,11 @@ import (
 
 // Core limits and defaults (DESIGN §2, §6).
 const (
-	DefaultIdempotencyWindow = 24 * time.Hour
-	DefaultMaxIdempotencyKeys = 2_000_000
-	DefaultMaxOpenReservations = 1_000_000
+	DefaultIdempotencyWindow     = 24 * time.Hour
+	DefaultMaxIdempotencyKeys    = 2_000_000
+	DefaultMaxOpenReservations   = 1_000_000
 	DefaultMaxClosedReservations = 2_000_000
-	DefaultMaxBudgetsPerRoot = 1_000
+	DefaultMaxBudgetsPerRoot     = 1_000
 	// MaxExpiriesPerTick bounds the events one expiry tick produces.
 	MaxExpiriesPerTick = 512
 )

@@ -66,13 +66,13 @@ type Mutation struct {
 
 // InstanceView is a budget instance's balances as answers and events show them.
 type InstanceView struct {
-	Budget    string                 `json:"budget"`
-	Pattern   string                 `json:"pattern"`
-	Scope     string                 `json:"scope"`
-	Period    string                 `json:"period"`
-	PeriodEnd *time.Time             `json:"period_end,omitempty"`
-	Mode      Mode                   `json:"mode"`
-	Units     UnitBalances           `json:"units"`
+	Budget    string       `json:"budget"`
+	Pattern   string       `json:"pattern"`
+	Scope     string       `json:"scope"`
+	Period    string       `json:"period"`
+	PeriodEnd *time.Time   `json:"period_end,omitempty"`
+	Mode      Mode         `json:"mode"`
+	Units     UnitBalances `json:"units"`
 }
 
 // UnitBalance is one unit of an instance.
