@@ -244,7 +244,7 @@ func (s *State) forget(now time.Time) {
 	}
 	for s.closed.len() > 0 {
 		it := s.closed.front()
-		if !it.at.Before(horizon) && s.closed.len() <= s.cfg.MaxClosedReservations {
+		if !it.at.Before(horizon) && len(s.reservations)-s.open <= s.cfg.MaxClosedReservations {
 			break
 		}
 		s.closed.pop()

@@ -51,3 +51,19 @@ func TestSmokeHierarchy(t *testing.T) {
 		t.Fatalf("replayed balance %+v", got)
 	}
 }
+
+func TestSnapshotRoundTrip(t *testing.T) {
+	h := newHarness(t)
+	h.step(events.OpBudgetSet, "tenant:acme", `{"idempotency_key":"b1","scope":"tenant:acme","name":"monthly","limits":{"USD":"500"},"period":"monthly","timezone":"Europe/Paris"}`)
+	h.step(events.OpReserve, "tenant:acme", `{"idempotency_key":"k1","scope":"tenant:acme/run:r1","amounts":{"USD":"300"}}`)
+	h.step(events.OpReserve, "tenant:acme", `{"idempotency_key":"k2","scope":"tenant:acme/run:r2","amounts":{"USD":"300"}}`)
+	h.step(events.OpRelease, "tenant:acme", `{"idempotency_key":"k3","reservation_id":"R0002"}`)
+	snap := h.s.Snapshot()
+	r, err := Restore(Config{Partition: 3}, snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Snapshot(); string(got) != string(snap) {
+		t.Fatalf("restore changed the state:\n%s\n%s", snap, got)
+	}
+}
