@@ -1,0 +1,99 @@
+// Package natstest starts real nats-server instances for tests: a single
+// in-process JetStream server (RunServer) or a 3-node JetStream cluster on
+// loopback (RunCluster), both with tally's request mapping, and CheckFor to
+// poll for a condition instead of sleeping.
+//
+// It is imported only by tests. Every server lives in t.TempDir() and is
+// shut down by t.Cleanup; nothing is mocked.
+package natstest
+
+import (
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/tallyledger/tally/streams"
+)
+
+// Option changes how RunServer and RunCluster configure their servers.
+type Option func(*options)
+
+type options struct {
+	partitions int  // P of the request mapping
+	syncAlways bool // fsync before every ack
+}
+
+func newOptions(opts []Option) options {
+	o := options{partitions: streams.DefaultPartitions}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
+
+// WithPartitions sets P for the request mapping (default
+// streams.DefaultPartitions).
+func WithPartitions(p int) Option { return func(o *options) { o.partitions = p } }
+
+// WithSyncAlways makes JetStream fsync every write before acknowledging it.
+func WithSyncAlways() Option { return func(o *options) { o.syncAlways = true } }
+
+// serverName is the name of the single test server.
+const serverName = "test"
+
+// RunServer starts an in-process JetStream server on a random loopback port
+// with its store in t.TempDir() and the request mapping, through
+// streams.StartServer (the embedded server `tally serve` runs). It is shut
+// down when the test ends.
+func RunServer(t testing.TB, opts ...Option) *server.Server {
+	t.Helper()
+	o := newOptions(opts)
+	s, err := streams.StartServer(streams.ServerConfig{
+		Name:       serverName,
+		DataDir:    t.TempDir(),
+		Listen:     "127.0.0.1:-1",
+		Partitions: o.partitions,
+		SyncAlways: o.syncAlways,
+	})
+	if err != nil {
+		t.Fatalf("natstest: %v", err)
+	}
+	t.Cleanup(func() {
+		s.Shutdown()
+		s.WaitForShutdown()
+	})
+	return s
+}
+
+// Connect opens an in-process connection to s (no TCP), closed when the
+// test ends. opts are added to the connection's options.
+func Connect(t testing.TB, s *server.Server, opts ...nats.Option) *nats.Conn {
+	t.Helper()
+	opts = append([]nats.Option{nats.InProcessServer(s), nats.Name(t.Name())}, opts...)
+	nc, err := nats.Connect("", opts...)
+	if err != nil {
+		t.Fatalf("natstest: connect in-process to %s: %v", s.Name(), err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// CheckFor calls f every interval until it returns nil, and fails the test
+// with f's last error if that has not happened within total. It is the way
+// tests wait for something asynchronous (after nats-server's checkFor).
+func CheckFor(t testing.TB, total, interval time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(total)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("natstest: still failing after %s: %v", total, err)
+		}
+		time.Sleep(interval)
+	}
+}

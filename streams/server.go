@@ -1,0 +1,218 @@
+package streams
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Defaults and limits of the embedded server.
+const (
+	// DefaultServerName is the server_name when ServerConfig.Name is empty.
+	DefaultServerName = "tally"
+	// DefaultListen is the client address when ServerConfig.Listen is empty.
+	DefaultListen = "127.0.0.1:4222"
+	// DefaultReadyTimeout bounds how long StartServer waits for the server.
+	DefaultReadyTimeout = 10 * time.Second
+	// MaxPayload is the server's max_payload: the largest message, and so
+	// the largest event or request, that NATS accepts. Requests are bounded
+	// far lower by the enforcer; atomic batches need each message within it.
+	MaxPayload = 1 << 20
+	// randomPort asks nats-server for any free port.
+	randomPort = server.RANDOM_PORT
+)
+
+// ServerConfig configures the embedded nats-server of `tally serve` (and of
+// tests). Zero fields take the defaults named above.
+type ServerConfig struct {
+	// Name is the server_name (no white space). Default DefaultServerName.
+	Name string
+	// DataDir is where JetStream keeps its file store. Required.
+	DataDir string
+	// Listen is the client address host:port; port 0 or -1 picks a free
+	// port (read it back with (*server.Server).ClientURL). Default
+	// DefaultListen.
+	Listen string
+	// Partitions is P for the request mapping. It must equal the ledger's P
+	// (see Ensure and ApplyMapping). Default DefaultPartitions.
+	Partitions int
+	// SyncAlways makes JetStream fsync every write before acknowledging it
+	// (`--sync always`): acknowledged spend survives power loss. false
+	// keeps the server's default interval sync (2 minutes): writes survive
+	// a crash of the process but not of the machine.
+	SyncAlways bool
+	// Logger receives the server's log; nil silences it.
+	Logger *slog.Logger
+	// ReadyTimeout bounds the wait for the server to accept connections.
+	// Default DefaultReadyTimeout.
+	ReadyTimeout time.Duration
+}
+
+// withDefaults fills zero fields with their defaults.
+func (c ServerConfig) withDefaults() ServerConfig {
+	if c.Name == "" {
+		c.Name = DefaultServerName
+	}
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.Partitions == 0 {
+		c.Partitions = DefaultPartitions
+	}
+	if c.ReadyTimeout == 0 {
+		c.ReadyTimeout = DefaultReadyTimeout
+	}
+	return c
+}
+
+// Validate reports the first nonsensical field, after defaults.
+func (c ServerConfig) Validate() error {
+	c = c.withDefaults()
+	if strings.ContainsFunc(c.Name, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		return fmt.Errorf("server name %q: contains white space or control characters", c.Name)
+	}
+	if c.DataDir == "" {
+		return errors.New("data dir: required")
+	}
+	if _, _, err := splitListen(c.Listen); err != nil {
+		return err
+	}
+	if err := validatePartitions(c.Partitions); err != nil {
+		return err
+	}
+	if c.ReadyTimeout < 0 {
+		return fmt.Errorf("ready timeout %s: negative", c.ReadyTimeout)
+	}
+	return nil
+}
+
+// splitListen parses host:port; port 0 and -1 both mean "any free port".
+func splitListen(listen string) (string, int, error) {
+	host, portText, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "", 0, fmt.Errorf("listen address %q: %w", listen, err)
+	}
+	port, err := strconv.Atoi(portText)
+	if err != nil || port < randomPort || port > 65535 {
+		return "", 0, fmt.Errorf("listen address %q: port must be -1..65535", listen)
+	}
+	if port == 0 {
+		port = randomPort // nats-server reads 0 as "the default port 4222"
+	}
+	return host, port, nil
+}
+
+// StartServer starts nats-server in-process with JetStream (file store in
+// cfg.DataDir), the request mapping for cfg.Partitions partitions,
+// max_payload MaxPayload and no signal handlers, and returns it once it
+// accepts connections. The caller stops it with Shutdown and
+// WaitForShutdown, after draining its own connections.
+func StartServer(cfg ServerConfig) (*server.Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("embedded server: %w", err)
+	}
+	cfg = cfg.withDefaults()
+	host, port, _ := splitListen(cfg.Listen) // validated above
+
+	opts := &server.Options{}
+	// The mapping goes through the configuration parser, exactly as the
+	// shipped cluster configuration does.
+	if err := opts.ProcessConfigString(Mapping(cfg.Partitions)); err != nil {
+		return nil, fmt.Errorf("embedded server: request mapping: %w", err)
+	}
+	opts.ServerName = cfg.Name
+	opts.Host = host
+	opts.Port = port
+	opts.JetStream = true
+	opts.StoreDir = cfg.DataDir
+	opts.SyncAlways = cfg.SyncAlways
+	opts.MaxPayload = MaxPayload
+	opts.NoSigs = true
+	opts.NoLog = cfg.Logger == nil
+
+	s, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("embedded server: %w", err)
+	}
+	log := &serverLog{slog: cfg.Logger}
+	debug := cfg.Logger != nil && cfg.Logger.Enabled(context.Background(), slog.LevelDebug)
+	s.SetLoggerV2(log, debug, false, false)
+	s.Start()
+	if !s.ReadyForConnections(cfg.ReadyTimeout) {
+		s.Shutdown()
+		s.WaitForShutdown()
+		return nil, fmt.Errorf("embedded server on %s: not ready after %s%s", cfg.Listen, cfg.ReadyTimeout, log.lastError())
+	}
+	if !s.JetStreamEnabled() {
+		s.Shutdown()
+		s.WaitForShutdown()
+		return nil, fmt.Errorf("embedded server: JetStream did not start (store %s)%s", cfg.DataDir, log.lastError())
+	}
+	return s, nil
+}
+
+// ApplyMapping replaces the request mapping of a running server's global
+// account with the one for p partitions. `tally serve` uses it when the data
+// dir holds a ledger whose P differs from the one the server started with.
+func ApplyMapping(s *server.Server, p int) error {
+	if err := validatePartitions(p); err != nil {
+		return err
+	}
+	acc := s.GlobalAccount()
+	if acc == nil {
+		return errors.New("apply mapping: server has no global account")
+	}
+	if err := acc.AddMapping(MappingSource, MappingDestination(p)); err != nil {
+		return fmt.Errorf("apply mapping for %d partitions: %w", p, err)
+	}
+	return nil
+}
+
+// serverLog adapts nats-server's logger to slog and remembers the last error,
+// so that a server that fails to start explains why. Its Fatalf does not
+// exit: StartServer reports the failure.
+type serverLog struct {
+	slog *slog.Logger // nil: discard
+
+	mu   sync.Mutex
+	last string // last Errorf or Fatalf message
+}
+
+// Log attribute keys.
+const logKeyComponent = "component"
+
+func (l *serverLog) log(level slog.Level, format string, v []any) {
+	msg := fmt.Sprintf(format, v...)
+	if level >= slog.LevelError {
+		l.mu.Lock()
+		l.last = msg
+		l.mu.Unlock()
+	}
+	if l.slog != nil {
+		l.slog.Log(context.Background(), level, msg, logKeyComponent, "nats-server")
+	}
+}
+
+func (l *serverLog) lastError() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.last == "" {
+		return ""
+	}
+	return ": " + l.last
+}
+
+func (l *serverLog) Noticef(format string, v ...any) { l.log(slog.LevelInfo, format, v) }
+func (l *serverLog) Warnf(format string, v ...any)   { l.log(slog.LevelWarn, format, v) }
+func (l *serverLog) Fatalf(format string, v ...any)  { l.log(slog.LevelError, format, v) }
+func (l *serverLog) Errorf(format string, v ...any)  { l.log(slog.LevelError, format, v) }
+func (l *serverLog) Debugf(format string, v ...any)  { l.log(slog.LevelDebug, format, v) }
+func (l *serverLog) Tracef(format string, v ...any)  { l.log(slog.LevelDebug, format, v) }
