@@ -82,27 +82,36 @@ func StreamName(n int) string {
 // that Partition(root, P) == n: a client allowed to publish
 // tally.v1.p.*.<root>.> may name any partition.
 func ParsePartitionSubject(subject string) (n int, root, op string, err error) {
-	return parseSubject(subject, partitionToken)
+	n, root, op, err = parseSubject(subject, partitionToken)
+	if err == nil && strings.Contains(op, ".") {
+		err = fmt.Errorf("%w: %q: want %s.%s.<n>.<root>.<op>", ErrBadSubject, subject, Prefix, partitionToken)
+	}
+	return n, root, op, err
 }
 
-// ParseEventSubject splits an event subject tally.v1.ev.<n>.<root>.<type>.
+// ParseEventSubject splits an event subject tally.v1.ev.<n>.<root>.<type>;
+// the type may span several tokens (reservation.granted).
 func ParseEventSubject(subject string) (n int, root, typ string, err error) {
 	return parseSubject(subject, eventToken)
 }
 
-// parseSubject splits tally.v1.<family>.<n>.<a>.<b>.
+// parseSubject splits tally.v1.<family>.<n>.<root>.<rest>.
 func parseSubject(subject, family string) (int, string, string, error) {
+	bad := func(why string) error {
+		return fmt.Errorf("%w: %q: %s, want %s.%s.<n>.<root>.<...>", ErrBadSubject, subject, why, Prefix, family)
+	}
 	rest, ok := strings.CutPrefix(subject, Prefix+"."+family+".")
 	if !ok {
-		return 0, "", "", fmt.Errorf("%w: %q: want %s.%s.<n>.<root>.<op>", ErrBadSubject, subject, Prefix, family)
+		return 0, "", "", bad("wrong prefix")
 	}
-	tokens := strings.Split(rest, ".")
-	if len(tokens) != 3 || tokens[1] == "" || tokens[2] == "" {
-		return 0, "", "", fmt.Errorf("%w: %q: want %s.%s.<n>.<root>.<op>", ErrBadSubject, subject, Prefix, family)
+	tokens := strings.SplitN(rest, ".", 3)
+	if len(tokens) != 3 || tokens[1] == "" || tokens[2] == "" || strings.HasPrefix(tokens[2], ".") ||
+		strings.HasSuffix(tokens[2], ".") || strings.Contains(tokens[2], "..") {
+		return 0, "", "", bad("missing or empty tokens")
 	}
 	n, err := strconv.Atoi(tokens[0])
 	if err != nil || n < 0 || n >= MaxPartitions || strconv.Itoa(n) != tokens[0] {
-		return 0, "", "", fmt.Errorf("%w: %q: bad partition %q", ErrBadSubject, subject, tokens[0])
+		return 0, "", "", bad("bad partition " + strconv.Quote(tokens[0]))
 	}
 	return n, tokens[1], tokens[2], nil
 }

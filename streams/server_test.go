@@ -1,0 +1,124 @@
+package streams_test
+
+import (
+	"context"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tallyledger/tally/internal/natstest"
+	"github.com/tallyledger/tally/streams"
+)
+
+func TestServerConfigValidate(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name    string
+		cfg     streams.ServerConfig
+		wantErr string // substring; "" means valid
+	}{
+		{"defaults", streams.ServerConfig{DataDir: dir}, ""},
+		{"random port -1", streams.ServerConfig{DataDir: dir, Listen: "127.0.0.1:-1"}, ""},
+		{"random port 0", streams.ServerConfig{DataDir: dir, Listen: "127.0.0.1:0"}, ""},
+		{"no data dir", streams.ServerConfig{}, "data dir"},
+		{"no port", streams.ServerConfig{DataDir: dir, Listen: "127.0.0.1"}, "listen address"},
+		{"bad port", streams.ServerConfig{DataDir: dir, Listen: "127.0.0.1:70000"}, "port"},
+		{"name with space", streams.ServerConfig{DataDir: dir, Name: "a b"}, "server name"},
+		{"negative partitions", streams.ServerConfig{DataDir: dir, Partitions: -1}, "partitions"},
+		{"too many partitions", streams.ServerConfig{DataDir: dir, Partitions: streams.MaxPartitions + 1}, "partitions"},
+		{"negative timeout", streams.ServerConfig{DataDir: dir, ReadyTimeout: -time.Second}, "ready timeout"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.cfg.Validate()
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Errorf("Validate() = %v, want nil", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Errorf("Validate() = %v, want an error about %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestStartServerSyncAlways starts the embedded server in both sync modes
+// and appends through JetStream.
+func TestStartServerSyncAlways(t *testing.T) {
+	for _, always := range []bool{true, false} {
+		s, err := streams.StartServer(streams.ServerConfig{DataDir: t.TempDir(), Listen: "127.0.0.1:-1", SyncAlways: always})
+		if err != nil {
+			t.Fatalf("StartServer(SyncAlways=%v): %v", always, err)
+		}
+		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+		if got := s.JetStreamConfig().SyncAlways; got != always {
+			t.Errorf("JetStream SyncAlways = %v, want %v", got, always)
+		}
+		if got := s.JetStreamConfig().StoreDir; got == "" {
+			t.Error("JetStream has no store dir")
+		}
+		nc := natstest.Connect(t, s)
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		if _, err := streams.Ensure(ctx, js, streams.Config{Partitions: 1}); err != nil {
+			t.Fatalf("Ensure: %v", err)
+		}
+		if _, err := js.Publish(ctx, streams.EventSubject(0, "tenant:acme", "budget.set"), []byte("{}")); err != nil {
+			t.Fatalf("append: %v", err)
+		}
+	}
+}
+
+func TestStartServerReportsListenFailure(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = l.Close() }()
+	_, err = streams.StartServer(streams.ServerConfig{
+		DataDir:      t.TempDir(),
+		Listen:       l.Addr().String(),
+		ReadyTimeout: 500 * time.Millisecond,
+	})
+	if err == nil {
+		t.Fatal("StartServer on a busy port succeeded")
+	}
+	t.Log(err)
+	if !strings.Contains(err.Error(), l.Addr().String()) {
+		t.Errorf("error %q does not name the address", err)
+	}
+}
+
+// TestApplyMapping re-maps a running server to another P.
+func TestApplyMapping(t *testing.T) {
+	s := natstest.RunServer(t, natstest.WithPartitions(8))
+	nc := natstest.Connect(t, s)
+	const p = 3
+	if err := streams.ApplyMapping(s, p); err != nil {
+		t.Fatal(err)
+	}
+	root := "tenant:acme"
+	sub, err := nc.SubscribeSync(streams.PartitionWildcard(streams.Partition(root, p)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Publish(streams.RequestSubject(root, "balance"), nil); err != nil {
+		t.Fatal(err)
+	}
+	m, err := sub.NextMsg(5 * time.Second)
+	if err != nil {
+		t.Fatalf("request did not reach partition %d: %v", streams.Partition(root, p), err)
+	}
+	if want := streams.PartitionSubject(streams.Partition(root, p), root, "balance"); m.Subject != want {
+		t.Errorf("subject %q, want %q", m.Subject, want)
+	}
+	if err := streams.ApplyMapping(s, 0); err == nil {
+		t.Error("ApplyMapping(0) succeeded")
+	}
+}
