@@ -1,0 +1,501 @@
+package enforcer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/tallyledger/tally/events"
+	"github.com/tallyledger/tally/streams"
+)
+
+// JetStream error codes the shell branches on (JETSTREAM.md).
+const (
+	errCodeWrongLastSeq = 10071
+	errCodeInFlight     = 10164
+)
+
+// ErrLostOwnership is returned when another owner claimed the partition.
+var ErrLostOwnership = errors.New("enforcer: another owner claimed the partition")
+
+// AppendError is a failed append.
+type AppendError struct {
+	Code        int // JetStream err_code, 0 for a timeout or transport error
+	Description string
+}
+
+func (e *AppendError) Error() string {
+	if e.Code == 0 {
+		return "append: " + e.Description
+	}
+	return fmt.Sprintf("append: %s (err_code %d)", e.Description, e.Code)
+}
+
+// decideLoop is the partition's single writer: it decides requests in
+// arrival order, applies and stages their events, publishes them fenced
+// and hands the entries to the acker in order.
+func (p *partition) decideLoop(ctx context.Context, sub *nats.Subscription) error {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	batch := make([]*request, 0, p.svc.cfg.MaxBatch)
+	for {
+		p.resetTimer(timer)
+		batch = batch[:0]
+		select {
+		case <-ctx.Done():
+			// Shutdown: stop taking requests, decide what was accepted, and
+			// let the acker wait for the acks (run closes the pipeline).
+			_ = sub.Unsubscribe()
+			for {
+				batch = batch[:0]
+				p.fill(&batch)
+				if len(batch) == 0 {
+					return ctx.Err()
+				}
+				if p.broken.Load() {
+					p.refuse(batch)
+					continue
+				}
+				p.decideBatch(batch)
+			}
+		case <-p.brokenCh:
+			if err := p.recover(ctx); err != nil {
+				return err
+			}
+			continue
+		case r := <-p.in:
+			batch = append(batch, r)
+			p.fill(&batch)
+		case <-timer.C:
+		}
+		if p.broken.Load() {
+			// Keep the requests: they are decided after the reload.
+			if err := p.recover(ctx); err != nil {
+				p.refuse(batch)
+				return err
+			}
+		}
+		p.decideBatch(batch)
+	}
+}
+
+func (p *partition) fill(batch *[]*request) {
+	for len(*batch) < cap(*batch) {
+		select {
+		case r := <-p.in:
+			*batch = append(*batch, r)
+		default:
+			return
+		}
+	}
+}
+
+func (p *partition) refuse(batch []*request) {
+	for _, r := range batch {
+		p.reply(r.msg, r.cmd.Op, r.received, errAnswer(events.Errorf(events.CodeUnavailable, "partition %d is not serving; retry", p.n)))
+	}
+}
+
+func (p *partition) resetTimer(t *time.Timer) {
+	d := time.Hour
+	if at, ok := p.state.NextExpiry(); ok {
+		d = max(time.Until(at), time.Millisecond)
+	}
+	t.Reset(d)
+}
+
+// decideBatch decides a batch (and any due expiry) and publishes its events.
+func (p *partition) decideBatch(batch []*request) {
+	now := p.now()
+	var (
+		msgs    []*nats.Msg
+		entries []*entry
+	)
+	if at, ok := p.state.NextExpiry(); ok && !at.After(now) {
+		d := p.state.Decide(Command{Op: OpExpire}, now)
+		for i := range d.Events {
+			seq, msg := p.stage(d.Events[i])
+			msgs = append(msgs, msg)
+			entries = append(entries, &entry{first: &d.Events[i], seq: seq, waitSeq: seq})
+		}
+	}
+	for _, r := range batch {
+		if r.cmd.Op == events.OpReserve {
+			r.cmd.NewID = ulid.Make().String()
+		}
+		d := p.state.Decide(r.cmd, now)
+		e := &entry{msg: r.msg, op: r.cmd.Op, received: r.received}
+		switch {
+		case d.Err != nil:
+			e.answer = errAnswer(d.Err)
+		case d.Duplicate > 0:
+			e.dup = d.Duplicate
+		case len(d.Events) > 0:
+			for i := range d.Events {
+				seq, msg := p.stage(d.Events[i])
+				msgs = append(msgs, msg)
+				if i == 0 {
+					e.first, e.seq = &d.Events[0], seq
+				}
+			}
+		default:
+			e.answer = resultAnswer(d.Result)
+		}
+		if len(msgs) > 0 {
+			e.waitSeq = p.state.LastSeq()
+		}
+		entries = append(entries, e)
+	}
+	p.svc.cfg.Metrics.setOpen(p.n, p.state.OpenReservations())
+	if len(msgs) > 0 {
+		// An entry waits for the unit holding the last event staged up to
+		// and including its own: its answer may read those effects. A unit
+		// is acked only if every unit before it landed (the fences chain).
+		spans := p.publish(msgs)
+		for _, e := range entries {
+			if e.waitSeq > 0 {
+				e.unit = unitFor(spans, e.waitSeq)
+			}
+		}
+	}
+	for _, e := range entries {
+		p.pipe <- e
+	}
+}
+
+type unitSpan struct {
+	u        *appendUnit
+	from, to uint64 // sequences [from, to]
+}
+
+func unitFor(units []unitSpan, seq uint64) *appendUnit {
+	for _, s := range units {
+		if seq >= s.from && seq <= s.to {
+			return s.u
+		}
+	}
+	panic(fmt.Sprintf("enforcer: no append unit holds seq %d", seq))
+}
+
+// stage seals an event, applies it to the state at the next sequence and
+// returns its message.
+func (p *partition) stage(ev events.Event) (uint64, *nats.Msg) {
+	msg, raw := p.seal(&ev)
+	seq := p.state.LastSeq() + 1
+	p.state.Apply(seq, ev)
+	p.hash = events.Hash(raw)
+	p.recent.put(seq, ev)
+	return seq, msg
+}
+
+// publish sends msgs (sequences LastSeq−len+1 … LastSeq) as fenced appends:
+// one atomic batch per MaxBatch messages with group commit, else one
+// pipelined message each.
+func (p *partition) publish(msgs []*nats.Msg) []unitSpan {
+	cfg := p.svc.cfg
+	first := p.state.LastSeq() - uint64(len(msgs)) + 1
+	var spans []unitSpan
+	if cfg.GroupCommit && len(msgs) >= cfg.BatchMin {
+		for i := 0; i < len(msgs); i += cfg.MaxBatch {
+			j := min(i+cfg.MaxBatch, len(msgs))
+			u := p.publishBatch(msgs[i:j], first+uint64(i))
+			spans = append(spans, unitSpan{u: u, from: first + uint64(i), to: first + uint64(j-1)})
+		}
+		return spans
+	}
+	for i, m := range msgs {
+		seq := first + uint64(i)
+		u := p.newUnit()
+		m.Header.Set(jetstream.ExpectedLastSeqHeader, strconv.FormatUint(seq-1, 10))
+		m.Reply = u.reply
+		if err := p.svc.nc.PublishMsg(m); err != nil {
+			p.resolve(u.token, 0, &AppendError{Description: err.Error()})
+		}
+		spans = append(spans, unitSpan{u: u.appendUnit, from: seq, to: seq})
+	}
+	return spans
+}
+
+// Atomic batch headers (JETSTREAM.md).
+const (
+	hdrBatchID     = "Nats-Batch-Id"
+	hdrBatchSeq    = "Nats-Batch-Sequence"
+	hdrBatchCommit = "Nats-Batch-Commit"
+)
+
+func (p *partition) publishBatch(msgs []*nats.Msg, firstSeq uint64) *appendUnit {
+	u := p.newUnit()
+	id := fmt.Sprintf("p%d-%s", p.n, u.token)
+	for i, m := range msgs {
+		m.Header.Set(hdrBatchID, id)
+		m.Header.Set(hdrBatchSeq, strconv.Itoa(i+1))
+		if i == 0 {
+			m.Header.Set(jetstream.ExpectedLastSeqHeader, strconv.FormatUint(firstSeq-1, 10))
+		}
+		if i == len(msgs)-1 {
+			m.Header.Set(hdrBatchCommit, "1")
+			m.Reply = u.reply
+		}
+		if err := p.svc.nc.PublishMsg(m); err != nil {
+			p.resolve(u.token, 0, &AppendError{Description: err.Error()})
+			break
+		}
+	}
+	return u.appendUnit
+}
+
+type pendingUnit struct {
+	*appendUnit
+	token string
+	reply string
+}
+
+func (p *partition) newUnit() pendingUnit {
+	tok := strconv.FormatUint(p.token.Add(1), 36)
+	u := &appendUnit{done: make(chan struct{}), started: time.Now()}
+	p.mu.Lock()
+	p.units[tok] = u
+	p.mu.Unlock()
+	return pendingUnit{appendUnit: u, token: tok, reply: p.ackPrefix + "." + tok}
+}
+
+// pubAck is JetStream's answer to a publish or a batch commit.
+type pubAck struct {
+	Stream    string `json:"stream"`
+	Seq       uint64 `json:"seq"`
+	Duplicate bool   `json:"duplicate"`
+	Error     *struct {
+		Code        int    `json:"code"`
+		ErrCode     int    `json:"err_code"`
+		Description string `json:"description"`
+	} `json:"error"`
+}
+
+func (p *partition) onAck(msg *nats.Msg) {
+	tok := msg.Subject[strings.LastIndexByte(msg.Subject, '.')+1:]
+	var a pubAck
+	if err := json.Unmarshal(msg.Data, &a); err != nil {
+		p.resolve(tok, 0, &AppendError{Description: fmt.Sprintf("undecodable ack %q", msg.Data)})
+		return
+	}
+	if a.Error != nil {
+		p.resolve(tok, 0, &AppendError{Code: a.Error.ErrCode, Description: a.Error.Description})
+		return
+	}
+	p.resolve(tok, a.Seq, nil)
+}
+
+func (p *partition) resolve(tok string, seq uint64, err error) {
+	p.mu.Lock()
+	u, ok := p.units[tok]
+	delete(p.units, tok)
+	p.mu.Unlock()
+	if !ok {
+		return
+	}
+	u.lastSeq, u.err = seq, err
+	close(u.done)
+}
+
+// wait blocks until the unit is acked or times out.
+func (p *partition) wait(u *appendUnit) error {
+	left := p.svc.cfg.AppendTimeout - time.Since(u.started)
+	if left > 0 {
+		t := time.NewTimer(left)
+		defer t.Stop()
+		select {
+		case <-u.done:
+		case <-t.C:
+		}
+	}
+	select {
+	case <-u.done:
+		if u.err == nil {
+			p.svc.cfg.Metrics.observeAppend(time.Since(u.started))
+		}
+		return u.err
+	default:
+		return &AppendError{Description: fmt.Sprintf("no ack within %s", p.svc.cfg.AppendTimeout)}
+	}
+}
+
+// acker answers decided entries in order once their appends are acked. On
+// the first failed append it stops answering and holds every later entry
+// until the decision loop reloads the partition and takes them back.
+func (p *partition) acker(ctx context.Context) error {
+	var held []*entry
+	failed := false
+	for e := range p.pipe {
+		if e.marker != nil {
+			e.marker <- held
+			held, failed = nil, false
+			continue
+		}
+		if failed {
+			held = append(held, e)
+			continue
+		}
+		if e.unit != nil {
+			if err := p.wait(e.unit); err != nil {
+				failed = true
+				held = append(held, e)
+				p.log.Warn("append failed; reloading the partition", logErr, err)
+				p.broken.Store(true)
+				select {
+				case p.brokenCh <- struct{}{}:
+				default:
+				}
+				continue
+			}
+		}
+		p.answer(ctx, e)
+	}
+	// Shutdown after a failure: what was held is answered UNAVAILABLE.
+	for _, e := range held {
+		p.reply(e.msg, e.op, e.received, errAnswer(events.Errorf(events.CodeUnavailable, "partition %d is shutting down; retry", p.n)))
+	}
+	return nil
+}
+
+func (p *partition) answer(ctx context.Context, e *entry) {
+	if e.msg == nil {
+		return
+	}
+	switch {
+	case e.answer != nil:
+		p.reply(e.msg, e.op, e.received, e.answer)
+	case e.first != nil:
+		r, _ := events.ResultOf(*e.first, events.EventRef{Partition: p.n, Seq: e.seq})
+		p.reply(e.msg, e.op, e.received, resultAnswer(r))
+	case e.dup > 0:
+		ev, err := p.eventAt(ctx, e.dup)
+		if err != nil {
+			p.reply(e.msg, e.op, e.received, errAnswer(events.Errorf(events.CodeUnavailable, "reading the original answer at seq %d: %v; retry", e.dup, err)))
+			return
+		}
+		r, ok := events.ResultOf(ev, events.EventRef{Partition: p.n, Seq: e.dup})
+		if !ok {
+			p.reply(e.msg, e.op, e.received, errAnswer(events.Errorf(events.CodeInternal, "event at seq %d is a %s, not an answer", e.dup, ev.Type)))
+			return
+		}
+		p.reply(e.msg, e.op, e.received, resultAnswer(r))
+	}
+}
+
+// eventAt returns the event at seq, from memory when recent.
+func (p *partition) eventAt(ctx context.Context, seq uint64) (events.Event, error) {
+	if ev, ok := p.recent.get(seq); ok {
+		return ev, nil
+	}
+	stream, err := p.svc.js.Stream(ctx, streams.StreamName(p.n))
+	if err != nil {
+		return events.Event{}, err
+	}
+	m, err := stream.GetMsg(ctx, seq)
+	if err != nil {
+		return events.Event{}, err
+	}
+	return events.Decode(m.Data)
+}
+
+// recover reloads the partition from the stream after a failed append and
+// settles the entries the acker held: those whose event landed get their
+// real answer, the others UNAVAILABLE (a retry with the same key is safe).
+func (p *partition) recover(ctx context.Context) error {
+	marker := make(chan []*entry, 1)
+	p.pipe <- &entry{marker: marker}
+	held := <-marker
+	// Let every in-flight append resolve (ack, error or timeout) before
+	// reading the stream.
+	var minSeq uint64
+	for _, e := range held {
+		if e.unit != nil {
+			_ = p.wait(e.unit)
+		}
+		if e.first != nil && (minSeq == 0 || e.seq < minSeq) {
+			minSeq = e.seq
+		}
+	}
+	p.recent.clear()
+	landed := map[string]uint64{}
+	var lost bool
+	st := New(Config{Partition: p.n}.merge(p.svc.cfg.Core))
+	hash, err := Replay(ctx, p.svc.js, p.n, st, func(seq uint64, ev events.Event, _ []byte) {
+		if minSeq > 0 && seq >= minSeq {
+			landed[ev.ID] = seq
+		}
+		if c, ok := ev.Data.(events.PartitionClaimed); ok && c.Owner != p.svc.cfg.Owner {
+			lost = true
+		} else if ok {
+			lost = false
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("partition %d: reload: %w", p.n, err)
+	}
+	p.state, p.hash = st, hash
+	for _, e := range held {
+		if e.first != nil {
+			if seq, ok := landed[e.first.ID]; ok {
+				ev, _ := p.eventAt(ctx, seq)
+				r, _ := events.ResultOf(ev, events.EventRef{Partition: p.n, Seq: seq})
+				if e.msg != nil {
+					p.reply(e.msg, e.op, e.received, resultAnswer(r))
+				}
+				continue
+			}
+		}
+		p.reply(e.msg, e.op, e.received, errAnswer(events.Errorf(events.CodeUnavailable, "partition %d lost an append and reloaded; retry with the same idempotency key", p.n)))
+	}
+	p.log.Info("reloaded", logSeq, st.LastSeq(), logEvents, len(landed))
+	p.broken.Store(false)
+	if lost {
+		return fmt.Errorf("partition %d: %w", p.n, ErrLostOwnership)
+	}
+	return nil
+}
+
+// recentEvents keeps the last events by sequence for duplicate answers.
+type recentEvents struct {
+	mu   sync.Mutex
+	size uint64
+	seqs []uint64
+	evs  []events.Event
+}
+
+func newRecentEvents(n int) recentEvents {
+	return recentEvents{size: uint64(n), seqs: make([]uint64, n), evs: make([]events.Event, n)}
+}
+
+func (r *recentEvents) put(seq uint64, ev events.Event) {
+	r.mu.Lock()
+	i := seq % r.size
+	r.seqs[i], r.evs[i] = seq, ev
+	r.mu.Unlock()
+}
+
+func (r *recentEvents) get(seq uint64) (events.Event, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	i := seq % r.size
+	if r.seqs[i] != seq {
+		return events.Event{}, false
+	}
+	return r.evs[i], true
+}
+
+func (r *recentEvents) clear() {
+	r.mu.Lock()
+	clear(r.seqs)
+	clear(r.evs)
+	r.mu.Unlock()
+}

@@ -1,0 +1,436 @@
+package enforcer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/oklog/ulid/v2"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tallyledger/tally/events"
+	"github.com/tallyledger/tally/streams"
+)
+
+// Shell defaults.
+const (
+	DefaultQueueDepth    = 8192
+	DefaultMaxBatch      = 256
+	DefaultBatchMin      = 4
+	DefaultAppendTimeout = 5 * time.Second
+	// maxPipeline bounds the decided entries waiting for their acks.
+	maxPipeline = 16384
+)
+
+// ServiceConfig configures the enforcer shell.
+type ServiceConfig struct {
+	// Partitions is P, the ledger's partition count.
+	Partitions int
+	// Own lists the partitions this process serves; nil means all.
+	Own []int
+	// Owner names this process in partition.claimed events.
+	Owner string
+	// Core bounds each partition's state.
+	Core Config
+	// QueueDepth bounds the requests waiting for a decision per
+	// partition; beyond it requests are answered UNAVAILABLE.
+	QueueDepth int
+	// GroupCommit sends the events of several decisions as one atomic
+	// batch (one fsync with --sync always) when at least BatchMin are
+	// waiting, up to MaxBatch.
+	GroupCommit bool
+	BatchMin    int
+	MaxBatch    int
+	// AppendTimeout is how long an append may wait for its ack before the
+	// partition reloads from the stream.
+	AppendTimeout time.Duration
+	Logger        *slog.Logger
+	Metrics       *Metrics
+}
+
+func (c ServiceConfig) withDefaults() ServiceConfig {
+	if c.QueueDepth == 0 {
+		c.QueueDepth = DefaultQueueDepth
+	}
+	if c.MaxBatch == 0 {
+		c.MaxBatch = DefaultMaxBatch
+	}
+	if c.BatchMin == 0 {
+		c.BatchMin = DefaultBatchMin
+	}
+	if c.AppendTimeout == 0 {
+		c.AppendTimeout = DefaultAppendTimeout
+	}
+	if c.Owner == "" {
+		c.Owner = "tally-" + ulid.Make().String()
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Own == nil {
+		for n := 0; n < c.Partitions; n++ {
+			c.Own = append(c.Own, n)
+		}
+	}
+	return c
+}
+
+// Validate rejects nonsense.
+func (c ServiceConfig) Validate() error {
+	c = c.withDefaults()
+	switch {
+	case c.Partitions < 1:
+		return fmt.Errorf("enforcer: %d partitions", c.Partitions)
+	case c.QueueDepth < 1 || c.MaxBatch < 1 || c.MaxBatch > 1000 || c.BatchMin < 2:
+		return fmt.Errorf("enforcer: queue depth, batch sizes out of range (max batch ≤ 1000, batch min ≥ 2)")
+	case c.AppendTimeout < 10*time.Millisecond:
+		return fmt.Errorf("enforcer: append timeout %s too short", c.AppendTimeout)
+	}
+	for _, n := range c.Own {
+		if n < 0 || n >= c.Partitions {
+			return fmt.Errorf("enforcer: partition %d out of range [0, %d)", n, c.Partitions)
+		}
+	}
+	return c.Core.Validate()
+}
+
+// Log attribute keys.
+const (
+	logPartition = "partition"
+	logSeq       = "seq"
+	logErr       = "err"
+	logEvents    = "events"
+)
+
+// Service runs the enforcer for the partitions it owns.
+type Service struct {
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	cfg ServiceConfig
+}
+
+// NewService returns a service on an established connection. The ledger's
+// streams must exist (streams.Ensure).
+func NewService(nc *nats.Conn, cfg ServiceConfig) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	return &Service{nc: nc, js: js, cfg: cfg.withDefaults()}, nil
+}
+
+// Run serves every owned partition until ctx ends or one fails.
+func (s *Service) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	for _, n := range s.cfg.Own {
+		p := s.newPartition(n)
+		g.Go(func() error { return p.run(ctx) })
+	}
+	return g.Wait()
+}
+
+// request is one request waiting for a decision.
+type request struct {
+	msg      *nats.Msg
+	cmd      Command
+	received time.Time
+}
+
+// entry is a decided request waiting for its answer, in decision order.
+type entry struct {
+	msg      *nats.Msg
+	op       events.Op
+	received time.Time
+	// exactly one of:
+	answer []byte        // ready answer (read or error), sent in order
+	first  *events.Event // first event of this decision, answered after ack
+	dup    uint64        // retry: answer with the result of the event at dup
+	marker chan []*entry // reload marker: the acker hands back what it holds
+	seq    uint64        // first event's sequence
+	// waitSeq is the last sequence staged up to this entry; its unit must
+	// be acked before the entry is answered.
+	waitSeq uint64
+	unit    *appendUnit
+}
+
+// appendUnit is one publish to the stream: a single message or an atomic
+// batch, fenced on its first message.
+type appendUnit struct {
+	done    chan struct{}
+	err     error
+	lastSeq uint64
+	started time.Time
+}
+
+type partition struct {
+	svc   *Service
+	n     int
+	log   *slog.Logger
+	state *State
+	hash  string // hash of the last message: the next event's prev
+
+	in   chan *request
+	pipe chan *entry
+
+	ackPrefix string
+	mu        sync.Mutex // guards units
+	units     map[string]*appendUnit
+	token     atomic.Uint64
+	broken    atomic.Bool
+	brokenCh  chan struct{}
+
+	recent recentEvents
+}
+
+func (s *Service) newPartition(n int) *partition {
+	return &partition{svc: s, n: n, log: s.cfg.Logger.With(logPartition, n),
+		in: make(chan *request, s.cfg.QueueDepth), pipe: make(chan *entry, maxPipeline),
+		ackPrefix: s.nc.NewInbox() + ".ack", units: map[string]*appendUnit{}, brokenCh: make(chan struct{}, 1),
+		recent: newRecentEvents(4096)}
+}
+
+func (p *partition) run(ctx context.Context) error {
+	if err := p.load(ctx); err != nil {
+		return fmt.Errorf("partition %d: %w", p.n, err)
+	}
+	acks, err := p.svc.nc.Subscribe(p.ackPrefix+".*", p.onAck)
+	if err != nil {
+		return err
+	}
+	defer acks.Unsubscribe()
+	if err := p.claim(ctx); err != nil {
+		return fmt.Errorf("partition %d: claim: %w", p.n, err)
+	}
+	sub, err := p.svc.nc.Subscribe(streams.PartitionWildcard(p.n), p.onRequest)
+	if err != nil {
+		return err
+	}
+	p.svc.cfg.Metrics.partitionOwned(p.n, true)
+	defer p.svc.cfg.Metrics.partitionOwned(p.n, false)
+	p.log.Info("serving", logSeq, p.state.LastSeq(), "open", p.state.OpenReservations())
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return p.acker(gctx) })
+	g.Go(func() error {
+		err := p.decideLoop(gctx, sub)
+		close(p.pipe)
+		return err
+	})
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// load rebuilds the state by replaying the partition's stream.
+func (p *partition) load(ctx context.Context) error {
+	st := New(Config{Partition: p.n}.merge(p.svc.cfg.Core))
+	hash, err := Replay(ctx, p.svc.js, p.n, st, nil)
+	if err != nil {
+		return err
+	}
+	p.state, p.hash = st, hash
+	p.svc.cfg.Metrics.setOpen(p.n, st.OpenReservations())
+	return nil
+}
+
+func (c Config) merge(o Config) Config {
+	o.Partition = c.Partition
+	return o
+}
+
+// Replay folds partition n's stream into st from st.LastSeq()+1 to the
+// head, verifying the hash chain, and returns the last message's hash.
+// visit, if not nil, sees every event after it is applied.
+func Replay(ctx context.Context, js jetstream.JetStream, n int, st *State, visit func(seq uint64, ev events.Event, raw []byte)) (string, error) {
+	stream, err := js.Stream(ctx, streams.StreamName(n))
+	if err != nil {
+		return "", err
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return "", err
+	}
+	last := info.State.LastSeq
+	hash := ""
+	start := st.LastSeq() + 1
+	if st.LastSeq() > 0 {
+		m, err := stream.GetMsg(ctx, st.LastSeq())
+		if err != nil {
+			return "", fmt.Errorf("read seq %d: %w", st.LastSeq(), err)
+		}
+		hash = events.Hash(m.Data)
+	}
+	if last < start {
+		return hash, nil
+	}
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: start})
+	if err != nil {
+		return "", err
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(1024))
+	if err != nil {
+		return "", err
+	}
+	defer it.Stop()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			return "", fmt.Errorf("replay: %w", err)
+		}
+		md, err := msg.Metadata()
+		if err != nil {
+			return "", err
+		}
+		seq := md.Sequence.Stream
+		ev, err := events.Decode(msg.Data())
+		if err != nil {
+			return "", fmt.Errorf("replay seq %d: %w", seq, err)
+		}
+		if ev.Prev != hash {
+			return "", fmt.Errorf("replay seq %d: hash chain broken: prev %q, previous message hashes to %q", seq, ev.Prev, hash)
+		}
+		st.Apply(seq, ev)
+		hash = events.Hash(msg.Data())
+		if visit != nil {
+			visit(seq, ev, msg.Data())
+		}
+		if seq >= last {
+			return hash, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return "", err
+		}
+	}
+}
+
+// claim appends partition.claimed: the first append of a new owner, which
+// also proves the fence is ours.
+func (p *partition) claim(ctx context.Context) error {
+	ev := events.Event{V: events.Version, Type: events.TypePartitionClaimed, Partition: p.n, At: p.now(),
+		Data: events.PartitionClaimed{Owner: p.svc.cfg.Owner, Epoch: p.state.LastSeq() + 1}}
+	msg, raw := p.seal(&ev)
+	msg.Header.Set(jetstream.ExpectedLastSeqHeader, strconv.FormatUint(p.state.LastSeq(), 10))
+	ack, err := p.svc.js.PublishMsg(ctx, msg)
+	if err != nil {
+		return err
+	}
+	p.state.Apply(ack.Sequence, ev)
+	p.hash = events.Hash(raw)
+	return nil
+}
+
+func (p *partition) now() time.Time {
+	now := time.Now().UTC().Round(0)
+	if now.Before(p.state.LastAt()) {
+		return p.state.LastAt()
+	}
+	return now
+}
+
+// seal fills an event's envelope and returns its message; the partition's
+// chain hash is not advanced (the caller does once the event is applied).
+func (p *partition) seal(ev *events.Event) (*nats.Msg, []byte) {
+	ev.ID = ulid.Make().String()
+	ev.Partition = p.n
+	ev.Prev = p.hash
+	raw, err := events.Encode(ev)
+	if err != nil {
+		panic(fmt.Sprintf("enforcer: encode %s: %v", ev.Type, err))
+	}
+	root := ev.Root
+	if root == "" {
+		root = "_"
+	}
+	msg := nats.NewMsg(streams.EventSubject(p.n, root, string(ev.Type)))
+	msg.Data = raw
+	msg.Header.Set(jetstream.MsgIDHeader, ev.ID)
+	return msg, raw
+}
+
+// onRequest runs on the subscription's goroutine: it validates and queues.
+func (p *partition) onRequest(msg *nats.Msg) {
+	received := time.Now()
+	if msg.Reply == "" {
+		return // nobody to answer; nothing is decided for a fire-and-forget publish
+	}
+	n, root, opName, err := streams.ParsePartitionSubject(msg.Subject)
+	op := events.Op(opName)
+	if err != nil {
+		p.reply(msg, op, received, errAnswer(events.Errorf(events.CodeInvalidRequest, "subject %q: %v", msg.Subject, err)))
+		return
+	}
+	if want := streams.Partition(root, p.svc.cfg.Partitions); want != n {
+		p.reply(msg, op, received, errAnswer(events.Errorf(events.CodeInvalidRequest,
+			"subject: root %q belongs to partition %d, not %d", root, want, n)))
+		return
+	}
+	if !op.Valid() {
+		p.reply(msg, op, received, errAnswer(events.Errorf(events.CodeInvalidRequest,
+			"unknown operation %q (one of reserve commit release extend charge decide balance reservation-get budget-set budget-get budget-list budget-delete budget-adjust)", opName)))
+		return
+	}
+	req, err := events.ParseRequest(op, msg.Data)
+	if err != nil {
+		if errors.Is(err, events.ErrTooLarge) {
+			p.reply(msg, op, received, errAnswer(events.Errorf(events.CodeTooLarge, "request of %d bytes, the limit is %d", len(msg.Data), events.MaxRequestBytes)))
+			return
+		}
+		p.reply(msg, op, received, errAnswer(events.Invalid(err)))
+		return
+	}
+	r := &request{msg: msg, cmd: Command{Op: op, Root: root, Request: req}, received: received}
+	if p.broken.Load() {
+		p.reply(msg, op, received, errAnswer(events.Errorf(events.CodeUnavailable, "partition %d is reloading; retry", p.n)))
+		return
+	}
+	select {
+	case p.in <- r:
+	default:
+		p.reply(msg, op, received, errAnswer(events.Errorf(events.CodeUnavailable,
+			"partition %d has %d requests waiting, its limit; retry", p.n, p.svc.cfg.QueueDepth)))
+	}
+}
+
+func (p *partition) reply(msg *nats.Msg, op events.Op, received time.Time, answer []byte) {
+	if msg == nil || msg.Reply == "" {
+		return
+	}
+	if err := msg.Respond(answer); err != nil {
+		p.log.Debug("answer not sent", logErr, err)
+	}
+	p.svc.cfg.Metrics.observe(op, answer, received)
+}
+
+func errAnswer(e *events.Error) []byte {
+	b, err := json.Marshal(events.Answer{Error: e})
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+func resultAnswer(v any) []byte {
+	r, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("enforcer: encode answer: %v", err))
+	}
+	b, err := json.Marshal(events.Answer{Result: r})
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
