@@ -1,0 +1,48 @@
+# tally — the two commands a newcomer needs are `make run` and `make test`.
+GO        ?= go
+BIN       ?= bin/tally
+FUZZTIME  ?= 10s
+# The fuzz targets run briefly in `make test`; `make fuzz FUZZTIME=10m` for longer.
+FUZZ_TARGETS := events:FuzzParseRequest events:FuzzDecodeEvent events:FuzzParseAmount
+
+.PHONY: all build run test test-long fuzz bench profile vet clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/tally
+
+## run: tally with its embedded NATS server (data in ./tally-data, NATS on 127.0.0.1:4222, metrics on :9464)
+run: build
+	./$(BIN) serve
+
+## test: vet, the whole suite with -race (cluster and fault tests included), then short fuzz runs
+test: vet
+	$(GO) test -race -count=1 -timeout 30m ./...
+	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
+
+vet:
+	$(GO) vet ./...
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
+		$(GO) test ./$$pkg -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME); \
+	done
+
+## test-long: soak runs (longer model checks and fuzzing)
+test-long:
+	$(GO) test -race -count=1 -timeout 60m ./enforcer -run Model -rapid.checks=2000
+	$(MAKE) fuzz FUZZTIME=5m
+
+## bench: core, codec and end-to-end benchmarks (figures go to BENCHMARKS.md)
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./events ./enforcer
+
+profile:
+	$(GO) test -run '^$$' -bench ReserveDecideApply -benchtime 200000x -cpuprofile cpu.prof ./enforcer
+	$(GO) tool pprof -top -nodecount 30 enforcer.test cpu.prof
+
+clean:
+	rm -rf bin cpu.prof enforcer.test
