@@ -22,10 +22,12 @@ const (
 	DefaultListen = "127.0.0.1:4222"
 	// DefaultReadyTimeout bounds how long StartServer waits for the server.
 	DefaultReadyTimeout = 10 * time.Second
-	// MaxPayload is the server's max_payload: the largest message, and so
-	// the largest event or request, that NATS accepts. Requests are bounded
-	// far lower by the enforcer; atomic batches need each message within it.
-	MaxPayload = 1 << 20
+	// MaxPayload is the server's max_payload: the largest message NATS
+	// accepts. It is well above the enforcer's 64 KiB request limit so that
+	// an oversize request reaches the enforcer and is answered TOO_LARGE
+	// (with a clear message) instead of being dropped by the client
+	// library; atomic batches need each message within it.
+	MaxPayload = 4 << 20
 	// randomPort asks nats-server for any free port.
 	randomPort = server.RANDOM_PORT
 )
