@@ -1,0 +1,186 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tallyledger/tally/enforcer"
+	"github.com/tallyledger/tally/streams"
+)
+
+// serveFlags are the flags of serve and enforcer.
+type serveFlags struct {
+	dataDir     string
+	natsListen  string
+	natsURL     string
+	partitions  int
+	replicas    int
+	sync        string
+	httpListen  string
+	logLevel    string
+	groupCommit string
+	owner       string
+}
+
+func (f *serveFlags) register(fs *flag.FlagSet, embedded bool) {
+	if embedded {
+		fs.StringVar(&f.dataDir, "data-dir", "./tally-data", "directory of the embedded server's JetStream store")
+		fs.StringVar(&f.natsListen, "nats-listen", "127.0.0.1:4222", "client address of the embedded NATS server")
+		fs.StringVar(&f.sync, "sync", "always", "embedded server durability: always (fsync before every ack) or interval")
+	}
+	fs.StringVar(&f.natsURL, "nats-url", "", "join an existing NATS cluster at these URLs instead of embedding a server")
+	fs.IntVar(&f.partitions, "partitions", streams.DefaultPartitions, "partitions P of a new ledger (fixed at creation)")
+	fs.IntVar(&f.replicas, "replicas", 1, "stream replicas of a new ledger: 1 embedded, 3 on a cluster")
+	fs.StringVar(&f.httpListen, "http-listen", "127.0.0.1:9464", "address of /healthz and /metrics (empty: off)")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.groupCommit, "group-commit", "auto", "batch appends atomically when the queue is deep: on, off, or auto (on with --sync always)")
+	fs.StringVar(&f.owner, "owner", "", "name of this enforcer in partition.claimed events (default: generated)")
+}
+
+func (f *serveFlags) logger(e *env) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: %v", f.logLevel, err)
+	}
+	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: lvl})), nil
+}
+
+func runServe(ctx context.Context, e *env, args []string) int {
+	var f serveFlags
+	fs := e.flagSet("serve", "serve [flags]")
+	f.register(fs, true)
+	if code := e.parse(fs, args); code >= 0 {
+		return code
+	}
+	return e.serve(ctx, f, f.natsURL == "")
+}
+
+func runEnforcer(ctx context.Context, e *env, args []string) int {
+	var f serveFlags
+	fs := e.flagSet("enforcer", "enforcer --nats-url URLS [flags]")
+	f.register(fs, false)
+	if code := e.parse(fs, args); code >= 0 {
+		return code
+	}
+	if f.natsURL == "" {
+		return e.usageErr("enforcer needs --nats-url (or TALLY_NATS_URL)")
+	}
+	return e.serve(ctx, f, false)
+}
+
+// serve runs the server process. Shutdown order: stop taking requests,
+// finish the decisions in flight and wait for their acks (the enforcer's
+// Run returns), drain the connection, stop the embedded server.
+func (e *env) serve(ctx context.Context, f serveFlags, embedded bool) int {
+	log, err := f.logger(e)
+	if err != nil {
+		return e.usageErr("%v", err)
+	}
+	if f.sync != "" && f.sync != "always" && f.sync != "interval" {
+		return e.usageErr("--sync %q: want always or interval", f.sync)
+	}
+	groupCommit := f.groupCommit == "on" || f.groupCommit == "auto" && (f.sync == "always" || !embedded)
+	if f.groupCommit != "on" && f.groupCommit != "off" && f.groupCommit != "auto" {
+		return e.usageErr("--group-commit %q: want on, off or auto", f.groupCommit)
+	}
+
+	var ns *server.Server
+	var nc *nats.Conn
+	if embedded {
+		ns, err = streams.StartServer(streams.ServerConfig{Name: "tally", DataDir: f.dataDir, Listen: f.natsListen,
+			Partitions: f.partitions, SyncAlways: f.sync == "always", Logger: log})
+		if err != nil {
+			return e.fail(err, "is another tally running? choose another --nats-listen or --data-dir")
+		}
+		defer func() {
+			ns.Shutdown()
+			ns.WaitForShutdown()
+		}()
+		nc, err = nats.Connect("", nats.InProcessServer(ns), nats.Name("tally-serve"))
+	} else {
+		nc, err = nats.Connect(f.natsURL, nats.Name("tally-enforcer"), nats.MaxReconnects(-1))
+	}
+	if err != nil {
+		return e.fail(fmt.Errorf("connect to NATS: %w", err), "check --nats-url")
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return e.fail(err, "")
+	}
+	ectx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	layout, err := streams.Ensure(ectx, js, streams.Config{Partitions: f.partitions, Replicas: f.replicas})
+	cancel()
+	if err != nil {
+		return e.fail(fmt.Errorf("prepare the ledger's streams: %w", err), "")
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	svc, err := enforcer.NewService(nc, enforcer.ServiceConfig{Partitions: layout.Partitions, Owner: f.owner,
+		GroupCommit: groupCommit, Logger: log, Metrics: enforcer.NewMetrics(reg)})
+	if err != nil {
+		return e.fail(err, "")
+	}
+	log.Info("tally serving", "partitions", layout.Partitions, "nats", natsAddr(ns, f.natsURL), "sync", f.sync, "group_commit", groupCommit)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return svc.Run(gctx) })
+	if f.httpListen != "" {
+		ln, err := net.Listen("tcp", f.httpListen)
+		if err != nil {
+			return e.fail(fmt.Errorf("--http-listen: %w", err), "choose another --http-listen, or empty to turn it off")
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+			if nc.Status() != nats.CONNECTED {
+				http.Error(w, "nats: "+nc.Status().String(), http.StatusServiceUnavailable)
+				return
+			}
+			fmt.Fprintln(w, "ok")
+		})
+		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		g.Go(func() error {
+			if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-gctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			return hs.Shutdown(sctx)
+		})
+	}
+	err = g.Wait()
+	if derr := nc.Drain(); derr != nil {
+		log.Debug("drain", "err", derr)
+	}
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return e.fail(err, "")
+	}
+	log.Info("tally stopped")
+	return exitOK
+}
+
+func natsAddr(ns *server.Server, url string) string {
+	if ns != nil {
+		return ns.ClientURL()
+	}
+	return url
+}
