@@ -1,6 +1,7 @@
 package events
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -82,13 +83,15 @@ func amountGrammar(s string) string {
 	if len(s) > 1+MaxSignificantDigits+1+MaxFractionDigits+20 {
 		return "too long"
 	}
-	switch s[0] {
-	case '-':
+	switch c := s[0]; {
+	case c == '-' && len(s) > 1 && s[1] >= '0' && s[1] <= '9':
 		return "negative"
-	case '+':
+	case c == '-' || c == '+':
 		return "signed"
-	case '.':
+	case c == '.':
 		return "no integer part in"
+	case c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z':
+		return fmt.Sprintf("not a number, bad character %q in", c)
 	}
 	intPart, frac, hasPoint := strings.Cut(s, ".")
 	for i := 0; i < len(intPart); i++ {
@@ -293,6 +296,15 @@ func (a *Amount) UnmarshalJSON(b []byte) error {
 
 // Amounts maps unit names to amounts.
 type Amounts map[string]Amount
+
+// MarshalJSON renders units in byte order; a nil map is {}, not null, which
+// UnmarshalJSON would refuse: whatever Encode writes, Decode must read.
+func (m Amounts) MarshalJSON() ([]byte, error) {
+	if m == nil {
+		return []byte("{}"), nil
+	}
+	return json.Marshal(map[string]Amount(m))
+}
 
 // Clone copies m.
 func (m Amounts) Clone() Amounts {

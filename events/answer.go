@@ -189,8 +189,12 @@ func ResultOf(ev Event, ref EventRef) (any, bool) {
 			ShadowDenials: nonNil(d.ShadowDenials), Event: r}, true
 	case ReservationDenied:
 		den := d.Denial
+		label := "" // the first option's; guarded because the event may come from a stream
+		if len(d.Options) > 0 {
+			label = d.Options[0].Label
+		}
 		return ReserveResult{Decision: DecisionDenied, Instances: d.Instances, Denial: &den,
-			Label: d.Options[0].Label, ShadowDenials: []ShadowDenial{}, Event: r}, true
+			Label: label, ShadowDenials: []ShadowDenial{}, Event: r}, true
 	case ReservationCommitted:
 		return CommitResult{ReservationID: d.ReservationID, Charged: d.Charged, Released: d.Released,
 			Overage: d.Overage, Late: d.Late, OverLimit: d.OverLimit, Instances: d.Instances, Event: r}, true

@@ -349,11 +349,34 @@ func Decode(b []byte) (Event, error) {
 	if err := strictUnmarshal(env.Data, d); err != nil {
 		return Event{}, fmt.Errorf("event %s: data: %w", env.ID, err)
 	}
-	if len(env.Prev) != 0 && len(env.Prev) != 64 {
+	// Encode writes at in UTC; another offset would not survive re-encoding
+	// (and can move the year out of RFC 3339's range).
+	if _, off := env.At.Zone(); off != 0 {
+		return Event{}, fmt.Errorf("event %s: at: %s is not in UTC", env.ID, env.At.Format(time.RFC3339Nano))
+	}
+	if !validPrev(env.Prev) {
 		return Event{}, fmt.Errorf("event %s: prev: not a SHA-256 hex digest", env.ID)
 	}
-	return Event{V: *env.V, ID: env.ID, Type: env.Type, Partition: env.Partition, At: env.At,
+	return Event{V: *env.V, ID: env.ID, Type: env.Type, Partition: env.Partition, At: env.At.UTC(),
 		Root: env.Root, Prev: env.Prev, Data: derefData(d)}, nil
+}
+
+// validPrev reports whether prev is "" or what Hash returns: 64 lowercase
+// hex digits. Auditors compare it byte for byte with the hash of the
+// previous message, so an upper-case spelling is not the same link.
+func validPrev(prev string) bool {
+	if prev == "" {
+		return true
+	}
+	if len(prev) != 2*sha256.Size {
+		return false
+	}
+	for i := 0; i < len(prev); i++ {
+		if c := prev[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // strictUnmarshal is json.Unmarshal with DisallowUnknownFields and no trailing data.

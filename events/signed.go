@@ -1,6 +1,9 @@
 package events
 
-import "fmt"
+import (
+	"encoding/json"
+	"fmt"
+)
 
 // Signed is an amount that may be negative on the wire: remaining balances
 // after overage and budget-adjust deltas. It renders like Amount with a
@@ -32,6 +35,14 @@ func (s *Signed) UnmarshalJSON(b []byte) error {
 
 // SignedAmounts maps units to signed amounts.
 type SignedAmounts map[string]Signed
+
+// MarshalJSON renders units in byte order; a nil map is {}, not null.
+func (m SignedAmounts) MarshalJSON() ([]byte, error) {
+	if m == nil {
+		return []byte("{}"), nil
+	}
+	return json.Marshal(map[string]Signed(m))
+}
 
 // UnmarshalJSON decodes unit → signed amount, naming the unit in errors.
 func (m *SignedAmounts) UnmarshalJSON(b []byte) error {

@@ -89,13 +89,94 @@ func DecodeStrict(data []byte, dst any) error {
 	if err := dec.Decode(&raw); err != nil {
 		return &FieldError{Err: fmt.Errorf("malformed JSON: %s", jsonSyntax(err))}
 	}
-	if dec.More() {
+	// data has no trailing white space, so anything after the object —
+	// even a stray '}' or ']', which dec.More and dec.Token let through —
+	// is trailing data.
+	if dec.InputOffset() != int64(len(data)) {
 		return &FieldError{Err: errors.New("trailing data after the JSON object")}
 	}
-	if _, err := dec.Token(); err == nil {
-		return &FieldError{Err: errors.New("trailing data after the JSON object")}
+	if countMembers(data) != len(raw) {
+		if _, err := duplicateMember(data); err != nil {
+			return err
+		}
 	}
 	return decodeFields(raw, v.Elem())
+}
+
+// objectMembers splits one valid JSON object into its members. A name that
+// appears twice is an error: decoders disagree on which one wins.
+func objectMembers(b []byte) (map[string]json.RawMessage, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("malformed JSON: %s", jsonSyntax(err))
+	}
+	if countMembers(b) == len(m) {
+		return m, nil
+	}
+	return duplicateMember(b)
+}
+
+// countMembers counts the members of one valid JSON object without
+// allocating: the commas outside strings at depth 1, plus one if not empty.
+func countMembers(b []byte) int {
+	n, depth, inString, empty := 0, 0, false, true
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if inString {
+			switch c {
+			case '\\':
+				i++
+			case '"':
+				inString = false
+			}
+			continue
+		}
+		switch c {
+		case '"':
+			inString = true
+			if depth == 1 {
+				empty = false
+			}
+		case '{', '[':
+			depth++
+		case '}', ']':
+			depth--
+		case ',':
+			if depth == 1 {
+				n++
+			}
+		}
+	}
+	if empty {
+		return 0
+	}
+	return n + 1
+}
+
+// duplicateMember finds the repeated name in an object countMembers found
+// to have more members than distinct names.
+func duplicateMember(b []byte) (map[string]json.RawMessage, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if _, err := dec.Token(); err != nil { // '{'
+		return nil, fmt.Errorf("malformed JSON: %s", jsonSyntax(err))
+	}
+	m := make(map[string]json.RawMessage)
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, fmt.Errorf("malformed JSON: %s", jsonSyntax(err))
+		}
+		name, _ := tok.(string)
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, fmt.Errorf("malformed JSON: %s", jsonSyntax(err))
+		}
+		if _, dup := m[name]; dup {
+			return nil, &FieldError{Path: name, Err: errors.New("duplicate field")}
+		}
+		m[name] = v
+	}
+	return m, nil
 }
 
 func decodeFields(raw map[string]json.RawMessage, sv reflect.Value) error {
@@ -123,8 +204,24 @@ func decodeFields(raw map[string]json.RawMessage, sv reflect.Value) error {
 	return nil
 }
 
-// decodeValue unmarshals one value with clear type errors.
+// decodeValue unmarshals one value with clear type errors. Maps with string
+// keys, slices and pointers to them are decoded member by member, so errors
+// name the key or index ("priority_floors.high", "alert_thresholds[1]") and
+// a null member is rejected like a null field.
 func decodeValue(msg json.RawMessage, dst any) error {
+	if _, ok := dst.(json.Unmarshaler); !ok {
+		switch v := reflect.ValueOf(dst).Elem(); {
+		case v.Kind() == reflect.Pointer && collection(v.Type().Elem()):
+			p := reflect.New(v.Type().Elem())
+			if err := decodeValue(msg, p.Interface()); err != nil {
+				return err
+			}
+			v.Set(p)
+			return nil
+		case collection(v.Type()):
+			return decodeCollection(msg, v)
+		}
+	}
 	err := json.Unmarshal(msg, dst)
 	if err == nil {
 		return nil
@@ -144,17 +241,72 @@ func decodeValue(msg json.RawMessage, dst any) error {
 		case reflect.Slice:
 			want = "an array"
 		}
-		e := fmt.Errorf("expected %s, got %s", want, describeJSON(te.Value, msg))
 		if te.Field != "" {
-			return &FieldError{Path: te.Field, Err: e}
+			return &FieldError{Path: te.Field, Err: fmt.Errorf("expected %s, got %s", want, describeJSON(te.Value, msg))}
 		}
-		return e
+		return fmt.Errorf("expected %s, got %s", want, jsonKind(msg))
 	}
 	var se *json.SyntaxError
 	if errors.As(err, &se) {
 		return fmt.Errorf("malformed JSON: %s", se.Error())
 	}
 	return err
+}
+
+// collection reports whether decodeValue decodes t member by member.
+func collection(t reflect.Type) bool {
+	if reflect.PointerTo(t).Implements(unmarshalerType) {
+		return false
+	}
+	switch t.Kind() {
+	case reflect.Map:
+		return t.Key().Kind() == reflect.String
+	case reflect.Slice:
+		return t.Elem().Kind() != reflect.Uint8
+	}
+	return false
+}
+
+var unmarshalerType = reflect.TypeFor[json.Unmarshaler]()
+
+func decodeCollection(msg json.RawMessage, v reflect.Value) error {
+	member := func(path string, raw json.RawMessage) (reflect.Value, error) {
+		e := reflect.New(v.Type().Elem())
+		if string(raw) == "null" {
+			return e, &FieldError{Path: path, Err: errors.New("null is not allowed")}
+		}
+		return e, at(path, decodeValue(raw, e.Interface()))
+	}
+	if v.Kind() == reflect.Map {
+		raw, err := decodeObject(msg)
+		if err != nil {
+			return err
+		}
+		m := reflect.MakeMapWithSize(v.Type(), len(raw))
+		for _, k := range sortedKeys(raw) {
+			e, err := member(k, raw[k])
+			if err != nil {
+				return err
+			}
+			m.SetMapIndex(reflect.ValueOf(k).Convert(v.Type().Key()), e.Elem())
+		}
+		v.Set(m)
+		return nil
+	}
+	raw, err := decodeArray(msg)
+	if err != nil {
+		return err
+	}
+	s := reflect.MakeSlice(v.Type(), len(raw), len(raw))
+	for i, r := range raw {
+		e, err := member("["+itoa(i)+"]", r)
+		if err != nil {
+			return err
+		}
+		s.Index(i).Set(e.Elem())
+	}
+	v.Set(s)
+	return nil
 }
 
 func describeJSON(kind string, msg json.RawMessage) string {
@@ -224,11 +376,7 @@ func decodeObject(b []byte) (map[string]json.RawMessage, error) {
 	if len(b) == 0 || b[0] != '{' {
 		return nil, fmt.Errorf("expected an object, got %s", jsonKind(b))
 	}
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("malformed JSON: %s", jsonSyntax(err))
-	}
-	return m, nil
+	return objectMembers(b)
 }
 
 func decodeArray(b []byte) ([]json.RawMessage, error) {

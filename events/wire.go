@@ -1,6 +1,7 @@
 package events
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -172,6 +173,14 @@ func (o *Option) UnmarshalJSON(b []byte) error {
 
 // Options is the ordered list of a reserve's alternatives.
 type Options []Option
+
+// MarshalJSON renders nil as [], not null, which UnmarshalJSON would refuse.
+func (os Options) MarshalJSON() ([]byte, error) {
+	if os == nil {
+		return []byte("[]"), nil
+	}
+	return json.Marshal([]Option(os))
+}
 
 // UnmarshalJSON decodes strictly, naming the index in errors.
 func (os *Options) UnmarshalJSON(b []byte) error {
