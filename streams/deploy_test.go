@@ -475,6 +475,13 @@ func TestDeployCluster(t *testing.T) {
 	if _, err := js.Publish(ctx, event, []byte(`{"v":1}`)); err != nil {
 		t.Fatal(err)
 	}
+	// Every node maps requests as streams.Mapping(deployP).
+	for i := range dc.servers {
+		nc, _ := dc.connect(t, i, "tally", "")
+		if err := streams.VerifyMapping(ctx, nc, deployP); err != nil {
+			t.Errorf("node %s: %v", dc.servers[i].Name(), err)
+		}
+	}
 
 	t.Run("agent reaches its own tenant through the mapping", func(t *testing.T) {
 		agent, _ := dc.connect(t, 0, "agent-acme", "_INBOX_acme")

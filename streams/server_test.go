@@ -2,11 +2,13 @@ package streams_test
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tallyledger/tally/internal/natstest"
@@ -120,5 +122,34 @@ func TestApplyMapping(t *testing.T) {
 	}
 	if err := streams.ApplyMapping(s, 0); err == nil {
 		t.Error("ApplyMapping(0) succeeded")
+	}
+}
+
+func TestVerifyMapping(t *testing.T) {
+	s := natstest.RunServer(t, natstest.WithPartitions(8))
+	nc := natstest.Connect(t, s)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := streams.VerifyMapping(ctx, nc, 8); err != nil {
+		t.Errorf("VerifyMapping(8) on a P=8 server: %v", err)
+	}
+	for _, p := range []int{1, 4, 7, 16} {
+		if err := streams.VerifyMapping(ctx, nc, p); !errors.Is(err, streams.ErrMappingMismatch) {
+			t.Errorf("VerifyMapping(%d) on a P=8 server = %v, want ErrMappingMismatch", p, err)
+		}
+	}
+
+	// A server without the mapping.
+	bare, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bare.Start()
+	t.Cleanup(func() { bare.Shutdown(); bare.WaitForShutdown() })
+	if !bare.ReadyForConnections(10 * time.Second) {
+		t.Fatal("bare server not ready")
+	}
+	if err := streams.VerifyMapping(ctx, natstest.Connect(t, bare), 8); !errors.Is(err, streams.ErrMappingMismatch) {
+		t.Errorf("VerifyMapping on a server without mapping = %v, want ErrMappingMismatch", err)
 	}
 }
