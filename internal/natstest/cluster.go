@@ -30,6 +30,8 @@ const (
 	jetStreamTimeout = 30 * time.Second
 	// pollInterval paces CheckFor in cluster waits.
 	pollInterval = 25 * time.Millisecond
+	// startAttempts bounds RunCluster's retries on a port taken meanwhile.
+	startAttempts = 3
 	// loopback is where every test node listens.
 	loopback = "127.0.0.1"
 )
@@ -37,8 +39,9 @@ const (
 // Cluster is a 3-node in-process JetStream cluster on loopback. Nodes are
 // named n1…n3 (index 0…2) and keep their store directory and their client
 // and route ports across Shutdown and Restart, so a client given URLs()
-// reconnects to a restarted node. Its methods may be called from any
-// goroutine.
+// reconnects to a restarted node. URLs, Server, Shutdown, StreamLeader and
+// MetaLeader may be called from any goroutine; Restart and
+// WaitJetStreamReady fail the test, so only from the test's goroutine.
 type Cluster struct {
 	t    testing.TB
 	opts options
@@ -64,8 +67,26 @@ type node struct {
 func RunCluster(t testing.TB, opts ...Option) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t, opts: newOptions(opts)}
+	t.Cleanup(c.shutdownAll)
+	// Free ports are found by listening and releasing them; another process
+	// may take one in between. Then start over on fresh ports.
+	var err error
+	for range startAttempts {
+		if err = c.startAll(t); err == nil {
+			c.WaitJetStreamReady(t)
+			return c
+		}
+		c.shutdownAll()
+	}
+	t.Fatalf("natstest: cluster did not start in %d attempts: %v", startAttempts, err)
+	return nil
+}
+
+// startAll gives every node a fresh identity (ports, store) and starts it.
+func (c *Cluster) startAll(t testing.TB) error {
 	ports := FreePorts(t, 2*ClusterSize)
 	base := t.TempDir()
+	c.mu.Lock()
 	for i := range c.nodes {
 		c.nodes[i] = node{
 			name:        "n" + strconv.Itoa(i+1),
@@ -74,14 +95,13 @@ func RunCluster(t testing.TB, opts ...Option) *Cluster {
 			clusterPort: ports[2*i+1],
 		}
 	}
-	t.Cleanup(c.shutdownAll)
+	c.mu.Unlock()
 	for i := range c.nodes {
 		if err := c.start(i); err != nil {
-			t.Fatalf("natstest: %v", err)
+			return err
 		}
 	}
-	c.WaitJetStreamReady(t)
-	return c
+	return nil
 }
 
 // URLs is the comma-separated list of the nodes' client URLs, for
