@@ -1,0 +1,274 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tallyledger/tally/streams"
+)
+
+// The baselines' scratch assets. They live outside the ledger's subject
+// space (tally.v1.>) and are created and deleted by the bench; unlike the
+// partition streams they allow deletion.
+const (
+	// b0Subject is where B0's responders listen.
+	b0Subject = "tally.bench.b0"
+	// b1Subject is where B1's responders listen.
+	b1Subject = "tally.bench.b1"
+	// b1Stream is B1's scratch stream, on b1AppendSubject.
+	b1Stream        = "TALLY_BENCH_B1"
+	b1AppendSubject = "tally.bench.b1-append"
+	// rawStream is the raw publish phase's scratch stream.
+	rawStream  = "TALLY_BENCH_RAW"
+	rawSubject = "tally.bench.raw"
+	// responderQueue is the queue group of the baseline responders.
+	responderQueue = "tally-bench"
+
+	// maxRawDuration bounds the raw publish phase: at ~100k msg/s longer
+	// runs only fill the disk.
+	maxRawDuration = 5 * time.Second
+	// rawMaxPending bounds the raw publisher's unacknowledged messages.
+	rawMaxPending = 4096
+	// rawStallWait is how long a raw publish waits for a free slot.
+	rawStallWait = 5 * time.Second
+	// maxReplayDuration and maxReplayMessages bound the replay phase on a
+	// long-lived ledger.
+	maxReplayDuration = 10 * time.Second
+	maxReplayMessages = 2_000_000
+	// replayBatch is the ordered consumer's pull size (as the enforcer's
+	// replay).
+	replayBatch = 1024
+	// assetTimeout bounds creating or deleting a scratch stream.
+	assetTimeout = 30 * time.Second
+)
+
+// b0Answer is B0's answer: a result that says nothing.
+var b0Answer = []byte(`{"result":{}}`)
+
+// classifyBaseline accepts any answer without an error.
+func classifyBaseline(answer []byte) (string, bool) {
+	if bytes.Contains(answer, []byte(`"error"`)) {
+		return codeBadAnswer, false
+	}
+	return "", false
+}
+
+// baselineStep sends the payload to subject: one request per step.
+func baselineStep(subject string, payload []byte) step {
+	return func(c *agent, done <-chan struct{}) {
+		c.request(done, false, subject, payload, 1, classifyBaseline)
+	}
+}
+
+// subscribeB0 starts n B0 responders on nc: each answers every request at
+// once, doing nothing. The caller unsubscribes them.
+func subscribeB0(nc *nats.Conn, n int) ([]*nats.Subscription, error) {
+	var subs []*nats.Subscription
+	for range n {
+		sub, err := nc.QueueSubscribe(b0Subject, responderQueue, func(m *nats.Msg) { _ = m.Respond(b0Answer) })
+		if err != nil {
+			unsubscribeAll(subs)
+			return nil, fmt.Errorf("bench: B0 responder: %w", err)
+		}
+		subs = append(subs, sub)
+	}
+	return subs, nc.Flush()
+}
+
+// b1Responder appends each request's payload to the B1 stream and answers
+// with JetStream's ack once it arrives: one pipelined append per request,
+// no decision logic, no fence — the minimal durable ledger.
+type b1Responder struct {
+	nc        *nats.Conn
+	ackPrefix string
+	token     atomic.Uint64
+
+	mu      sync.Mutex
+	pending map[string]string // ack token → the request's reply subject
+}
+
+func (r *b1Responder) onRequest(m *nats.Msg) {
+	if m.Reply == "" {
+		return
+	}
+	tok := strconv.FormatUint(r.token.Add(1), 36)
+	r.mu.Lock()
+	r.pending[tok] = m.Reply
+	r.mu.Unlock()
+	err := r.nc.PublishMsg(&nats.Msg{Subject: b1AppendSubject, Reply: r.ackPrefix + "." + tok, Data: m.Data})
+	if err != nil {
+		r.mu.Lock()
+		delete(r.pending, tok)
+		r.mu.Unlock()
+		_ = m.Respond(fmt.Appendf(nil, `{"error":{"code":%q,"message":%q}}`, codeTransport, err.Error()))
+	}
+}
+
+func (r *b1Responder) onAck(m *nats.Msg) {
+	tok := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+	r.mu.Lock()
+	reply, ok := r.pending[tok]
+	delete(r.pending, tok)
+	r.mu.Unlock()
+	if ok {
+		_ = r.nc.Publish(reply, m.Data)
+	}
+}
+
+// subscribeB1 starts n B1 responders on nc, each with its own ack inbox.
+func subscribeB1(nc *nats.Conn, n int) ([]*nats.Subscription, error) {
+	var subs []*nats.Subscription
+	for range n {
+		r := &b1Responder{nc: nc, ackPrefix: nc.NewInbox(), pending: map[string]string{}}
+		acks, err := nc.Subscribe(r.ackPrefix+".*", r.onAck)
+		if err != nil {
+			unsubscribeAll(subs)
+			return nil, fmt.Errorf("bench: B1 ack inbox: %w", err)
+		}
+		subs = append(subs, acks)
+		sub, err := nc.QueueSubscribe(b1Subject, responderQueue, r.onRequest)
+		if err != nil {
+			unsubscribeAll(subs)
+			return nil, fmt.Errorf("bench: B1 responder: %w", err)
+		}
+		subs = append(subs, sub)
+	}
+	return subs, nc.Flush()
+}
+
+func unsubscribeAll(subs []*nats.Subscription) {
+	for _, s := range subs {
+		_ = s.Unsubscribe()
+	}
+}
+
+// createScratch (re)creates a scratch stream on subject with the ledger's
+// storage and replicas, deleting a leftover of an interrupted run first.
+func createScratch(ctx context.Context, js jetstream.JetStream, name, subject string, replicas int) error {
+	ctx, cancel := context.WithTimeout(ctx, assetTimeout)
+	defer cancel()
+	if err := js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("bench: delete leftover stream %s: %w", name, err)
+	}
+	_, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name:        name,
+		Description: "tally bench scratch stream; deleted when the bench ends",
+		Subjects:    []string{subject},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+		Discard:     jetstream.DiscardOld,
+	})
+	if err != nil {
+		return fmt.Errorf("bench: create stream %s: %w", name, err)
+	}
+	return nil
+}
+
+// deleteScratch deletes a scratch stream, even when ctx is cancelled.
+func deleteScratch(ctx context.Context, js jetstream.JetStream, name string) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), assetTimeout)
+	defer cancel()
+	if err := js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("bench: delete stream %s: %w", name, err)
+	}
+	return nil
+}
+
+// rawPublish publishes payload to the raw scratch stream as fast as
+// JetStream acknowledges it (async, up to rawMaxPending in flight) for d,
+// and returns the acknowledged messages and the time until the last ack.
+func rawPublish(ctx context.Context, nc *nats.Conn, payload []byte, d time.Duration) (acked uint64, failed uint64, elapsed time.Duration, err error) {
+	var ok, bad atomic.Uint64
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(rawMaxPending),
+		jetstream.WithPublishAsyncAckHandler(func(jetstream.JetStream, *nats.Msg, *jetstream.PubAck) { ok.Add(1) }),
+		jetstream.WithPublishAsyncErrHandler(func(jetstream.JetStream, *nats.Msg, error) { bad.Add(1) }))
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	start := time.Now()
+	deadline := start.Add(d)
+	for time.Now().Before(deadline) {
+		if err := ctx.Err(); err != nil {
+			return 0, 0, 0, err
+		}
+		if _, err := js.PublishAsync(rawSubject, payload, jetstream.WithStallWait(rawStallWait)); err != nil {
+			return 0, 0, 0, fmt.Errorf("bench: raw publish: %w", err)
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-ctx.Done():
+		return 0, 0, 0, ctx.Err()
+	case <-time.After(rawStallWait):
+		return 0, 0, 0, fmt.Errorf("bench: raw publish: %d acks missing after %s", js.PublishAsyncPending(), rawStallWait)
+	}
+	return ok.Load(), bad.Load(), time.Since(start), nil
+}
+
+// replay reads the partition streams from their first message with an
+// ordered consumer, as the enforcer and auditors do, up to
+// maxReplayMessages or maxReplayDuration, and returns what it read.
+func replay(ctx context.Context, js jetstream.JetStream, partitions int) (msgs, size uint64, elapsed time.Duration, err error) {
+	start := time.Now()
+	deadline := start.Add(maxReplayDuration)
+	for n := range partitions {
+		s, err := js.Stream(ctx, streams.StreamName(n))
+		if err != nil {
+			return 0, 0, 0, fmt.Errorf("bench: replay: %w", err)
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			return 0, 0, 0, fmt.Errorf("bench: replay: %w", err)
+		}
+		last := info.State.LastSeq
+		if info.State.Msgs == 0 {
+			continue
+		}
+		cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+		if err != nil {
+			return 0, 0, 0, fmt.Errorf("bench: replay: %w", err)
+		}
+		it, err := cons.Messages(jetstream.PullMaxMessages(replayBatch))
+		if err != nil {
+			return 0, 0, 0, fmt.Errorf("bench: replay: %w", err)
+		}
+		for {
+			m, err := it.Next()
+			if err != nil {
+				it.Stop()
+				return 0, 0, 0, fmt.Errorf("bench: replay %s: %w", streams.StreamName(n), err)
+			}
+			msgs++
+			size += uint64(len(m.Data()))
+			md, err := m.Metadata()
+			if err != nil {
+				it.Stop()
+				return 0, 0, 0, fmt.Errorf("bench: replay: %w", err)
+			}
+			if md.Sequence.Stream >= last {
+				break
+			}
+			if msgs >= maxReplayMessages || msgs%replayBatch == 0 && time.Now().After(deadline) {
+				it.Stop()
+				return msgs, size, time.Since(start), nil
+			}
+		}
+		it.Stop()
+		if ctx.Err() != nil {
+			return 0, 0, 0, ctx.Err()
+		}
+	}
+	return msgs, size, time.Since(start), nil
+}

@@ -1,0 +1,223 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tallyledger/tally/enforcer"
+	"github.com/tallyledger/tally/streams"
+)
+
+// Timeouts of setting a deployment up.
+const (
+	// ensureTimeout bounds creating the ledger's streams (a cluster may
+	// take a few seconds to place R3 streams).
+	ensureTimeout = 60 * time.Second
+	// servingTimeout bounds the wait for every partition to answer.
+	servingTimeout = 30 * time.Second
+	// probeTimeout bounds one probe request while waiting.
+	probeTimeout = 500 * time.Millisecond
+	// benchOwner names the bench's enforcer in partition.claimed events.
+	benchOwner = "tally-bench"
+)
+
+// deployment is what the bench measures: the servers, and the enforcer the
+// bench runs itself (nil when it measures a running tally).
+type deployment struct {
+	// urls are the client URLs, one per server; client i connects to
+	// urls[i mod len] first.
+	urls []string
+	// partitions and replicas of the ledger.
+	partitions int
+	replicas   int
+	// sync is the servers' sync mode; "" when unknown (TargetURL).
+	sync string
+	// groupCommit of the enforcer the bench runs; nil when unknown.
+	groupCommit *bool
+
+	// connectServer opens a connection the way the server side connects:
+	// the enforcer, and the B0/B1 responders so they compete on equal
+	// terms (in-process with the embedded server, TCP otherwise).
+	connectServer func(name string) (*nats.Conn, error)
+
+	// svc is the enforcer to run, on enforcerConn; nil with TargetURL.
+	svc          *enforcer.Service
+	enforcerConn *nats.Conn
+
+	servers []*server.Server
+	tempDir string // removed by close
+}
+
+// deploy prepares cfg's target: with TargetEmbedded or TargetCluster3 it
+// starts the servers, creates the ledger and the enforcer (the caller runs
+// it); with TargetURL it checks the ledger exists. close undoes it, also
+// after an error.
+func deploy(ctx context.Context, cfg Config) (*deployment, error) {
+	d := &deployment{}
+	if cfg.Target == TargetURL {
+		d.urls = strings.Split(cfg.NATSURL, ",")
+		d.connectServer = func(name string) (*nats.Conn, error) {
+			return nats.Connect(cfg.NATSURL, nats.Name(name))
+		}
+		return d, d.openLedger(ctx)
+	}
+
+	dir := cfg.DataDir
+	if dir == "" {
+		tmp, err := os.MkdirTemp("", "tally-bench-")
+		if err != nil {
+			return d, fmt.Errorf("bench: store directory: %w", err)
+		}
+		d.tempDir, dir = tmp, tmp
+	}
+	d.sync = cfg.Sync
+	gc := cfg.groupCommit()
+	d.groupCommit = &gc
+	switch cfg.Target {
+	case TargetEmbedded:
+		s, err := streams.StartServer(streams.ServerConfig{Name: benchOwner, DataDir: dir, Listen: loopback + ":-1",
+			Partitions: cfg.Partitions, SyncAlways: cfg.Sync == SyncAlways, Logger: cfg.Logger})
+		if err != nil {
+			return d, fmt.Errorf("bench: %w", err)
+		}
+		d.servers = []*server.Server{s}
+		d.urls = []string{s.ClientURL()}
+		d.replicas = 1
+		d.connectServer = func(name string) (*nats.Conn, error) {
+			return nats.Connect("", nats.InProcessServer(s), nats.Name(name))
+		}
+	case TargetCluster3:
+		servers, err := startCluster(ctx, dir, cfg.Partitions, cfg.Sync == SyncAlways)
+		d.servers = servers
+		if err != nil {
+			return d, fmt.Errorf("bench: %w", err)
+		}
+		for _, s := range servers {
+			d.urls = append(d.urls, s.ClientURL())
+		}
+		d.replicas = clusterSize
+		all := strings.Join(d.urls, ",")
+		d.connectServer = func(name string) (*nats.Conn, error) {
+			return nats.Connect(all, nats.Name(name), nats.MaxReconnects(-1))
+		}
+	}
+
+	nc, err := d.connectServer(benchOwner + "-enforcer")
+	if err != nil {
+		return d, fmt.Errorf("bench: connect the enforcer: %w", err)
+	}
+	d.enforcerConn = nc
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return d, fmt.Errorf("bench: %w", err)
+	}
+	ectx, cancel := context.WithTimeout(ctx, ensureTimeout)
+	layout, err := streams.Ensure(ectx, js, streams.Config{Partitions: cfg.Partitions, Replicas: d.replicas})
+	cancel()
+	if err != nil {
+		return d, fmt.Errorf("bench: create the ledger: %w", err)
+	}
+	d.partitions = layout.Partitions
+	if layout.Partitions != cfg.Partitions {
+		// A reused --data-dir holds a ledger with another P: route
+		// requests the way that ledger expects.
+		for _, s := range d.servers {
+			if err := streams.ApplyMapping(s, layout.Partitions); err != nil {
+				return d, fmt.Errorf("bench: %w", err)
+			}
+		}
+	}
+	d.svc, err = enforcer.NewService(nc, enforcer.ServiceConfig{Partitions: layout.Partitions, Owner: benchOwner,
+		GroupCommit: gc, Logger: cfg.logger()})
+	if err != nil {
+		return d, fmt.Errorf("bench: %w", err)
+	}
+	return d, nil
+}
+
+// openLedger reads the layout of the running ledger at d.urls.
+func (d *deployment) openLedger(ctx context.Context) error {
+	nc, err := d.connectServer(benchOwner + "-setup")
+	if err != nil {
+		return fmt.Errorf("bench: connect to NATS: %w", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	octx, cancel := context.WithTimeout(ctx, ensureTimeout)
+	defer cancel()
+	layout, err := streams.Open(octx, js)
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	d.partitions = layout.Partitions
+	info, err := js.Stream(octx, streams.StreamName(0))
+	if err != nil {
+		return fmt.Errorf("bench: stream %s: %w", streams.StreamName(0), err)
+	}
+	d.replicas = info.CachedInfo().Config.Replicas
+	return nil
+}
+
+// close drains the enforcer's connection, stops the servers the bench
+// started and removes its temporary store. Call it after the enforcer's
+// Run returned.
+func (d *deployment) close() {
+	if d.enforcerConn != nil {
+		_ = d.enforcerConn.Drain()
+		waitClosed(d.enforcerConn)
+	}
+	shutdownAll(d.servers)
+	if d.tempDir != "" {
+		_ = os.RemoveAll(d.tempDir)
+	}
+}
+
+// waitClosed waits (briefly) until a draining connection has closed.
+func waitClosed(nc *nats.Conn) {
+	deadline := time.Now().Add(5 * time.Second)
+	for !nc.IsClosed() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// waitServing waits until every partition's enforcer answers a request.
+func waitServing(ctx context.Context, nc *nats.Conn, partitions int, total time.Duration) error {
+	pending := make(map[int]string, partitions)
+	for n := range partitions {
+		pending[n] = probeRoot(n, partitions)
+	}
+	return poll(ctx, total, func() error {
+		for n, root := range pending {
+			_, err := nc.Request(streams.RequestSubject(root, "budget-list"), []byte(`{}`), probeTimeout)
+			if err != nil {
+				if errors.Is(err, nats.ErrNoResponders) {
+					return fmt.Errorf("partition %d: no enforcer answers", n)
+				}
+				return fmt.Errorf("partition %d: %w", n, err)
+			}
+			delete(pending, n)
+		}
+		return nil
+	})
+}
+
+// probeRoot is a root that lands on partition n of p.
+func probeRoot(n, p int) string {
+	for i := 0; ; i++ {
+		r := fmt.Sprintf("tenant:bench-probe-%d", i)
+		if streams.Partition(r, p) == n {
+			return r
+		}
+	}
+}

@@ -1,0 +1,249 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ReportVersion is the version of the JSON report. Fields are only ever
+// added; a rename or a change of meaning bumps it.
+const ReportVersion = 1
+
+// Report is what a bench run measured. Its JSON form (WriteJSON) is the
+// stable, machine-readable output of `tally bench --json`.
+type Report struct {
+	Version int       `json:"version"`
+	Started time.Time `json:"started"`
+	Setup   Setup     `json:"setup"`
+	Machine Machine   `json:"machine"`
+	// Tally is the tally phase.
+	Tally Tally `json:"tally"`
+	// B0, B1, RawPublish and Replay are set with Config.Baseline.
+	B0         *Load       `json:"b0,omitempty"`
+	B1         *Load       `json:"b1,omitempty"`
+	RawPublish *Throughput `json:"raw_publish,omitempty"`
+	Replay     *Throughput `json:"replay,omitempty"`
+	Ratios     *Ratios     `json:"ratios,omitempty"`
+}
+
+// Setup is what was measured, and how.
+type Setup struct {
+	Target     string `json:"target"`
+	NATSURL    string `json:"nats_url,omitempty"`
+	Servers    int    `json:"servers"`
+	Partitions int    `json:"partitions"`
+	Replicas   int    `json:"replicas"`
+	// Sync is the servers' sync mode ("always" or "interval"), empty when
+	// the bench did not start them.
+	Sync string `json:"sync,omitempty"`
+	// GroupCommit of the enforcer the bench ran; absent when it measured
+	// a running tally.
+	GroupCommit  *bool   `json:"group_commit,omitempty"`
+	Clients      int     `json:"clients"`
+	Connections  int     `json:"connections"`
+	Roots        int     `json:"roots"`
+	SingleRoot   bool    `json:"single_root"`
+	Mix          string  `json:"mix"`
+	DurationS    float64 `json:"duration_s"`
+	TargetRate   float64 `json:"target_rate"`
+	PayloadBytes int     `json:"payload_bytes"`
+	// Responders is the number of B0/B1 responder subscriptions (one per
+	// partition, like the enforcer's one decision loop per partition).
+	Responders int `json:"responders,omitempty"`
+}
+
+// Machine describes where the bench ran.
+type Machine struct {
+	CPUs      int    `json:"cpus"`
+	GOOS      string `json:"goos"`
+	GOARCH    string `json:"goarch"`
+	GoVersion string `json:"go_version"`
+	// Load1 is the 1-minute load average when the bench started (Linux).
+	Load1 *float64 `json:"load1,omitempty"`
+}
+
+// Latency is a distribution of answer times in milliseconds, from the
+// HDR-style histogram (relative error ≤ HistogramRelativeError; max and
+// mean are exact).
+type Latency struct {
+	P50  float64 `json:"p50"`
+	P90  float64 `json:"p90"`
+	P99  float64 `json:"p99"`
+	P999 float64 `json:"p999"`
+	Max  float64 `json:"max"`
+	Mean float64 `json:"mean"`
+}
+
+// Tally is the tally phase: a decision is one answered request (reserve,
+// commit, release and decide each count).
+type Tally struct {
+	Decisions     uint64  `json:"decisions"`
+	DecisionsPerS float64 `json:"decisions_per_s"`
+	Reserves      uint64  `json:"reserves"`
+	ReservesPerS  float64 `json:"reserves_per_s"`
+	Granted       uint64  `json:"granted"`
+	Denied        uint64  `json:"denied"`
+	Commits       uint64  `json:"commits"`
+	Releases      uint64  `json:"releases"`
+	Decides       uint64  `json:"decides"`
+	// Errors counts failed attempts (error answers, timeouts); a retried
+	// request that then succeeds counts once here and once as a decision.
+	Errors       uint64            `json:"errors"`
+	ErrorsByCode map[string]uint64 `json:"errors_by_code,omitempty"`
+	ElapsedS     float64           `json:"elapsed_s"`
+	Latency      Latency           `json:"latency_ms"`
+}
+
+// Load is a baseline phase: requests answered by a B0 or B1 responder.
+type Load struct {
+	Requests     uint64            `json:"requests"`
+	RequestsPerS float64           `json:"requests_per_s"`
+	Errors       uint64            `json:"errors"`
+	ErrorsByCode map[string]uint64 `json:"errors_by_code,omitempty"`
+	ElapsedS     float64           `json:"elapsed_s"`
+	Latency      Latency           `json:"latency_ms"`
+}
+
+// Throughput is a one-way phase: raw publish or replay.
+type Throughput struct {
+	Stream       string  `json:"stream"`
+	Messages     uint64  `json:"messages"`
+	MessagesPerS float64 `json:"messages_per_s"`
+	Bytes        uint64  `json:"bytes"`
+	Errors       uint64  `json:"errors"`
+	ElapsedS     float64 `json:"elapsed_s"`
+}
+
+// Ratios hold tally's figures against the baselines of the same run:
+// throughput as tally ÷ baseline (1 = as fast), latency as tally ÷
+// baseline (1 = as quick). Zero when a baseline measured nothing.
+type Ratios struct {
+	DecisionsVsB0         float64 `json:"decisions_vs_b0"`
+	DecisionsVsB1         float64 `json:"decisions_vs_b1"`
+	DecisionsVsRawPublish float64 `json:"decisions_vs_raw_publish"`
+	P50VsB0               float64 `json:"p50_vs_b0"`
+	P99VsB0               float64 `json:"p99_vs_b0"`
+	P50VsB1               float64 `json:"p50_vs_b1"`
+	P99VsB1               float64 `json:"p99_vs_b1"`
+}
+
+// WriteJSON writes the report as indented JSON.
+func (r *Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+// WriteText writes the report for people.
+func (r *Report) WriteText(w io.Writer) error {
+	s := r.Setup
+	var b strings.Builder
+	fmt.Fprintf(&b, "tally bench: %s", s.Target)
+	if s.NATSURL != "" {
+		fmt.Fprintf(&b, " %s", s.NATSURL)
+	}
+	fmt.Fprintf(&b, ", %d server(s), R%d, %d partitions", s.Servers, s.Replicas, s.Partitions)
+	if s.Sync != "" {
+		fmt.Fprintf(&b, ", sync %s", s.Sync)
+	}
+	if s.GroupCommit != nil {
+		fmt.Fprintf(&b, ", group commit %s", onOff(*s.GroupCommit))
+	}
+	fmt.Fprintf(&b, "\n%d clients (one connection each), %d roots, mix %s, %gs per phase, payload %d B",
+		s.Clients, s.Roots, s.Mix, s.DurationS, s.PayloadBytes)
+	if s.TargetRate > 0 {
+		fmt.Fprintf(&b, ", open loop at %g decisions/s", s.TargetRate)
+	} else {
+		b.WriteString(", closed loop")
+	}
+	if r.Machine.Load1 != nil {
+		fmt.Fprintf(&b, "\nmachine: %d CPUs, load %.2f", r.Machine.CPUs, *r.Machine.Load1)
+	}
+	fmt.Fprintf(&b, "\n\n%-12s %12s %8s %9s %9s %9s %9s %9s\n", "", "per second", "errors", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms")
+	row := func(name string, rate float64, errs uint64, l Latency) {
+		fmt.Fprintf(&b, "%-12s %12.0f %8d %9.3f %9.3f %9.3f %9.3f %9.3f\n", name, rate, errs, l.P50, l.P90, l.P99, l.P999, l.Max)
+	}
+	if r.B0 != nil {
+		row("B0 requests", r.B0.RequestsPerS, r.B0.Errors, r.B0.Latency)
+	}
+	if r.B1 != nil {
+		row("B1 requests", r.B1.RequestsPerS, r.B1.Errors, r.B1.Latency)
+	}
+	t := r.Tally
+	row("tally", t.DecisionsPerS, t.Errors, t.Latency)
+	fmt.Fprintf(&b, "\ntally: %d decisions (%d reserves: %d granted, %d denied; %d commits, %d releases, %d decides) in %.1fs; %.0f reserves/s\n",
+		t.Decisions, t.Reserves, t.Granted, t.Denied, t.Commits, t.Releases, t.Decides, t.ElapsedS, t.ReservesPerS)
+	if len(t.ErrorsByCode) > 0 {
+		b.WriteString("errors: ")
+		sortedCodes(&b, t.ErrorsByCode)
+		b.WriteString("\n")
+	}
+	if r.RawPublish != nil {
+		fmt.Fprintf(&b, "raw async publish: %.0f msg/s (%d messages to %s)\n", r.RawPublish.MessagesPerS, r.RawPublish.Messages, r.RawPublish.Stream)
+	}
+	if r.Replay != nil {
+		fmt.Fprintf(&b, "ordered-consumer replay: %.0f msg/s (%d messages, %.1f MB of %s)\n", r.Replay.MessagesPerS,
+			r.Replay.Messages, float64(r.Replay.Bytes)/1e6, r.Replay.Stream)
+	}
+	if q := r.Ratios; q != nil {
+		fmt.Fprintf(&b, "\ntally ÷ B0: throughput %.2f, p50 %.2f, p99 %.2f\n", q.DecisionsVsB0, q.P50VsB0, q.P99VsB0)
+		fmt.Fprintf(&b, "tally ÷ B1: throughput %.2f, p50 %.2f, p99 %.2f\n", q.DecisionsVsB1, q.P50VsB1, q.P99VsB1)
+		fmt.Fprintf(&b, "tally ÷ raw publish: throughput %.3f\n", q.DecisionsVsRawPublish)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+// latencyOf summarises a histogram in milliseconds.
+func latencyOf(h *Histogram) Latency {
+	return Latency{P50: ms(h.Quantile(0.5)), P90: ms(h.Quantile(0.9)), P99: ms(h.Quantile(0.99)),
+		P999: ms(h.Quantile(0.999)), Max: ms(h.Max()), Mean: ms(h.Mean())}
+}
+
+// ms renders a duration in milliseconds, to the microsecond.
+func ms(d time.Duration) float64 {
+	return math.Round(float64(d)/float64(time.Microsecond)) / 1000
+}
+
+// ratio is a ÷ b, 0 when b is 0, to three decimals.
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return math.Round(a/b*1000) / 1000
+}
+
+// rate rounds a per-second figure to one decimal.
+func rate(n uint64, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return math.Round(float64(n)/d.Seconds()*10) / 10
+}
+
+// machine describes this machine now.
+func machine() Machine {
+	m := Machine{CPUs: runtime.NumCPU(), GOOS: runtime.GOOS, GOARCH: runtime.GOARCH, GoVersion: runtime.Version()}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			if v, err := strconv.ParseFloat(f[0], 64); err == nil {
+				m.Load1 = &v
+			}
+		}
+	}
+	return m
+}
