@@ -96,8 +96,12 @@ func grantedInStreams(t *testing.T, js jetstream.JetStream, partitions int) (map
 		if err != nil {
 			t.Fatal(err)
 		}
+		it, err := cons.Messages()
+		if err != nil {
+			t.Fatal(err)
+		}
 		for {
-			m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+			m, err := it.Next()
 			if err != nil {
 				t.Fatalf("partition %d: %v", n, err)
 			}
@@ -120,6 +124,7 @@ func grantedInStreams(t *testing.T, js jetstream.JetStream, partitions int) (map
 				break
 			}
 		}
+		it.Stop()
 	}
 	return byRoot, ids
 }
