@@ -85,6 +85,9 @@ func (p *partition) decideLoop(ctx context.Context, sub *nats.Subscription) erro
 			}
 		}
 		p.decideBatch(batch)
+		if every := p.svc.cfg.SnapshotEvery; every > 0 && p.state.LastSeq()-p.snapSeq >= uint64(every) {
+			p.snapshot(ctx)
+		}
 	}
 }
 
@@ -197,9 +200,21 @@ func (p *partition) stage(ev events.Event) (uint64, *nats.Msg) {
 	return seq, msg
 }
 
-// publish sends msgs (sequences LastSeq−len+1 … LastSeq) as fenced appends:
-// one atomic batch per MaxBatch messages with group commit, else one
-// pipelined message each.
+// publish sends msgs (sequences LastSeq−len+1 … LastSeq) as fenced appends.
+//
+// The fence is Nats-Expected-Last-Sequence on every unit plus, on single
+// messages that follow one of ours, Nats-Expected-Last-Msg-Id of the event
+// before it. The sequence alone is not enough once appends are pipelined:
+// if a stale writer's message N+1 fails because another writer's N+1
+// landed, its N+2 (expecting N+1) would otherwise land on top of the other
+// writer's message and fork the hash chain. The first append after a load
+// carries only the sequence: it follows a message read from the stream.
+//
+// With group commit, MaxBatch messages at a time go as one atomic batch.
+// A batch may only carry the sequence fence on its first message, so a
+// batch is sent only once everything before it is acknowledged; requests
+// queue up meanwhile and the next batch is larger — one fsync for many
+// decisions.
 func (p *partition) publish(msgs []*nats.Msg) []unitSpan {
 	cfg := p.svc.cfg
 	first := p.state.LastSeq() - uint64(len(msgs)) + 1
@@ -216,10 +231,14 @@ func (p *partition) publish(msgs []*nats.Msg) []unitSpan {
 		seq := first + uint64(i)
 		u := p.newUnit()
 		m.Header.Set(jetstream.ExpectedLastSeqHeader, strconv.FormatUint(seq-1, 10))
+		if p.prevOurs {
+			m.Header.Set(jetstream.ExpectedLastMsgIDHeader, p.prevID)
+		}
 		m.Reply = u.reply
 		if err := p.svc.nc.PublishMsg(m); err != nil {
 			p.resolve(u.token, 0, &AppendError{Description: err.Error()})
 		}
+		p.prevID, p.prevOurs, p.lastUnit = m.Header.Get(jetstream.MsgIDHeader), true, u.appendUnit
 		spans = append(spans, unitSpan{u: u.appendUnit, from: seq, to: seq})
 	}
 	return spans
@@ -234,6 +253,17 @@ const (
 
 func (p *partition) publishBatch(msgs []*nats.Msg, firstSeq uint64) *appendUnit {
 	u := p.newUnit()
+	p.prevID, p.prevOurs = msgs[len(msgs)-1].Header.Get(jetstream.MsgIDHeader), true
+	prev := p.lastUnit
+	p.lastUnit = u.appendUnit
+	if prev != nil {
+		if err := p.wait(prev); err != nil {
+			// Not sent: the acker sees this unit fail after prev and the
+			// partition reloads.
+			p.resolve(u.token, 0, &AppendError{Description: "not sent: an earlier append failed: " + err.Error()})
+			return u.appendUnit
+		}
+	}
 	id := fmt.Sprintf("p%d-%s", p.n, u.token)
 	for i, m := range msgs {
 		m.Header.Set(hdrBatchID, id)
@@ -303,6 +333,9 @@ func (p *partition) resolve(tok string, seq uint64, err error) {
 		return
 	}
 	u.lastSeq, u.err = seq, err
+	if err == nil {
+		p.svc.cfg.Metrics.observeAppend(time.Since(u.started))
+	}
 	close(u.done)
 }
 
@@ -319,9 +352,6 @@ func (p *partition) wait(u *appendUnit) error {
 	}
 	select {
 	case <-u.done:
-		if u.err == nil {
-			p.svc.cfg.Metrics.observeAppend(time.Since(u.started))
-		}
 		return u.err
 	default:
 		return &AppendError{Description: fmt.Sprintf("no ack within %s", p.svc.cfg.AppendTimeout)}
@@ -345,7 +375,11 @@ func (p *partition) acker(ctx context.Context) error {
 			continue
 		}
 		if e.unit != nil {
-			if err := p.wait(e.unit); err != nil {
+			err := p.wait(e.unit)
+			if err == nil && e.unit.lastSeq > p.acked.Load() {
+				p.acked.Store(e.unit.lastSeq)
+			}
+			if err != nil {
 				failed = true
 				held = append(held, e)
 				p.log.Warn("append failed; reloading the partition", logErr, err)
@@ -443,6 +477,8 @@ func (p *partition) recover(ctx context.Context) error {
 		return fmt.Errorf("partition %d: reload: %w", p.n, err)
 	}
 	p.state, p.hash = st, hash
+	p.acked.Store(st.LastSeq())
+	p.prevOurs, p.lastUnit = false, nil
 	for _, e := range held {
 		if e.first != nil {
 			if seq, ok := landed[e.first.ID]; ok {
@@ -454,9 +490,14 @@ func (p *partition) recover(ctx context.Context) error {
 				continue
 			}
 		}
+		if lost {
+			// Another owner serves this partition: stay silent, so the
+			// client's only answer comes from the owner (after a retry).
+			continue
+		}
 		p.reply(e.msg, e.op, e.received, errAnswer(events.Errorf(events.CodeUnavailable, "partition %d lost an append and reloaded; retry with the same idempotency key", p.n)))
 	}
-	p.log.Info("reloaded", logSeq, st.LastSeq(), logEvents, len(landed))
+	p.log.Info("reloaded", logSeq, st.LastSeq(), logEvents, len(landed), "lost", lost)
 	p.broken.Store(false)
 	if lost {
 		return fmt.Errorf("partition %d: %w", p.n, ErrLostOwnership)

@@ -34,7 +34,10 @@ const (
 type ServiceConfig struct {
 	// Partitions is P, the ledger's partition count.
 	Partitions int
-	// Own lists the partitions this process serves; nil means all.
+	// Own, if not nil, pins the partitions this process serves, without
+	// leases (tests, and deployments that assign partitions by hand). nil
+	// means: take partitions through leases in tally_leases, spread over
+	// the live enforcers.
 	Own []int
 	// Owner names this process in partition.claimed events.
 	Owner string
@@ -52,6 +55,9 @@ type ServiceConfig struct {
 	// AppendTimeout is how long an append may wait for its ack before the
 	// partition reloads from the stream.
 	AppendTimeout time.Duration
+	// SnapshotEvery is the number of events between snapshots; negative
+	// turns snapshots off.
+	SnapshotEvery int
 	Logger        *slog.Logger
 	Metrics       *Metrics
 }
@@ -69,16 +75,14 @@ func (c ServiceConfig) withDefaults() ServiceConfig {
 	if c.AppendTimeout == 0 {
 		c.AppendTimeout = DefaultAppendTimeout
 	}
+	if c.SnapshotEvery == 0 {
+		c.SnapshotEvery = DefaultSnapshotEvery
+	}
 	if c.Owner == "" {
 		c.Owner = "tally-" + ulid.Make().String()
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
-	}
-	if c.Own == nil {
-		for n := 0; n < c.Partitions; n++ {
-			c.Own = append(c.Own, n)
-		}
 	}
 	return c
 }
@@ -101,6 +105,9 @@ func (c ServiceConfig) Validate() error {
 	}
 	return c.Core.Validate()
 }
+
+// queueGroup is the queue group of every enforcer's partition subscriptions.
+const queueGroup = "tally-enforcers"
 
 // Log attribute keys.
 const (
@@ -130,8 +137,12 @@ func NewService(nc *nats.Conn, cfg ServiceConfig) (*Service, error) {
 	return &Service{nc: nc, js: js, cfg: cfg.withDefaults()}, nil
 }
 
-// Run serves every owned partition until ctx ends or one fails.
+// Run serves partitions until ctx ends: the pinned ones (Own), or those
+// the leases give this process.
 func (s *Service) Run(ctx context.Context) error {
+	if s.cfg.Own == nil {
+		return s.manage(ctx)
+	}
 	g, ctx := errgroup.WithContext(ctx)
 	for _, n := range s.cfg.Own {
 		p := s.newPartition(n)
@@ -191,6 +202,16 @@ type partition struct {
 	brokenCh  chan struct{}
 
 	recent recentEvents
+
+	// prevID is the id of the last event published; prevOurs says it was
+	// published by this incarnation since the last load (decision loop only).
+	prevID   string
+	prevOurs bool
+	lastUnit *appendUnit // the last append published (decision loop only)
+
+	acked   atomic.Uint64 // highest sequence acknowledged by JetStream
+	snapSeq uint64        // sequence of the last snapshot taken
+	snaps   sync.WaitGroup
 }
 
 func (s *Service) newPartition(n int) *partition {
@@ -212,7 +233,9 @@ func (p *partition) run(ctx context.Context) error {
 	if err := p.claim(ctx); err != nil {
 		return fmt.Errorf("partition %d: claim: %w", p.n, err)
 	}
-	sub, err := p.svc.nc.Subscribe(streams.PartitionWildcard(p.n), p.onRequest)
+	// A queue group: while ownership moves (or in a split brain) each
+	// request reaches one enforcer only, never two deciding it twice.
+	sub, err := p.svc.nc.QueueSubscribe(streams.PartitionWildcard(p.n), queueGroup, p.onRequest)
 	if err != nil {
 		return err
 	}
@@ -228,20 +251,25 @@ func (p *partition) run(ctx context.Context) error {
 		return err
 	})
 	err = g.Wait()
+	p.snaps.Wait()
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		return nil
 	}
 	return err
 }
 
-// load rebuilds the state by replaying the partition's stream.
+// load rebuilds the state from the newest valid snapshot and the tail.
 func (p *partition) load(ctx context.Context) error {
-	st := New(Config{Partition: p.n}.merge(p.svc.cfg.Core))
-	hash, err := Replay(ctx, p.svc.js, p.n, st, nil)
+	st, hash, err := Recover(ctx, p.svc.js, p.n, p.svc.cfg.Core, func(err error) {
+		p.log.Warn("snapshot not used; replaying the whole stream", logErr, err)
+	})
 	if err != nil {
 		return err
 	}
 	p.state, p.hash = st, hash
+	p.prevOurs, p.lastUnit = false, nil
+	p.snapSeq = st.LastSeq()
+	p.acked.Store(st.LastSeq())
 	p.svc.cfg.Metrics.setOpen(p.n, st.OpenReservations())
 	return nil
 }
@@ -318,19 +346,37 @@ func Replay(ctx context.Context, js jetstream.JetStream, n int, st *State, visit
 }
 
 // claim appends partition.claimed: the first append of a new owner, which
-// also proves the fence is ours.
+// also proves the fence is ours. If the stream moved since the load (the
+// previous owner was still appending), it reloads and claims again: the
+// claim that lands makes every other writer's next append fail.
 func (p *partition) claim(ctx context.Context) error {
-	ev := events.Event{V: events.Version, Type: events.TypePartitionClaimed, Partition: p.n, At: p.now(),
-		Data: events.PartitionClaimed{Owner: p.svc.cfg.Owner, Epoch: p.state.LastSeq() + 1}}
-	msg, raw := p.seal(&ev)
-	msg.Header.Set(jetstream.ExpectedLastSeqHeader, strconv.FormatUint(p.state.LastSeq(), 10))
-	ack, err := p.svc.js.PublishMsg(ctx, msg)
-	if err != nil {
-		return err
+	const attempts = 100
+	var err error
+	for range attempts {
+		ev := events.Event{V: events.Version, Type: events.TypePartitionClaimed, Partition: p.n, At: p.now(),
+			Data: events.PartitionClaimed{Owner: p.svc.cfg.Owner, Epoch: p.state.LastSeq() + 1}}
+		msg, raw := p.seal(&ev)
+		msg.Header.Set(jetstream.ExpectedLastSeqHeader, strconv.FormatUint(p.state.LastSeq(), 10))
+		var ack *jetstream.PubAck
+		ack, err = p.svc.js.PublishMsg(ctx, msg)
+		if err == nil {
+			p.state.Apply(ack.Sequence, ev)
+			p.hash = events.Hash(raw)
+			p.acked.Store(ack.Sequence)
+			return nil
+		}
+		var apiErr *jetstream.APIError
+		if !errors.As(err, &apiErr) || apiErr.ErrorCode != errCodeWrongLastSeq {
+			return err
+		}
+		// Catch up with the tail (nothing of ours is applied yet) and retry.
+		hash, rerr := Replay(ctx, p.svc.js, p.n, p.state, nil)
+		if rerr != nil {
+			return rerr
+		}
+		p.hash = hash
 	}
-	p.state.Apply(ack.Sequence, ev)
-	p.hash = events.Hash(raw)
-	return nil
+	return fmt.Errorf("the stream kept moving during %d claims: %w", attempts, err)
 }
 
 func (p *partition) now() time.Time {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -30,6 +31,7 @@ type ledger struct {
 	js     jetstream.JetStream
 	cancel context.CancelFunc
 	done   chan error
+	own    []int // pinned partitions; nil: all, through leases
 }
 
 type ledgerOpt func(*enforcer.ServiceConfig)
@@ -57,7 +59,7 @@ func startLedger(t testing.TB, srv *server.Server, opts ...ledgerOpt) *ledger {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &ledger{t: t, srv: srv, nc: nc, js: js, done: make(chan error, 1)}
+	l := &ledger{t: t, srv: srv, nc: nc, js: js, done: make(chan error, 1), own: cfg.Own}
 	rctx, rcancel := context.WithCancel(context.Background())
 	l.cancel = rcancel
 	go func() { l.done <- svc.Run(rctx) }()
@@ -86,6 +88,9 @@ func (l *ledger) stop() {
 func (l *ledger) waitServing() {
 	natstest.CheckFor(l.t, 10*time.Second, 20*time.Millisecond, func() error {
 		for n := 0; n < testPartitions; n++ {
+			if l.own != nil && !slices.Contains(l.own, n) {
+				continue
+			}
 			root := rootOf(n)
 			if _, err := l.nc.Request(streams.RequestSubject(root, "budget-list"), []byte(`{}`), 200*time.Millisecond); err != nil {
 				return fmt.Errorf("partition %d: %w", n, err)

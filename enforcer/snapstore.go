@@ -1,0 +1,138 @@
+package enforcer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tallyledger/tally/events"
+	"github.com/tallyledger/tally/streams"
+)
+
+// DefaultSnapshotEvery is how many events a partition appends between
+// snapshots: recovery replays at most that many events after the snapshot.
+const DefaultSnapshotEvery = 50_000
+
+// Snapshot object metadata: the stream position a snapshot claims, which
+// restore verifies against the stream before trusting it.
+const (
+	metaSeq     = "tally-seq"
+	metaHash    = "tally-hash"
+	metaVersion = "tally-version"
+)
+
+// SnapshotName is partition n's object in streams.SnapshotsBucket.
+func SnapshotName(n int) string { return "p" + strconv.Itoa(n) }
+
+// SaveSnapshot stores st's snapshot for partition n; hash is the hash of
+// the message at st.LastSeq(), the chain position it claims.
+func SaveSnapshot(ctx context.Context, js jetstream.JetStream, n int, data []byte, seq uint64, hash string) error {
+	obs, err := js.ObjectStore(ctx, streams.SnapshotsBucket)
+	if err != nil {
+		return err
+	}
+	_, err = obs.Put(ctx, jetstream.ObjectMeta{Name: SnapshotName(n), Metadata: map[string]string{
+		metaSeq: strconv.FormatUint(seq, 10), metaHash: hash, metaVersion: strconv.Itoa(SnapshotVersion)}},
+		bytes.NewReader(data))
+	return err
+}
+
+// ErrNoSnapshot is returned when a partition has no usable snapshot.
+var ErrNoSnapshot = errors.New("no snapshot")
+
+// LoadSnapshot restores partition n's newest snapshot after checking that
+// the stream's message at the sequence it claims hashes to the hash it
+// recorded. It returns the state and that hash.
+func LoadSnapshot(ctx context.Context, js jetstream.JetStream, n int, cfg Config) (*State, string, error) {
+	obs, err := js.ObjectStore(ctx, streams.SnapshotsBucket)
+	if err != nil {
+		return nil, "", err
+	}
+	res, err := obs.Get(ctx, SnapshotName(n))
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil, "", ErrNoSnapshot
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	defer res.Close()
+	info, err := res.Info()
+	if err != nil {
+		return nil, "", err
+	}
+	seq, err := strconv.ParseUint(info.Metadata[metaSeq], 10, 64)
+	if err != nil || seq == 0 {
+		return nil, "", fmt.Errorf("snapshot of partition %d: bad %s %q", n, metaSeq, info.Metadata[metaSeq])
+	}
+	hash := info.Metadata[metaHash]
+	stream, err := js.Stream(ctx, streams.StreamName(n))
+	if err != nil {
+		return nil, "", err
+	}
+	m, err := stream.GetMsg(ctx, seq)
+	if err != nil {
+		return nil, "", fmt.Errorf("snapshot of partition %d claims seq %d: %w", n, seq, err)
+	}
+	if got := events.Hash(m.Data); got != hash {
+		return nil, "", fmt.Errorf("snapshot of partition %d claims seq %d with hash %s, the stream's message hashes to %s", n, seq, hash, got)
+	}
+	var buf bytes.Buffer
+	if _, err := buf.ReadFrom(res); err != nil {
+		return nil, "", err
+	}
+	cfg.Partition = n
+	st, err := Restore(cfg, buf.Bytes())
+	if err != nil {
+		return nil, "", err
+	}
+	if st.LastSeq() != seq {
+		return nil, "", fmt.Errorf("snapshot of partition %d: metadata says seq %d, state says %d", n, seq, st.LastSeq())
+	}
+	return st, hash, nil
+}
+
+// Recover rebuilds partition n: the newest valid snapshot plus the tail of
+// the stream, or a full replay when there is no valid snapshot.
+func Recover(ctx context.Context, js jetstream.JetStream, n int, cfg Config, warn func(error)) (*State, string, error) {
+	st, _, err := LoadSnapshot(ctx, js, n, cfg)
+	if err != nil {
+		if !errors.Is(err, ErrNoSnapshot) && warn != nil {
+			warn(err)
+		}
+		cfg.Partition = n
+		st = New(cfg)
+	}
+	hash, err := Replay(ctx, js, n, st, nil)
+	if err != nil {
+		return nil, "", err
+	}
+	return st, hash, nil
+}
+
+// snapshot takes the state's snapshot now (in the decision loop) and
+// stores it once its last event is acknowledged.
+func (p *partition) snapshot(ctx context.Context) {
+	data, seq, hash := p.state.Snapshot(), p.state.LastSeq(), p.hash
+	p.snapSeq = seq
+	p.snaps.Go(func() {
+		deadline := time.Now().Add(p.svc.cfg.AppendTimeout)
+		for p.acked.Load() < seq {
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				return // the next snapshot will do
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if err := SaveSnapshot(sctx, p.svc.js, p.n, data, seq, hash); err != nil {
+			p.log.Warn("snapshot not stored", logSeq, seq, logErr, err)
+			return
+		}
+		p.log.Debug("snapshot stored", logSeq, seq, "bytes", len(data))
+	})
+}
