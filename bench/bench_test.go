@@ -270,5 +270,177 @@ func checkReportJSON(t *testing.T, doc []byte, baseline bool) map[string]any {
 	return m
 }
 
+// An open-loop run paces the clients to the target rate (latency measured
+// from each request's scheduled time) on a fresh embedded deployment the
+// bench starts itself; reserve-release closes every reservation it got.
+func TestBenchEmbeddedOpenLoop(t *testing.T) {
+	const target = 200.0
+	rep, err := bench.Run(context.Background(), bench.Config{
+		Target: bench.TargetEmbedded, Sync: bench.SyncInterval, Partitions: testPartitions, Clients: 4,
+		Duration: 1500 * time.Millisecond, Roots: 5, Mix: bench.MixReserveRelease, Rate: target,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := rep.WriteJSON(&out); err != nil {
+		t.Fatal(err)
+	}
+	m := checkReportJSON(t, out.Bytes(), false)
+	if _, ok := m["b0"]; ok {
+		t.Error("a run without baseline reports b0")
+	}
+	tl := rep.Tally
+	// Pacing can only lag: well below the target means it is broken, above
+	// it means it does not pace at all.
+	if got := tl.DecisionsPerS; got > 1.15*target || got < 0.5*target {
+		t.Errorf("achieved %.1f decisions/s, target %g", got, target)
+	}
+	if tl.Releases != tl.Granted || tl.Commits != 0 || tl.Granted == 0 || tl.Decisions != tl.Reserves+tl.Releases {
+		t.Errorf("reserve-release counts: %+v", tl)
+	}
+	if s := rep.Setup; s.Target != "embedded" || s.Sync != "interval" || s.GroupCommit == nil || *s.GroupCommit ||
+		s.Replicas != 1 || s.Partitions != testPartitions || s.TargetRate != target {
+		t.Errorf("setup %+v", s)
+	}
+}
+
+// --single-root --mix decide: one root, dry runs only, nothing appended.
+func TestBenchSingleRootDecide(t *testing.T) {
+	srv := natstest.RunServer(t, natstest.WithPartitions(testPartitions))
+	startTally(t, srv)
+	js, err := jetstream.New(natstest.Connect(t, srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := bench.Run(context.Background(), bench.Config{NATSURL: srv.ClientURL(), Clients: 4,
+		Duration: 500 * time.Millisecond, SingleRoot: true, Mix: bench.MixDecide})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tl := rep.Tally
+	if tl.Decides == 0 || tl.Decisions != tl.Decides || tl.Reserves != 0 || tl.Errors != 0 {
+		t.Errorf("decide counts: %+v", tl)
+	}
+	if rep.Setup.Roots != 1 || !rep.Setup.SingleRoot {
+		t.Errorf("setup %+v", rep.Setup)
+	}
+	// Only the budget-sets of the one root were appended.
+	byType := map[events.Type]int{}
+	for n := range testPartitions {
+		s, err := js.Stream(context.Background(), streams.StreamName(n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := s.Info(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for seq := uint64(1); seq <= info.State.LastSeq; seq++ {
+			m, err := s.GetMsg(context.Background(), seq)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ev, err := events.Decode(m.Data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			byType[ev.Type]++
+		}
+	}
+	if byType[events.TypeBudgetSet] != 3 || byType[events.TypeReservationGranted] != 0 || len(byType) != 2 {
+		t.Errorf("events appended: %v, want 3 budget.set and the partitions' claims", byType)
+	}
+}
+
+// --cluster3 starts a 3-node cluster with R3 streams and an enforcer, and
+// spreads the clients over the nodes.
+func TestBenchCluster3(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+	rep, err := bench.Run(context.Background(), bench.Config{Target: bench.TargetCluster3, Sync: bench.SyncInterval,
+		Partitions: 2, Clients: 6, Duration: time.Second, Roots: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := rep.Setup; s.Servers != 3 || s.Replicas != 3 || s.Partitions != 2 || s.GroupCommit == nil || !*s.GroupCommit {
+		t.Errorf("setup %+v", s)
+	}
+	if tl := rep.Tally; tl.Decisions == 0 || tl.Commits != tl.Granted {
+		t.Errorf("tally %+v", tl)
+	}
+}
+
+// The scratch streams of the baselines are gone after the run.
+func TestBenchDeletesScratchStreams(t *testing.T) {
+	srv := natstest.RunServer(t, natstest.WithPartitions(testPartitions))
+	startTally(t, srv)
+	js, err := jetstream.New(natstest.Connect(t, srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A leftover of an interrupted run is replaced.
+	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "TALLY_BENCH_B1", Subjects: []string{"tally.bench.leftover"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bench.Run(context.Background(), bench.Config{NATSURL: srv.ClientURL(), Clients: 2,
+		Duration: 200 * time.Millisecond, Roots: 2, Baseline: true}); err != nil {
+		t.Fatal(err)
+	}
+	for name := range js.StreamNames(context.Background()).Name() {
+		if strings.HasPrefix(name, "TALLY_BENCH") {
+			t.Errorf("stream %s is left over", name)
+		}
+	}
+}
+
+func TestBenchCancel(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(1500*time.Millisecond, cancel)
+	start := time.Now()
+	_, err := bench.Run(ctx, bench.Config{Target: bench.TargetEmbedded, Sync: bench.SyncInterval,
+		Partitions: testPartitions, Clients: 4, Duration: time.Minute, Roots: 2})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled run: %v", err)
+	}
+	if d := time.Since(start); d > 15*time.Second {
+		t.Errorf("a cancelled run took %s to stop", d)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  bench.Config
+		want string // substring of the error
+	}{
+		{"no url", bench.Config{}, "NATS URL is required"},
+		{"embedded with url", bench.Config{Target: bench.TargetEmbedded, NATSURL: "nats://x"}, "makes no sense"},
+		{"unknown target", bench.Config{Target: "moon"}, "unknown target"},
+		{"sync", bench.Config{Target: bench.TargetEmbedded, Sync: "never"}, "sync"},
+		{"group commit", bench.Config{Target: bench.TargetEmbedded, GroupCommit: "maybe"}, "group commit"},
+		{"clients", bench.Config{NATSURL: "u", Clients: -1}, "clients"},
+		{"too many clients", bench.Config{NATSURL: "u", Clients: bench.MaxClients + 1}, "clients"},
+		{"duration", bench.Config{NATSURL: "u", Duration: time.Millisecond}, "duration"},
+		{"roots", bench.Config{NATSURL: "u", Roots: -3}, "roots"},
+		{"mix", bench.Config{NATSURL: "u", Mix: "reserve-only"}, "mix"},
+		{"rate", bench.Config{NATSURL: "u", Rate: -1}, "rate"},
+		{"partitions", bench.Config{Target: bench.TargetEmbedded, Partitions: streams.MaxPartitions + 1}, "partitions"},
+		{"ok", bench.Config{NATSURL: "u"}, ""},
+		{"ok embedded", bench.Config{Target: bench.TargetCluster3, Sync: bench.SyncInterval, Rate: 100}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.cfg.Validate()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("unexpected error %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("error %v, want one about %q", err, tc.want)
+			}
+		})
+	}
+}
+
 var _ = fmt.Sprint
 var _ = nats.Connect

@@ -132,8 +132,9 @@ func (h *Histogram) Mean() time.Duration {
 
 // Quantile returns the value below or at which a fraction q (0 < q ≤ 1) of
 // the observations lie: the midpoint of the bucket holding the observation
-// of rank ⌈q·n⌉, clamped to [Min, Max]. Quantiles are monotone in q and
-// never exceed Max. It returns 0 when empty.
+// of rank ⌈q·n⌉, clamped to [Min, Max]; the first and last ranks are Min
+// and Max exactly. Quantiles are monotone in q and never exceed Max. It
+// returns 0 when empty.
 func (h *Histogram) Quantile(q float64) time.Duration {
 	n := h.Count()
 	if n == 0 {
@@ -141,6 +142,12 @@ func (h *Histogram) Quantile(q float64) time.Duration {
 	}
 	q = min(max(q, 0), 1)
 	rank := max(uint64(math.Ceil(q*float64(n))), 1)
+	switch {
+	case rank >= n:
+		return h.Max()
+	case rank == 1:
+		return h.Min()
+	}
 	var seen uint64
 	for i := range h.counts {
 		seen += h.counts[i].Load()
