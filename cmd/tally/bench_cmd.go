@@ -73,13 +73,19 @@ func runBench(ctx context.Context, e *env, args []string) int {
 	if fs.NArg() > 0 {
 		return e.usageErr("bench takes no arguments, got %q", fs.Args())
 	}
+	given := map[string]bool{} // flags on the command line, not from the environment
+	fs.Visit(func(fl *flag.Flag) { given[fl.Name] = true })
 	if f.embedded || f.cluster3 {
 		// A TALLY_NATS_URL in the environment does not conflict with an
 		// explicit --embedded or --cluster3; a --nats-url flag does.
-		explicit := false
-		fs.Visit(func(fl *flag.Flag) { explicit = explicit || fl.Name == "nats-url" })
-		if !explicit {
+		if !given["nats-url"] {
 			f.natsURL = ""
+		}
+	} else {
+		for _, name := range []string{"sync", "group-commit", "partitions", "data-dir"} {
+			if given[name] {
+				return e.usageErr("--%s applies to the servers the bench starts (--embedded, --cluster3); a running tally keeps its own", name)
+			}
 		}
 	}
 	cfg, code := f.config(e)
