@@ -121,11 +121,10 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-// poll calls f every pollInterval until it returns nil, and returns f's
-// last error joined with the cause when total elapses or ctx ends.
+// poll calls f every pollInterval until it returns nil; it fails with f's
+// last error when total elapses, or with ctx's error when ctx ends.
 func poll(ctx context.Context, total time.Duration, f func() error) error {
-	ctx, cancel := context.WithTimeout(ctx, total)
-	defer cancel()
+	deadline := time.Now().Add(total)
 	t := time.NewTicker(pollInterval)
 	defer t.Stop()
 	for {
@@ -133,9 +132,12 @@ func poll(ctx context.Context, total time.Duration, f func() error) error {
 		if err == nil {
 			return nil
 		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("still failing after %s: %w", total, err)
+		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("still failing after %s: %w", total, err)
+			return errors.Join(ctx.Err(), err)
 		case <-t.C:
 		}
 	}
