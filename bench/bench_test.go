@@ -149,6 +149,15 @@ func TestBenchBaselineAccountsForEveryGrant(t *testing.T) {
 	}
 	t.Logf("progress:\n%s", progress.String())
 	checkReportJSON(t, out.Bytes(), true)
+	var text bytes.Buffer
+	if err := rep.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"B0 requests", "B1 requests", "tally ", "raw async publish:", "ordered-consumer replay:", "tally ÷ B1:"} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("text report has no %q:\n%s", want, text.String())
+		}
+	}
 
 	if g.dups > 0 {
 		t.Errorf("the bench reported %d reservation ids twice", g.dups)
