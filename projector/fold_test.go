@@ -90,7 +90,7 @@ func foldClean(log []stored, every int) memKV {
 // redeliveries of events already applied. The stored views must end
 // byte-equal to those of one uninterrupted fold.
 func TestRestartsLoseAndDoubleCountNothing(t *testing.T) {
-	for seed := range uint64(12) {
+	for seed := range uint64(6) {
 		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
 			w := newWorkload(t, seed)
 			w.run(400)
@@ -219,7 +219,7 @@ type snapInstance struct {
 // enforcer's own state after random histories: for every instance and
 // every unit its budget limits, the same limit, spent and reserved.
 func TestBalancesEqualEnforcer(t *testing.T) {
-	for seed := range uint64(8) {
+	for seed := range uint64(4) {
 		w := newWorkload(t, 100+seed)
 		w.run(400)
 		kv := foldClean(w.log, 5)
