@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -26,6 +27,9 @@ const (
 	DefaultTimeout  = 5 * time.Second
 	DefaultAttempts = 5
 	DefaultBackoff  = 50 * time.Millisecond
+	// MaxBackoff caps the pause between attempts: during a failover the
+	// next attempt should come soon after the new owner is up.
+	MaxBackoff = time.Second
 )
 
 // Client sends requests to tally.
@@ -85,12 +89,14 @@ func (c *Client) Do(ctx context.Context, root string, op events.Op, req, out any
 	var last error
 	for attempt := 0; attempt < c.attempts; attempt++ {
 		if attempt > 0 {
+			// Full jitter: clients that failed together do not retry together.
+			wait := pause/2 + time.Duration(rand.Int64N(int64(pause/2)+1))
 			select {
 			case <-ctx.Done():
 				return errors.Join(ctx.Err(), last)
-			case <-time.After(pause):
+			case <-time.After(wait):
 			}
-			pause *= 2
+			pause = min(2*pause, MaxBackoff)
 		}
 		actx, cancel := context.WithTimeout(ctx, c.timeout)
 		msg, err := c.nc.RequestWithContext(actx, subject, body)

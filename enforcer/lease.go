@@ -70,35 +70,12 @@ func (s *Service) manage(ctx context.Context) error {
 	if ttl <= 0 {
 		return fmt.Errorf("enforcer: bucket %s has no TTL: leases would never expire", streams.LeasesBucket)
 	}
-	tick := max(ttl/4, 50*time.Millisecond)
-	run := map[int]*owned{}
-	defer func() {
-		// Stop every partition at once (each finishes its decisions and
-		// waits for their acks), then release the leases so the others
-		// need not wait for them to expire.
-		for _, o := range run {
-			o.cancel()
-		}
-		for _, o := range run {
-			<-o.done
-		}
-		var wg sync.WaitGroup
-		for n, o := range run {
-			wg.Go(func() { s.releaseLease(kv, n, o.rev) })
-		}
-		wg.Go(func() {
-			dctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
-			defer cancel()
-			_ = kv.Delete(dctx, memberPrefix+s.cfg.Owner)
-		})
-		wg.Wait()
-	}()
-	t := time.NewTicker(tick)
+	m := &leaseManager{svc: s, kv: kv, ttl: ttl, run: map[int]*owned{}}
+	defer m.shutdown()
+	t := time.NewTicker(max(ttl/4, 50*time.Millisecond))
 	defer t.Stop()
 	for {
-		if err := s.rebalance(ctx, kv, run); err != nil {
-			s.cfg.Logger.Warn("lease round failed", logErr, err)
-		}
+		m.round(ctx)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -107,51 +84,113 @@ func (s *Service) manage(ctx context.Context) error {
 	}
 }
 
-func (s *Service) rebalance(ctx context.Context, kv jetstream.KeyValue, run map[int]*owned) error {
-	me := s.cfg.Owner
+// leaseManager is the state of manage's loop (one goroutine).
+type leaseManager struct {
+	svc *Service
+	kv  jetstream.KeyValue
+	ttl time.Duration
+	run map[int]*owned
+	// stopping are partitions being handed over: their lease is released
+	// once their run has ended.
+	stopping sync.WaitGroup
+}
+
+// call runs one KV operation with a deadline well inside the TTL, so a
+// slow cluster never holds the loop past the leases' life.
+func (m *leaseManager) call(ctx context.Context, f func(ctx context.Context) error) error {
+	cctx, cancel := context.WithTimeout(ctx, max(m.ttl/4, 50*time.Millisecond))
+	defer cancel()
+	return f(cctx)
+}
+
+func (m *leaseManager) shutdown() {
+	// Stop every partition at once (each finishes its decisions and waits
+	// for their acks), then release the leases so the others need not wait
+	// for them to expire.
+	for _, o := range m.run {
+		o.cancel()
+	}
+	var wg sync.WaitGroup
+	for n, o := range m.run {
+		wg.Go(func() {
+			<-o.done
+			m.svc.releaseLease(m.kv, n, o.rev)
+		})
+	}
+	wg.Go(func() {
+		dctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+		defer cancel()
+		_ = m.kv.Delete(dctx, memberPrefix+m.svc.cfg.Owner)
+	})
+	wg.Wait()
+	m.stopping.Wait()
+}
+
+// round is one tick: renew, reap, hand over, take.
+func (m *leaseManager) round(ctx context.Context) {
+	s, me := m.svc, m.svc.cfg.Owner
+	log := s.cfg.Logger
+	// Renew first: nothing else may delay it.
 	mb, _ := json.Marshal(member{Owner: me, Seen: time.Now().UTC()})
-	if _, err := kv.Put(ctx, memberPrefix+me, mb); err != nil {
-		return fmt.Errorf("renew member key: %w", err)
+	if err := m.call(ctx, func(c context.Context) error { _, err := m.kv.Put(c, memberPrefix+me, mb); return err }); err != nil {
+		log.Warn("member key not renewed", logErr, err)
 	}
-	members, leases, err := s.readLeases(ctx, kv)
-	if err != nil {
-		return err
+	for n, o := range m.run {
+		lb, _ := json.Marshal(lease{Owner: me, Renewed: time.Now().UTC()})
+		var rev uint64
+		err := m.call(ctx, func(c context.Context) (err error) {
+			rev, err = m.kv.Update(c, leasePrefix+strconv.Itoa(n), lb, o.rev)
+			return err
+		})
+		switch {
+		case err == nil:
+			o.rev = rev
+		case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyNotFound), isWrongSequence(err):
+			// Someone else holds it now, or it expired: stop at once.
+			log.Warn("lease lost", logPartition, n, logErr, err)
+			o.cancel()
+			delete(m.run, n)
+			m.stopping.Go(func() { <-o.done })
+		default:
+			// A slow or failing call: the lease may still be ours; retry
+			// next tick (the fence keeps us safe if it is not).
+			log.Debug("lease not renewed", logPartition, n, logErr, err)
+		}
 	}
-	// Reap partitions whose run ended.
-	for n, o := range run {
+	// Reap partitions whose run ended (lost fence, error).
+	for n, o := range m.run {
 		select {
 		case err := <-o.done:
-			if err != nil {
-				s.cfg.Logger.Warn("partition stopped", logPartition, n, logErr, err)
+			if err != nil && ctx.Err() == nil {
+				log.Warn("partition stopped", logPartition, n, logErr, err)
 			}
-			delete(run, n)
-			s.releaseLease(kv, n, o.rev)
+			delete(m.run, n)
+			m.svc.releaseLease(m.kv, n, o.rev)
 		default:
 		}
 	}
+	var (
+		members []string
+		leases  map[int]string
+	)
+	if err := m.call(ctx, func(c context.Context) (err error) { members, leases, err = s.readLeases(c, m.kv); return err }); err != nil {
+		log.Debug("leases not read", logErr, err)
+		return
+	}
 	for n := 0; n < s.cfg.Partitions; n++ {
 		want := rendezvous(members, n) == me
-		if o, ok := run[n]; ok {
+		if o, ok := m.run[n]; ok {
 			if !want {
-				// Hand over to the live member that should have it.
+				// Hand over to the live member that should have it, without
+				// holding up this loop.
 				o.cancel()
-				<-o.done
-				delete(run, n)
-				s.releaseLease(kv, n, o.rev)
-				s.cfg.Logger.Info("handed over", logPartition, n, "to", rendezvous(members, n))
-				continue
+				delete(m.run, n)
+				m.stopping.Go(func() {
+					<-o.done
+					s.releaseLease(m.kv, n, o.rev)
+					log.Info("handed over", logPartition, n, "to", rendezvous(members, n))
+				})
 			}
-			lb, _ := json.Marshal(lease{Owner: me, Renewed: time.Now().UTC()})
-			rev, err := kv.Update(ctx, leasePrefix+strconv.Itoa(n), lb, o.rev)
-			if err != nil {
-				// Someone else holds it now, or it expired: stop at once.
-				s.cfg.Logger.Warn("lease lost", logPartition, n, logErr, err)
-				o.cancel()
-				<-o.done
-				delete(run, n)
-				continue
-			}
-			o.rev = rev
 			continue
 		}
 		if !want {
@@ -161,21 +200,29 @@ func (s *Service) rebalance(ctx context.Context, kv jetstream.KeyValue, run map[
 			continue // wait for the holder to hand over, or for its lease to expire
 		}
 		lb, _ := json.Marshal(lease{Owner: me, Renewed: time.Now().UTC()})
-		rev, err := kv.Create(ctx, leasePrefix+strconv.Itoa(n), lb)
-		if err != nil {
+		var rev uint64
+		if err := m.call(ctx, func(c context.Context) (err error) {
+			rev, err = m.kv.Create(c, leasePrefix+strconv.Itoa(n), lb)
+			return err
+		}); err != nil {
 			if !errors.Is(err, jetstream.ErrKeyExists) {
-				s.cfg.Logger.Debug("lease not taken", logPartition, n, logErr, err)
+				log.Debug("lease not taken", logPartition, n, logErr, err)
 			}
 			continue
 		}
 		pctx, cancel := context.WithCancel(ctx)
 		o := &owned{cancel: cancel, done: make(chan error, 1), rev: rev}
-		run[n] = o
+		m.run[n] = o
 		p := s.newPartition(n)
 		go func() { o.done <- p.run(pctx) }()
-		s.cfg.Logger.Info("took partition", logPartition, n, "members", len(members))
+		log.Info("took partition", logPartition, n, "members", len(members))
 	}
-	return nil
+}
+
+// isWrongSequence reports a CAS failure reported as JetStream error 10071.
+func isWrongSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeWrongLastSeq
 }
 
 func (s *Service) releaseLease(kv jetstream.KeyValue, n int, rev uint64) {
@@ -229,9 +276,20 @@ func rendezvous(members []string, n int) string {
 		h.Write([]byte(m))
 		h.Write([]byte{'/'})
 		h.Write([]byte(strconv.Itoa(n)))
-		if v := h.Sum64(); best == "" || v > bestH {
+		if v := mix64(h.Sum64()); best == "" || v > bestH {
 			best, bestH = m, v
 		}
 	}
 	return best
+}
+
+// mix64 is splitmix64's finalizer: FNV-1a alone scores "e1/n" and "e2/n"
+// in the same order for most n, which would give one member everything.
+func mix64(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
 }
