@@ -34,6 +34,8 @@ type serveFlags struct {
 	logLevel    string
 	groupCommit string
 	owner       string
+	// partitionsSet says --partitions (or its env mirror) was given.
+	partitionsSet bool
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet, embedded bool) {
@@ -66,6 +68,7 @@ func runServe(ctx context.Context, e *env, args []string) int {
 	if code := e.parse(fs, args); code >= 0 {
 		return code
 	}
+	f.partitionsSet = flagGiven(fs, "partitions") || e.getenv(envName("partitions")) != ""
 	return e.serve(ctx, f, f.natsURL == "")
 }
 
@@ -79,6 +82,7 @@ func runEnforcer(ctx context.Context, e *env, args []string) int {
 	if f.natsURL == "" {
 		return e.usageErr("enforcer needs --nats-url (or TALLY_NATS_URL)")
 	}
+	f.partitionsSet = flagGiven(fs, "partitions") || e.getenv(envName("partitions")) != ""
 	return e.serve(ctx, f, false)
 }
 
@@ -123,11 +127,26 @@ func (e *env) serve(ctx context.Context, f serveFlags, embedded bool) int {
 		return e.fail(err, "")
 	}
 	ectx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	layout, err := streams.Ensure(ectx, js, streams.Config{Partitions: f.partitions, Replicas: f.replicas})
-	cancel()
+	defer cancel()
+	layout, err := streams.Ensure(ectx, js, streams.Config{Partitions: f.partitions, Replicas: f.replicas,
+		RequirePartitions: f.partitionsSet})
+	if errors.Is(err, streams.ErrPartitionsMismatch) {
+		return e.fail(err, "P is fixed when the ledger is created: drop --partitions to use the existing ledger's P")
+	}
 	if err != nil {
 		return e.fail(fmt.Errorf("prepare the ledger's streams: %w", err), "")
 	}
+	if ns != nil && layout.Partitions != f.partitions {
+		// An existing data dir keeps its P: route requests by it.
+		if err := streams.ApplyMapping(ns, layout.Partitions); err != nil {
+			return e.fail(err, "")
+		}
+	}
+	if err := streams.VerifyMapping(ectx, nc, layout.Partitions); err != nil {
+		return e.fail(fmt.Errorf("the NATS servers route requests for another partition count than the ledger's %d: %w", layout.Partitions, err),
+			"give every server the mapping of the shipped deploy/nats/accounts.conf for this P")
+	}
+	cancel()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	svc, err := enforcer.NewService(nc, enforcer.ServiceConfig{Partitions: layout.Partitions, Owner: f.owner,
@@ -183,4 +202,11 @@ func natsAddr(ns *server.Server, url string) string {
 		return ns.ClientURL()
 	}
 	return url
+}
+
+// flagGiven reports whether a flag was set on the command line.
+func flagGiven(fs *flag.FlagSet, name string) bool {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
+	return given
 }
