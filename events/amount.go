@@ -1,7 +1,6 @@
 package events
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -282,9 +281,12 @@ func (a *Amount) UnmarshalJSON(b []byte) error {
 	if len(b) == 0 || b[0] != '"' {
 		return fmt.Errorf("%w: amounts are decimal strings, not JSON %s", ErrAmount, jsonKind(b))
 	}
-	s, err := unquote(b)
-	if err != nil {
-		return err
+	s, ok := quickUnquote(b)
+	if !ok {
+		var err error
+		if s, err = unquote(b); err != nil {
+			return err
+		}
 	}
 	v, err := ParseAmount(s)
 	if err != nil {
@@ -300,10 +302,7 @@ type Amounts map[string]Amount
 // MarshalJSON renders units in byte order; a nil map is {}, not null, which
 // UnmarshalJSON would refuse: whatever Encode writes, Decode must read.
 func (m Amounts) MarshalJSON() ([]byte, error) {
-	if m == nil {
-		return []byte("{}"), nil
-	}
-	return json.Marshal(map[string]Amount(m))
+	return appendAmounts(make([]byte, 0, 24*len(m)+2), m), nil
 }
 
 // Clone copies m.

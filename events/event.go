@@ -320,6 +320,38 @@ func typeOf(d Data) Type {
 // Decode parses stored event bytes strictly: unknown fields, unknown types
 // and unknown versions are errors.
 func Decode(b []byte) (Event, error) {
+	if ev, ok := decodeFast(b); ok {
+		return ev, nil
+	}
+	return decodeStrict(b)
+}
+
+// decodeFast decodes an event in the exact form Encode writes; on anything
+// else it reports false and decodeStrict gives the verdict and the message.
+func decodeFast(b []byte) (Event, bool) {
+	var (
+		v    *int
+		ev   Event
+		typ  string
+		data json.RawMessage
+	)
+	if !fastEnvelope(b, &v, &ev.ID, &typ, &ev.Partition, &ev.At, &ev.Root, &ev.Prev, &data) || *v != Version {
+		return Event{}, false
+	}
+	ev.V, ev.Type = *v, Type(typ)
+	d, err := newData(ev.Type)
+	if err != nil || strictUnmarshal(data, d) != nil {
+		return Event{}, false
+	}
+	if _, off := ev.At.Zone(); off != 0 || !validPrev(ev.Prev) {
+		return Event{}, false
+	}
+	ev.At = ev.At.UTC()
+	ev.Data = derefData(d)
+	return ev, true
+}
+
+func decodeStrict(b []byte) (Event, error) {
 	var env struct {
 		V         *int            `json:"v"`
 		ID        string          `json:"id"`
@@ -386,7 +418,9 @@ func strictUnmarshal(b []byte, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return err
 	}
-	if dec.More() {
+	// More() lets a stray '}' or ']' through: require that nothing but
+	// white space follows the value.
+	if len(bytes.TrimSpace(b[dec.InputOffset():])) != 0 {
 		return errors.New("trailing data")
 	}
 	return nil

@@ -393,6 +393,10 @@ func decodeArray(b []byte) ([]json.RawMessage, error) {
 
 // UnmarshalJSON decodes unit → amount, naming the unit in errors.
 func (m *Amounts) UnmarshalJSON(b []byte) error {
+	if out, ok := fastAmounts(b); ok {
+		*m = out
+		return nil
+	}
 	raw, err := decodeObject(b)
 	if err != nil {
 		return err

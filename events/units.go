@@ -1,8 +1,6 @@
 package events
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"slices"
 	"strings"
@@ -40,27 +38,15 @@ func (ub UnitBalances) Units() []string {
 
 // MarshalJSON renders the object form, keys in byte order.
 func (ub UnitBalances) MarshalJSON() ([]byte, error) {
-	var buf bytes.Buffer
-	buf.WriteByte('{')
-	for i, e := range ub {
-		if i > 0 {
-			buf.WriteByte(',')
-		}
-		k, _ := json.Marshal(e.Unit)
-		buf.Write(k)
-		buf.WriteByte(':')
-		v, err := json.Marshal(e.UnitBalance)
-		if err != nil {
-			return nil, err
-		}
-		buf.Write(v)
-	}
-	buf.WriteByte('}')
-	return buf.Bytes(), nil
+	return appendUnitBalances(make([]byte, 0, 96*len(ub)+2), ub), nil
 }
 
 // UnmarshalJSON decodes the object form strictly.
 func (ub *UnitBalances) UnmarshalJSON(b []byte) error {
+	if out, ok := fastUnitBalances(b); ok {
+		*ub = out
+		return nil
+	}
 	raw, err := decodeObject(b)
 	if err != nil {
 		return err
