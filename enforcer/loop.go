@@ -159,6 +159,7 @@ func (p *partition) decideBatch(batch []*request) {
 		entries = append(entries, e)
 	}
 	p.svc.cfg.Metrics.setOpen(p.n, p.state.OpenReservations())
+	p.svc.cfg.Metrics.setWindow(p.n, p.state.IdempotencyHorizon())
 	if len(msgs) > 0 {
 		// An entry waits for the unit holding the last event staged up to
 		// and including its own: its answer may read those effects. A unit
@@ -462,7 +463,12 @@ func (p *partition) recover(ctx context.Context) error {
 	p.recent.clear()
 	landed := map[string]uint64{}
 	var lost bool
-	st := New(Config{Partition: p.n}.merge(p.svc.cfg.Core))
+	// Start from the newest verified snapshot when it precedes everything
+	// in doubt (snapshots are stored only once acknowledged), else from 1.
+	st, _, err := LoadSnapshot(ctx, p.svc.js, p.n, p.svc.cfg.Core)
+	if err != nil || minSeq > 0 && st.LastSeq() >= minSeq {
+		st = New(Config{Partition: p.n}.merge(p.svc.cfg.Core))
+	}
 	hash, err := Replay(ctx, p.svc.js, p.n, st, func(seq uint64, ev events.Event, _ []byte) {
 		if minSeq > 0 && seq >= minSeq {
 			landed[ev.ID] = seq
