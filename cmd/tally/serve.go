@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tallyledger/tally/enforcer"
+	"github.com/tallyledger/tally/projector"
 	"github.com/tallyledger/tally/streams"
 )
 
@@ -36,6 +37,7 @@ type serveFlags struct {
 	owner       string
 	// partitionsSet says --partitions (or its env mirror) was given.
 	partitionsSet bool
+	projector     bool // serve only: run the projector in-process (projector_cmd.go)
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet, embedded bool) {
@@ -43,6 +45,7 @@ func (f *serveFlags) register(fs *flag.FlagSet, embedded bool) {
 		fs.StringVar(&f.dataDir, "data-dir", "./tally-data", "directory of the embedded server's JetStream store")
 		fs.StringVar(&f.natsListen, "nats-listen", "127.0.0.1:4222", "client address of the embedded NATS server")
 		fs.StringVar(&f.sync, "sync", "always", "embedded server durability: always (fsync before every ack) or interval")
+		fs.BoolVar(&f.projector, "projector", true, "also run the projector: the views of tally report balances|budgets, projector metrics")
 	}
 	fs.StringVar(&f.natsURL, "nats-url", "", "join an existing NATS cluster at these URLs instead of embedding a server")
 	fs.IntVar(&f.partitions, "partitions", streams.DefaultPartitions, "partitions P of a new ledger (fixed at creation)")
@@ -154,10 +157,27 @@ func (e *env) serve(ctx context.Context, f serveFlags, embedded bool) int {
 	if err != nil {
 		return e.fail(err, "")
 	}
+	// --- projector: the read-side views, on the same connection and registry (projector_cmd.go) ---
+	var proj *projector.Projector
+	if f.projector {
+		if proj, err = projector.New(js, projector.Config{Partitions: layout.Partitions, Logger: log,
+			Metrics: projector.NewMetrics(reg)}); err != nil {
+			return e.fail(err, "")
+		}
+	}
+	// --- end projector ---
 	log.Info("tally serving", "partitions", layout.Partitions, "nats", natsAddr(ns, f.natsURL), "sync", f.sync, "group_commit", groupCommit)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return svc.Run(gctx) })
+	if proj != nil { // --- projector: a failure stops the views, never the enforcer ---
+		g.Go(func() error {
+			if err := proj.Run(gctx); err != nil {
+				log.Error("projector stopped; the views are no longer updated", "err", err)
+			}
+			return nil
+		})
+	}
 	if f.httpListen != "" {
 		ln, err := net.Listen("tcp", f.httpListen)
 		if err != nil {
