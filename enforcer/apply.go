@@ -227,6 +227,12 @@ func (s *State) remember(k idemKey, e idemEntry) {
 	s.idemOrder.push(queueItem{k: k, seq: e.seq, at: e.at})
 }
 
+// beyondWindow reports whether something remembered at at is forgotten at
+// now: the horizon forget applies.
+func (s *State) beyondWindow(at, now time.Time) bool {
+	return at.Before(now.Add(-s.cfg.IdempotencyWindow))
+}
+
 // forget drops idempotency keys and closed reservations beyond the window
 // or the count bounds, oldest first. Driven by event time only, so replay
 // forgets exactly what the live state forgot.

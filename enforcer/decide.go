@@ -68,7 +68,7 @@ func (s *State) Decide(cmd Command, now time.Time) Decision {
 	case events.OpBalance:
 		return s.decideBalance(cmd, cmd.Request.(*events.BalanceRequest), now)
 	case events.OpReservationGet:
-		return s.decideReservationGet(cmd, cmd.Request.(*events.ReservationGetRequest))
+		return s.decideReservationGet(cmd, cmd.Request.(*events.ReservationGetRequest), now)
 	case events.OpBudgetSet:
 		return s.decideBudgetSet(cmd, cmd.Request.(*events.BudgetSetRequest), now)
 	case events.OpBudgetGet:
@@ -108,9 +108,11 @@ func (s *State) checkRoot(cmd Command, scope, field string) *events.Error {
 
 // lookupKey checks a mutating request's idempotency key. It returns a
 // decision to give at once (a duplicate or a conflict), or ok to proceed.
-func (s *State) lookupKey(cmd Command, key, hash string) (Decision, bool) {
+func (s *State) lookupKey(cmd Command, key, hash string, now time.Time) (Decision, bool) {
 	e, ok := s.idem[idemKey{root: cmd.Root, op: cmd.Op, key: key}]
-	if !ok {
+	if !ok || s.beyondWindow(e.at, now) {
+		// Beyond the window the key is forgotten, whether or not an event
+		// has been applied since to drop it from memory.
 		return Decision{}, true
 	}
 	if e.hash != hash {
@@ -189,7 +191,13 @@ func (s *State) checkRange(ts []target) *events.Error {
 	for i := range ts {
 		for _, c := range ts[i].changes {
 			us := s.after(&ts[i], c.unit)
-			if !us.spent.InRange() || !us.reserved.InRange() || !us.spent.Add(us.reserved).InRange() {
+			// remaining is a balance too: answers and events carry it, and
+			// an event whose remaining could not be parsed back would stop replay.
+			remainingOK := true
+			if limit, ok := limitOf(ts[i].app.b, us, c.unit); ok {
+				remainingOK = limit.Sub(us.spent).Sub(us.reserved).InRange()
+			}
+			if !us.spent.InRange() || !us.reserved.InRange() || !us.spent.Add(us.reserved).InRange() || !remainingOK {
 				return events.Errorf(events.CodeInvalidRequest,
 					"%s: the balance of budget %q on %s would exceed %d significant digits",
 					c.unit, ts[i].app.b.def.Name, ts[i].app.key.scope, events.MaxSignificantDigits)
@@ -269,7 +277,7 @@ func (s *State) decideReserve(cmd Command, req *events.ReserveRequest, now time.
 	}
 	hash := events.RequestHash(events.OpReserve, req)
 	if !dry {
-		if d, ok := s.lookupKey(cmd, req.IdempotencyKey, hash); !ok {
+		if d, ok := s.lookupKey(cmd, req.IdempotencyKey, hash, now); !ok {
 			return d
 		}
 		if s.open >= s.cfg.MaxOpenReservations {
@@ -482,8 +490,11 @@ func (s *State) overLimit(ts []target) []events.OverLimit {
 }
 
 // reservationFor finds a reservation of the subject's root.
-func (s *State) reservationFor(cmd Command, id string) (*reservation, *events.Error) {
+func (s *State) reservationFor(cmd Command, id string, now time.Time) (*reservation, *events.Error) {
 	r, ok := s.reservations[id]
+	if ok && r.status != events.StatusOpen && s.beyondWindow(r.closedAt, now) {
+		ok = false // forgotten, as forget does at the next Apply
+	}
 	if !ok || r.root != cmd.Root {
 		return nil, &events.Error{Code: events.CodeNotFound, Message: fmt.Sprintf("reservation_id: no reservation %q", id),
 			Details: map[string]any{"field": "reservation_id"}}
@@ -499,10 +510,10 @@ func closedErr(r *reservation) Decision {
 
 func (s *State) decideCommit(cmd Command, req *events.CommitRequest, now time.Time) Decision {
 	hash := events.RequestHash(events.OpCommit, req)
-	if d, ok := s.lookupKey(cmd, req.IdempotencyKey, hash); !ok {
+	if d, ok := s.lookupKey(cmd, req.IdempotencyKey, hash, now); !ok {
 		return d
 	}
-	r, e := s.reservationFor(cmd, req.ReservationID)
+	r, e := s.reservationFor(cmd, req.ReservationID, now)
 	if e != nil {
 		return Decision{Err: e}
 	}
@@ -533,10 +544,10 @@ func (s *State) decideCommit(cmd Command, req *events.CommitRequest, now time.Ti
 
 func (s *State) decideRelease(cmd Command, req *events.ReleaseRequest, now time.Time) Decision {
 	hash := events.RequestHash(events.OpRelease, req)
-	if d, ok := s.lookupKey(cmd, req.IdempotencyKey, hash); !ok {
+	if d, ok := s.lookupKey(cmd, req.IdempotencyKey, hash, now); !ok {
 		return d
 	}
-	r, e := s.reservationFor(cmd, req.ReservationID)
+	r, e := s.reservationFor(cmd, req.ReservationID, now)
 	if e != nil {
 		return Decision{Err: e}
 	}
@@ -557,10 +568,10 @@ func (s *State) decideRelease(cmd Command, req *events.ReleaseRequest, now time.
 
 func (s *State) decideExtend(cmd Command, req *events.ExtendRequest, now time.Time) Decision {
 	hash := events.RequestHash(events.OpExtend, req)
-	if d, ok := s.lookupKey(cmd, req.IdempotencyKey, hash); !ok {
+	if d, ok := s.lookupKey(cmd, req.IdempotencyKey, hash, now); !ok {
 		return d
 	}
-	r, e := s.reservationFor(cmd, req.ReservationID)
+	r, e := s.reservationFor(cmd, req.ReservationID, now)
 	if e != nil {
 		return Decision{Err: e}
 	}
@@ -597,7 +608,7 @@ func (s *State) decideCharge(cmd Command, req *events.ChargeRequest, now time.Ti
 		return Decision{Err: e}
 	}
 	hash := events.RequestHash(events.OpCharge, req)
-	if d, ok := s.lookupKey(cmd, req.IdempotencyKey, hash); !ok {
+	if d, ok := s.lookupKey(cmd, req.IdempotencyKey, hash, now); !ok {
 		return d
 	}
 	ts := s.chargeTargets(s.applicableAt(req.Scope, now, nil), req.Amounts)
@@ -622,8 +633,8 @@ func (s *State) decideBalance(cmd Command, req *events.BalanceRequest, now time.
 	return Decision{Result: events.BalanceResult{Scope: req.Scope, Instances: s.views(ts)}}
 }
 
-func (s *State) decideReservationGet(cmd Command, req *events.ReservationGetRequest) Decision {
-	r, e := s.reservationFor(cmd, req.ReservationID)
+func (s *State) decideReservationGet(cmd Command, req *events.ReservationGetRequest, now time.Time) Decision {
+	r, e := s.reservationFor(cmd, req.ReservationID, now)
 	if e != nil {
 		return Decision{Err: e}
 	}
@@ -640,7 +651,7 @@ func (s *State) decideBudgetSet(cmd Command, req *events.BudgetSetRequest, now t
 		return Decision{Err: e}
 	}
 	hash := events.RequestHash(events.OpBudgetSet, req)
-	if d, ok := s.lookupKey(cmd, req.IdempotencyKey, hash); !ok {
+	if d, ok := s.lookupKey(cmd, req.IdempotencyKey, hash, now); !ok {
 		return d
 	}
 	if _, exists := s.budgets[budgetKey(def.Scope, def.Name)]; !exists && len(s.byRoot[cmd.Root]) >= s.cfg.MaxBudgetsPerRoot {
@@ -699,7 +710,7 @@ func (s *State) decideBudgetDelete(cmd Command, ref *events.BudgetRef, now time.
 		return Decision{Err: e}
 	}
 	hash := events.RequestHash(events.OpBudgetDelete, ref)
-	if d, ok := s.lookupKey(cmd, ref.IdempotencyKey, hash); !ok {
+	if d, ok := s.lookupKey(cmd, ref.IdempotencyKey, hash, now); !ok {
 		return d
 	}
 	if _, e := s.budgetFor(cmd, ref); e != nil {
@@ -735,7 +746,7 @@ func (s *State) decideBudgetAdjust(cmd Command, req *events.BudgetAdjustRequest,
 		return Decision{Err: e}
 	}
 	hash := events.RequestHash(events.OpBudgetAdjust, req)
-	if d, ok := s.lookupKey(cmd, req.IdempotencyKey, hash); !ok {
+	if d, ok := s.lookupKey(cmd, req.IdempotencyKey, hash, now); !ok {
 		return d
 	}
 	b := s.adjustTarget(req.Scope, req.Name)
@@ -757,9 +768,9 @@ func (s *State) decideBudgetAdjust(cmd Command, req *events.BudgetAdjustRequest,
 			return Decision{Err: &events.Error{Code: events.CodeInvalidRequest,
 				Message: fmt.Sprintf("delta.%s: the limit %s would become negative", u, limit), Details: map[string]any{"field": "delta." + u}}}
 		}
-		if !nl.InRange() {
+		if !nl.InRange() || !nl.Sub(us.spent).Sub(us.reserved).InRange() {
 			return Decision{Err: &events.Error{Code: events.CodeInvalidRequest,
-				Message: fmt.Sprintf("delta.%s: the limit would exceed %d significant digits", u, events.MaxSignificantDigits), Details: map[string]any{"field": "delta." + u}}}
+				Message: fmt.Sprintf("delta.%s: the limit or the remaining balance would exceed %d significant digits", u, events.MaxSignificantDigits), Details: map[string]any{"field": "delta." + u}}}
 		}
 	}
 	data := events.BudgetAdjusted{Mutation: events.Mutation{IdempotencyKey: req.IdempotencyKey, RequestHash: hash},
@@ -784,20 +795,56 @@ func (s *State) decideExpire(now time.Time) Decision {
 	// Take the due entries off the heap and put them back afterwards: the
 	// index is unchanged, only stale entries are dropped for good.
 	var due []expiryEntry
+	seen := map[string]bool{}
+	freed := map[instKey]map[string]events.Amount{}
 	for len(due) < MaxExpiriesPerTick {
 		at, ok := s.NextExpiry()
 		if !ok || at.After(now) {
 			break
 		}
 		e := heap.Pop(&s.expiries).(expiryEntry)
+		if seen[e.id] {
+			// A second entry for the same expiry (an extend that set the
+			// same expires_at): one reservation expires once.
+			continue
+		}
+		seen[e.id] = true
 		due = append(due, e)
 		r := s.reservations[e.id]
+		// The expiries of one tick are applied in order: each event's
+		// balances include what the earlier ones freed.
+		ts := s.releaseTargets(r)
+		for i := range ts {
+			ts[i].changes = addPrior(ts[i].changes, freed[ts[i].app.key])
+		}
 		data := events.ReservationExpired{ReservationID: r.id, Scope: r.scope, Released: r.amounts.Clone(),
-			Instances: s.views(s.releaseTargets(r))}
+			Instances: s.views(ts)}
 		evs = append(evs, s.event(r.root, now, data))
+		for _, h := range r.holds {
+			if freed[h.key] == nil {
+				freed[h.key] = map[string]events.Amount{}
+			}
+			for u, a := range h.units {
+				freed[h.key][u] = freed[h.key][u].Sub(a)
+			}
+		}
 	}
 	for _, e := range due {
 		heap.Push(&s.expiries, e)
 	}
 	return Decision{Events: evs}
+}
+
+// addPrior adds to a target's changes what earlier events of the same
+// decision changed on its instance.
+func addPrior(cs []change, prior map[string]events.Amount) []change {
+	for _, u := range events.SortedUnits(prior) {
+		i := slices.IndexFunc(cs, func(c change) bool { return c.unit == u })
+		if i < 0 {
+			cs = append(cs, change{unit: u, reserved: prior[u]})
+			continue
+		}
+		cs[i].reserved = cs[i].reserved.Add(prior[u])
+	}
+	return cs
 }

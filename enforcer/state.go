@@ -223,6 +223,16 @@ func (s *State) putBudget(def events.Budget) {
 			b.win = events.Window{}
 		}
 		b.def, b.loc, b.units = def, loc, events.SortedUnits(def.Limits)
+		// Instances keep their adjustments (a top-up survives an edit of
+		// the budget), but a lower new limit must not leave limit +
+		// adjustments below zero: a negative limit is not an amount.
+		for k := range s.ofBudget[key] {
+			for u, us := range s.instances[k].units {
+				if l, ok := def.Limits[u]; ok && l.Add(us.adjust).Sign() < 0 {
+					us.adjust = l.Neg()
+				}
+			}
+		}
 		return
 	}
 	b := &budget{def: def, key: key, depth: events.Depth(def.Scope), loc: loc, units: events.SortedUnits(def.Limits)}
@@ -257,6 +267,12 @@ func (s *State) deleteBudget(pattern, name string) {
 		delete(s.instances, k)
 	}
 	delete(s.ofBudget, key)
+	// Holds on the deleted instances go with them: a budget set again under
+	// the same scope and name starts afresh, and a later release, expiry or
+	// commit must not free on it what was reserved on the deleted one.
+	for _, r := range s.reservations {
+		r.holds = slices.DeleteFunc(r.holds, func(h hold) bool { return h.key.budget == key })
+	}
 }
 
 // applicable lists the budgets that apply to a concrete scope, root to
