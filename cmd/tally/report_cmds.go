@@ -351,10 +351,15 @@ func lagText(lag map[int]uint64) string {
 	for _, l := range lag {
 		total += l
 	}
-	if total == 1 {
-		return "1 event"
+	return plural(int(total), "event")
+}
+
+// plural is "1 event", "2 events".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
 	}
-	return fmt.Sprintf("%d events", total)
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 func (e *env) reportBalances(ctx context.Context, args []string) int {
@@ -694,9 +699,9 @@ func (e *env) auditVerify(ctx context.Context, args []string) int {
 			}
 			verdict := "ok"
 			if out.Findings > 0 {
-				verdict = fmt.Sprintf("%d findings", out.Findings)
+				verdict = plural(out.Findings, "finding")
 			}
-			fmt.Fprintf(e.stdout, "partition %d: %d events (%s): %s; projection: %s\n", n, out.Events, span, verdict, out.Projection)
+			fmt.Fprintf(e.stdout, "partition %d: %s (%s): %s; projection: %s\n", n, plural(out.Events, "event"), span, verdict, out.Projection)
 		}
 	}
 	prog.done()
@@ -713,10 +718,10 @@ func (e *env) auditVerify(ctx context.Context, args []string) int {
 		return exitOK
 	}
 	if len(findings) > 0 {
-		fmt.Fprintf(e.stdout, "audit FAILED: %d findings in %d events of %d partitions\n", len(findings), total, len(parts))
+		fmt.Fprintf(e.stdout, "audit FAILED: %s in %s of %s\n", plural(len(findings), "finding"), plural(total, "event"), plural(len(parts), "partition"))
 		return exitFail
 	}
-	fmt.Fprintf(e.stdout, "audit ok: %d events of %d partitions verified\n", total, len(parts))
+	fmt.Fprintf(e.stdout, "audit ok: %s of %s verified\n", plural(total, "event"), plural(len(parts), "partition"))
 	return exitOK
 }
 
