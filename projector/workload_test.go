@@ -73,19 +73,9 @@ func (w *workload) record(d enforcer.Decision) {
 	}
 }
 
-// expire appends the due expiries one decision at a time: a tick's
-// decision computes every expiry's balances from the state before the tick
-// (enforcer decideExpire), which is wrong when two expiring reservations
-// share an instance, so Apply panics on the second.
+// expire appends the due expiries.
 func (w *workload) expire() {
-	for {
-		d := w.st.Decide(enforcer.Command{Op: enforcer.OpExpire}, w.now)
-		if len(d.Events) == 0 {
-			return
-		}
-		d.Events = d.Events[:1]
-		w.record(d)
-	}
+	w.record(w.st.Decide(enforcer.Command{Op: enforcer.OpExpire}, w.now))
 }
 
 func (w *workload) key() string { return fmt.Sprintf("k%06d", w.n+1) }
@@ -184,10 +174,8 @@ func (w *workload) run(ops int) {
 			}
 			w.step(events.OpBudgetSet, root, &events.BudgetSetRequest{IdempotencyKey: w.key(), Scope: root, Name: "shadow",
 				Limits: limits, Period: &daily, Mode: &mode})
-		case x < 97 && w.st.OpenReservations() == 0:
-			// Only without open reservations: a reservation that outlives
-			// its budget's deletion and re-creation releases its hold on the
-			// new instance (enforcer holdTargets), driving reserved negative.
+		case x < 97:
+			// Delete and re-create a budget, open reservations or not.
 			d := w.step(events.OpBudgetDelete, root, &events.BudgetRef{IdempotencyKey: w.key(), Scope: root + "/workflow:*/run:*", Name: "per-run"})
 			if d.Err == nil {
 				none := events.PeriodNone
