@@ -31,7 +31,10 @@ type Balance struct {
 	// Adjust is the sum of the instance's budget-adjust deltas by unit.
 	Adjust events.SignedAmounts `json:"adjust,omitempty"`
 	// Other keeps the balances of units the budget no longer limits, in
-	// case a later definition limits them again.
+	// case a later definition limits them again. Events show only limited
+	// units, so what happens to such a unit meanwhile (a commit of a
+	// reservation that held it) reaches the view only with the next event
+	// that shows the unit again: a known limit of the view.
 	Other     map[string]Held `json:"other,omitempty"`
 	LastEvent EventInfo       `json:"last_event"`
 	Seq       uint64          `json:"seq"`
