@@ -191,13 +191,10 @@ func (s *State) checkRange(ts []target) *events.Error {
 	for i := range ts {
 		for _, c := range ts[i].changes {
 			us := s.after(&ts[i], c.unit)
-			// remaining is a balance too: answers and events carry it, and
-			// an event whose remaining could not be parsed back would stop replay.
-			remainingOK := true
-			if limit, ok := limitOf(ts[i].app.b, us, c.unit); ok {
-				remainingOK = limit.Sub(us.spent).Sub(us.reserved).InRange()
-			}
-			if !us.spent.InRange() || !us.reserved.InRange() || !us.spent.Add(us.reserved).InRange() || !remainingOK {
+			// remaining is derived (limit − spent − reserved, at most 56
+			// digits) and events decode it within the wide bounds, so only
+			// the balances themselves are bounded here (DESIGN §1).
+			if !us.spent.InRange() || !us.reserved.InRange() || !us.spent.Add(us.reserved).InRange() {
 				return events.Errorf(events.CodeInvalidRequest,
 					"%s: the balance of budget %q on %s would exceed %d significant digits",
 					c.unit, ts[i].app.b.def.Name, ts[i].app.key.scope, events.MaxSignificantDigits)
@@ -768,9 +765,9 @@ func (s *State) decideBudgetAdjust(cmd Command, req *events.BudgetAdjustRequest,
 			return Decision{Err: &events.Error{Code: events.CodeInvalidRequest,
 				Message: fmt.Sprintf("delta.%s: the limit %s would become negative", u, limit), Details: map[string]any{"field": "delta." + u}}}
 		}
-		if !nl.InRange() || !nl.Sub(us.spent).Sub(us.reserved).InRange() {
+		if !nl.InRange() {
 			return Decision{Err: &events.Error{Code: events.CodeInvalidRequest,
-				Message: fmt.Sprintf("delta.%s: the limit or the remaining balance would exceed %d significant digits", u, events.MaxSignificantDigits), Details: map[string]any{"field": "delta." + u}}}
+				Message: fmt.Sprintf("delta.%s: the limit would exceed %d significant digits", u, events.MaxSignificantDigits), Details: map[string]any{"field": "delta." + u}}}
 		}
 	}
 	data := events.BudgetAdjusted{Mutation: events.Mutation{IdempotencyKey: req.IdempotencyKey, RequestHash: hash},

@@ -67,3 +67,61 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		t.Fatalf("restore changed the state:\n%s\n%s", snap, got)
 	}
 }
+
+// Figures tally computes can pass the request bounds: limit × (1 − floor)
+// has up to 36 fractional digits (a denial's available, a shadow overage),
+// and a limit replaced under existing spend can leave a remaining beyond 38
+// significant digits. Such events must encode, decode and replay.
+func TestWideFiguresReplay(t *testing.T) {
+	h := newHarness(t)
+	root := "tenant:wide"
+	h.step(events.OpBudgetSet, root, `{"idempotency_key":"b1","scope":"tenant:wide","name":"floor","limits":{"USD":"1.000000000000000001"},"priority_floors":{"low":"0.333333333333333333"}}`)
+	h.step(events.OpBudgetSet, root, `{"idempotency_key":"b2","scope":"tenant:wide","name":"shadow","mode":"shadow","limits":{"USD":"0.000000000000000003"},"priority_floors":{"low":"0.123456789012345678"}}`)
+	d := h.step(events.OpReserve, root, `{"idempotency_key":"k1","scope":"tenant:wide","amounts":{"USD":"0.5"},"priority":"low"}`)
+	res := mustResult(t, d).(events.ReserveResult)
+	if res.Decision != events.DecisionGranted || len(res.ShadowDenials) != 1 || res.ShadowDenials[0].Overage.FractionDigits() <= events.MaxFractionDigits {
+		t.Fatalf("want a grant with a 36-digit shadow overage, got %+v", res)
+	}
+	d = h.step(events.OpReserve, root, `{"idempotency_key":"k2","scope":"tenant:wide","amounts":{"USD":"0.4"},"priority":"low"}`)
+	res = mustResult(t, d).(events.ReserveResult)
+	if res.Decision != events.DecisionDenied || res.Denial.Available.FractionDigits() <= events.MaxFractionDigits {
+		t.Fatalf("want a denial with a 36-digit available, got %+v %+v", res, res.Denial)
+	}
+	// Spend under a small limit, then replace it by a 38-digit one.
+	h.step(events.OpCharge, root, `{"idempotency_key":"c1","scope":"tenant:wide","amounts":{"USD":"0.000000000000000001"}}`)
+	h.step(events.OpBudgetSet, root, `{"idempotency_key":"b3","scope":"tenant:wide","name":"floor","limits":{"USD":"10000000000000000000000000000000000000"}}`)
+	h.step(events.OpRelease, root, `{"idempotency_key":"r1","reservation_id":"R0003"}`)
+	r := New(Config{Partition: 3})
+	for i, ev := range h.log {
+		b, err := events.Encode(&ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dec, err := events.Decode(b)
+		if err != nil {
+			t.Fatalf("event %d (%s) does not decode: %v\n%s", i+1, ev.Type, err, b)
+		}
+		r.Apply(uint64(i+1), dec)
+	}
+	if string(r.Snapshot()) != string(h.s.Snapshot()) {
+		t.Fatal("replay differs from the live state")
+	}
+}
+
+// A derived remaining beyond 38 significant digits refuses nothing: spend
+// that happened is recorded, and an adjust that keeps the limit in range
+// is accepted.
+func TestRemainingBeyond38DigitsIsRecorded(t *testing.T) {
+	h := newHarness(t)
+	root := "tenant:acme"
+	h.step(events.OpBudgetSet, root, `{"idempotency_key":"b","scope":"tenant:acme","name":"b","limits":{"USD":"1000000000000000000000000000000000"}}`)
+	d := h.step(events.OpCharge, root, `{"idempotency_key":"c","scope":"tenant:acme","amounts":{"USD":"0.000003"}}`)
+	cr := mustResult(t, d).(events.ChargeResult)
+	if u, _ := cr.Instances[0].Units.Get("USD"); u.Remaining.String() != "999999999999999999999999999999999.999997" {
+		t.Fatalf("remaining %s", u.Remaining)
+	}
+	d = h.step(events.OpBudgetAdjust, root, `{"idempotency_key":"a","scope":"tenant:acme","name":"b","delta":{"USD":"1"},"reason":"top-up"}`)
+	if d.Err != nil {
+		t.Fatalf("adjust refused: %v", d.Err)
+	}
+}

@@ -51,7 +51,27 @@ func (e *AmountError) Unwrap() error { return ErrAmount }
 // ParseAmount parses a decimal string of the grammar
 // ^(0|[1-9][0-9]*)(\.[0-9]{1,18})?$ with at most 38 significant digits.
 func ParseAmount(s string) (Amount, error) {
-	if reason := amountGrammar(s); reason != "" {
+	return parseAmount(s, MaxSignificantDigits, MaxFractionDigits)
+}
+
+// Wide bounds: what a figure tally computes may need. A balance view can
+// pass 38 significant digits (a limit replaced under existing spend), and
+// limit × (1 − floor) has up to 36 fractional digits, so a denial's
+// available or a shadow overage can too. Events carry such figures exactly
+// and must decode, or replay would stop: single amounts decode within the
+// wide bounds, while request amounts (maps, budget fields) keep 38/18.
+const (
+	wideSignificantDigits = 2 * MaxSignificantDigits
+	wideFractionDigits    = 2 * MaxFractionDigits
+)
+
+// parseWideAmount parses the amount grammar within the wide bounds.
+func parseWideAmount(s string) (Amount, error) {
+	return parseAmount(s, wideSignificantDigits, wideFractionDigits)
+}
+
+func parseAmount(s string, maxSig, maxFrac int) (Amount, error) {
+	if reason := amountGrammar(s, maxSig, maxFrac); reason != "" {
 		return Amount{}, &AmountError{Input: s, Reason: reason}
 	}
 	var a Amount
@@ -59,8 +79,8 @@ func ParseAmount(s string) (Amount, error) {
 		return Amount{}, &AmountError{Input: s, Reason: "not a number"}
 	}
 	a.d.Reduce(&a.d)
-	if a.SignificantDigits() > MaxSignificantDigits {
-		return Amount{}, &AmountError{Input: s, Reason: "more than 38 significant digits in"}
+	if a.SignificantDigits() > maxSig {
+		return Amount{}, &AmountError{Input: s, Reason: fmt.Sprintf("more than %d significant digits in", maxSig)}
 	}
 	return a, nil
 }
@@ -75,11 +95,11 @@ func MustAmount(s string) Amount {
 }
 
 // amountGrammar returns "" if s matches the amount grammar, else a reason.
-func amountGrammar(s string) string {
+func amountGrammar(s string, maxSig, maxFrac int) string {
 	if s == "" {
 		return "empty"
 	}
-	if len(s) > 1+MaxSignificantDigits+1+MaxFractionDigits+20 {
+	if len(s) > 1+maxSig+1+maxFrac+20 {
 		return "too long"
 	}
 	switch c := s[0]; {
@@ -114,8 +134,8 @@ func amountGrammar(s string) string {
 			return badChar(c)
 		}
 	}
-	if len(frac) > MaxFractionDigits {
-		return "more than 18 fractional digits in"
+	if len(frac) > maxFrac {
+		return fmt.Sprintf("more than %d fractional digits in", maxFrac)
 	}
 	return ""
 }
@@ -239,9 +259,15 @@ func (a Amount) InRange() bool {
 
 // ParseSignedAmount parses an optionally negative amount ("-1.5"), used by
 // budget-adjust deltas.
-func ParseSignedAmount(s string) (Amount, error) {
+func ParseSignedAmount(s string) (Amount, error) { return parseSigned(s, false) }
+
+func parseSigned(s string, wide bool) (Amount, error) {
+	parse := ParseAmount
+	if wide {
+		parse = parseWideAmount
+	}
 	if rest, ok := strings.CutPrefix(s, "-"); ok {
-		a, err := ParseAmount(rest)
+		a, err := parse(rest)
 		if err != nil {
 			var ae *AmountError
 			if errors.As(err, &ae) {
@@ -251,7 +277,7 @@ func ParseSignedAmount(s string) (Amount, error) {
 		}
 		return a.Neg(), nil
 	}
-	return ParseAmount(s)
+	return parse(s)
 }
 
 // RoundHalfUp rounds a to places fractional digits, halves away from zero;
@@ -275,25 +301,46 @@ func mustExact(_ apd.Condition, err error) {
 // MarshalText renders the canonical string; JSON encodes it as a string.
 func (a Amount) MarshalText() ([]byte, error) { return []byte(a.String()), nil }
 
-// UnmarshalJSON accepts only a JSON string holding a valid amount: a JSON
-// number (a float on the wire) is rejected.
+// UnmarshalJSON accepts only a JSON string holding an amount: a JSON
+// number (a float on the wire) is rejected. A single amount decodes within
+// the wide bounds (it may be a computed figure of an event); request
+// amounts come in maps (Amounts) and budget fields, which keep 38/18.
 func (a *Amount) UnmarshalJSON(b []byte) error {
-	if len(b) == 0 || b[0] != '"' {
-		return fmt.Errorf("%w: amounts are decimal strings, not JSON %s", ErrAmount, jsonKind(b))
-	}
-	s, ok := quickUnquote(b)
-	if !ok {
-		var err error
-		if s, err = unquote(b); err != nil {
-			return err
-		}
-	}
-	v, err := ParseAmount(s)
+	v, err := decodeAmountJSON(b, true, false)
 	if err != nil {
 		return err
 	}
 	*a = v
 	return nil
+}
+
+// decodeAmountJSON decodes a JSON string amount, strictly (38/18) or within
+// the wide bounds, optionally signed.
+func decodeAmountJSON(b []byte, wide, signed bool) (Amount, error) {
+	if len(b) == 0 || b[0] != '"' {
+		return Amount{}, fmt.Errorf("%w: amounts are decimal strings, not JSON %s", ErrAmount, jsonKind(b))
+	}
+	s, ok := quickUnquote(b)
+	if !ok {
+		var err error
+		if s, err = unquote(b); err != nil {
+			return Amount{}, err
+		}
+	}
+	if !signed {
+		if wide {
+			return parseWideAmount(s)
+		}
+		return ParseAmount(s)
+	}
+	a, err := parseSigned(s, wide)
+	if err != nil {
+		return Amount{}, err
+	}
+	if a.IsZero() && strings.HasPrefix(s, "-") {
+		return Amount{}, &AmountError{Input: s, Reason: "negative zero"}
+	}
+	return a, nil
 }
 
 // Amounts maps unit names to amounts.

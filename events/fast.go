@@ -65,12 +65,22 @@ func (l *lexer) amount() (Amount, bool) {
 	return a, err == nil
 }
 
+// wideAmount reads an amount within the wide bounds (a computed figure).
+func (l *lexer) wideAmount() (Amount, bool) {
+	s, ok := l.plainString()
+	if !ok {
+		return Amount{}, false
+	}
+	a, err := parseWideAmount(s)
+	return a, err == nil
+}
+
 func (l *lexer) signed() (Signed, bool) {
 	s, ok := l.plainString()
 	if !ok {
 		return Signed{}, false
 	}
-	a, err := ParseSignedAmount(s)
+	a, err := parseSigned(s, true)
 	if err != nil || a.IsZero() && strings.HasPrefix(s, "-") {
 		return Signed{}, false
 	}
@@ -123,13 +133,13 @@ func fastUnitBalances(b []byte) (UnitBalances, bool) {
 		if !l.eat('{') || !l.key("limit") {
 			return false
 		}
-		if e.Limit, ok = l.amount(); !ok || !l.eat(',') || !l.key("spent") {
+		if e.Limit, ok = l.wideAmount(); !ok || !l.eat(',') || !l.key("spent") {
 			return false
 		}
-		if e.Spent, ok = l.amount(); !ok || !l.eat(',') || !l.key("reserved") {
+		if e.Spent, ok = l.wideAmount(); !ok || !l.eat(',') || !l.key("reserved") {
 			return false
 		}
-		if e.Reserved, ok = l.amount(); !ok || !l.eat(',') || !l.key("remaining") {
+		if e.Reserved, ok = l.wideAmount(); !ok || !l.eat(',') || !l.key("remaining") {
 			return false
 		}
 		if e.Remaining, ok = l.signed(); !ok || !l.eat('}') {

@@ -2,7 +2,6 @@ package events
 
 import (
 	"encoding/json"
-	"fmt"
 )
 
 // Signed is an amount that may be negative on the wire: remaining balances
@@ -14,20 +13,12 @@ type Signed struct{ Amount }
 func (s Signed) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
 // UnmarshalJSON accepts a JSON string with an optional leading '-'.
+// A single signed amount (a remaining balance) decodes within the wide
+// bounds; request deltas come in SignedAmounts, which keep 38/18.
 func (s *Signed) UnmarshalJSON(b []byte) error {
-	if len(b) == 0 || b[0] != '"' {
-		return fmt.Errorf("%w: amounts are decimal strings, not JSON %s", ErrAmount, jsonKind(b))
-	}
-	str, err := unquote(b)
+	a, err := decodeAmountJSON(b, true, true)
 	if err != nil {
 		return err
-	}
-	a, err := ParseSignedAmount(str)
-	if err != nil {
-		return err
-	}
-	if a.IsZero() && len(str) > 0 && str[0] == '-' {
-		return &AmountError{Input: str, Reason: "negative zero"}
 	}
 	s.Amount = a
 	return nil
@@ -55,11 +46,11 @@ func (m *SignedAmounts) UnmarshalJSON(b []byte) error {
 		if err := ValidateUnit(unit); err != nil {
 			return &FieldError{Path: unit, Err: err}
 		}
-		var a Signed
-		if err := a.UnmarshalJSON(raw[unit]); err != nil {
+		a, err := decodeAmountJSON(raw[unit], false, true)
+		if err != nil {
 			return &FieldError{Path: unit, Err: err}
 		}
-		out[unit] = a
+		out[unit] = Signed{a}
 	}
 	*m = out
 	return nil

@@ -406,8 +406,8 @@ func (m *Amounts) UnmarshalJSON(b []byte) error {
 		if err := ValidateUnit(unit); err != nil {
 			return &FieldError{Path: unit, Err: err}
 		}
-		var a Amount
-		if err := a.UnmarshalJSON(raw[unit]); err != nil {
+		a, err := decodeAmountJSON(raw[unit], false, false)
+		if err != nil {
 			return &FieldError{Path: unit, Err: err}
 		}
 		out[unit] = a

@@ -480,6 +480,8 @@ func (b *Budget) Validate() error {
 			return at("priority_floors", &FieldError{Path: p, Err: errors.New("unknown priority")})
 		case Priority(p) == PriorityCritical && !f.IsZero():
 			return at("priority_floors", &FieldError{Path: p, Err: errors.New("critical is always 0")})
+		case !f.InRange():
+			return at("priority_floors", &FieldError{Path: p, Err: fmt.Errorf("floor %s has more than %d fractional digits", f, MaxFractionDigits)})
 		case f.Cmp(One) > 0:
 			return at("priority_floors", &FieldError{Path: p, Err: fmt.Errorf("floor %s above 1", f)})
 		}
@@ -488,6 +490,9 @@ func (b *Budget) Validate() error {
 		return at("alert_thresholds", fmt.Errorf("more than %d thresholds", MaxThresholds))
 	}
 	for i, t := range b.AlertThresholds {
+		if !t.InRange() {
+			return at(fmt.Sprintf("alert_thresholds[%d]", i), fmt.Errorf("threshold %s has more than %d fractional digits", t, MaxFractionDigits))
+		}
 		if t.IsZero() || t.Cmp(maxThreshold) > 0 {
 			return at(fmt.Sprintf("alert_thresholds[%d]", i), fmt.Errorf("threshold %s out of range (0, 10]", t))
 		}
