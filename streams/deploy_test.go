@@ -388,11 +388,12 @@ func (a *asyncErrors) waitViolation(t *testing.T, subject string) {
 }
 
 // connect logs in to node i as user over TCP, with inbox prefix inbox
-// ("" for the default).
-func (dc *deployCluster) connect(t *testing.T, i int, user, inbox string) (*nats.Conn, *asyncErrors) {
+// ("" for the default) and any extra options.
+func (dc *deployCluster) connect(t *testing.T, i int, user, inbox string, extra ...nats.Option) (*nats.Conn, *asyncErrors) {
 	t.Helper()
 	errs := &asyncErrors{}
 	opts := []nats.Option{nats.UserInfo(user, dc.password[user]), nats.ErrorHandler(errs.handler), nats.Name(user)}
+	opts = append(opts, extra...)
 	if inbox != "" {
 		opts = append(opts, nats.CustomInboxPrefix(inbox))
 	}

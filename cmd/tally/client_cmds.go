@@ -38,13 +38,15 @@ const tryRunning = "is tally running? start it with: make run"
 
 // clientFlags are the flags every client command shares.
 type clientFlags struct {
-	natsURL string
-	json    bool
-	timeout time.Duration
+	natsURL     string
+	inboxPrefix string
+	json        bool
+	timeout     time.Duration
 }
 
 func (f *clientFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.natsURL, "nats-url", DefaultNATSURL, "NATS server(s) of the ledger, comma-separated")
+	fs.StringVar(&f.natsURL, "nats-url", DefaultNATSURL, "NATS server(s) of the ledger, comma-separated; credentials go in the URL, e.g. nats://agent-acme:PASSWORD@host:4222")
+	fs.StringVar(&f.inboxPrefix, "inbox-prefix", "", "prefix of the reply inboxes, e.g. _INBOX_acme: a NATS user allowed to subscribe only to its own inboxes gets no answer without it (empty: the NATS default, _INBOX)")
 	fs.BoolVar(&f.json, "json", false, "print the answer's result as a JSON document on stdout")
 	fs.DurationVar(&f.timeout, "timeout", client.DefaultTimeout, "how long to wait for the answer, retries of UNAVAILABLE included")
 }
@@ -99,7 +101,14 @@ func (e *env) connect(f clientFlags) (*nats.Conn, int) {
 	if f.timeout <= 0 {
 		return nil, e.usageErr("--timeout %s: want a positive duration such as 5s", f.timeout)
 	}
-	nc, err := nats.Connect(f.natsURL, nats.Name("tally-cli"), nats.Timeout(f.timeout))
+	opts := []nats.Option{nats.Name("tally-cli"), nats.Timeout(f.timeout)}
+	if f.inboxPrefix != "" {
+		if strings.ContainsAny(f.inboxPrefix, "*> \t") || strings.HasSuffix(f.inboxPrefix, ".") {
+			return nil, e.usageErr("--inbox-prefix %q: want a subject prefix without wildcards, e.g. _INBOX_acme", f.inboxPrefix)
+		}
+		opts = append(opts, nats.CustomInboxPrefix(f.inboxPrefix))
+	}
+	nc, err := nats.Connect(f.natsURL, opts...)
 	if err != nil {
 		return nil, e.fail(fmt.Errorf("connect to NATS at %s: %w", f.natsURL, err), tryRunning)
 	}
