@@ -132,22 +132,23 @@ func (s *State) applyGranted(seq uint64, at time.Time, root string, d events.Res
 	r := &reservation{id: d.ReservationID, root: root, scope: d.Scope, amounts: d.Amounts, priority: d.Priority,
 		option: d.Option, label: d.Label, labels: d.Labels, expiresAt: d.ExpiresAt.UTC(), status: events.StatusOpen}
 	units := events.SortedUnits(d.Amounts)
-	for _, a := range apps {
-		held := events.Amounts{}
-		for _, u := range units {
-			if _, ok := a.b.def.Limits[u]; ok {
-				held[u] = d.Amounts[u]
-			}
-		}
-		r.holds = append(r.holds, hold{key: a.key, units: held})
-	}
+	r.holds = make([]hold, len(apps))
 	ts := make([]target, len(apps))
 	for i, a := range apps {
-		ts[i].app = a
-		for _, u := range units {
-			if h, ok := r.holds[i].units[u]; ok {
-				ts[i].changes = append(ts[i].changes, change{unit: u, reserved: h})
+		held := units
+		if !a.b.limitsAll(units) {
+			held = make([]string, 0, len(units))
+			for _, u := range units {
+				if _, ok := a.b.def.Limits[u]; ok {
+					held = append(held, u)
+				}
 			}
+		}
+		r.holds[i] = hold{key: a.key, units: held}
+		ts[i].app = a
+		ts[i].changes = make([]change, len(held))
+		for j, u := range held {
+			ts[i].changes[j] = change{unit: u, reserved: d.Amounts[u]}
 		}
 	}
 	s.applyTargets(ts)

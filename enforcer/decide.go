@@ -230,8 +230,11 @@ type alertAt struct {
 func (s *State) evaluate(apps []applicable, amounts events.Amounts, prio events.Priority) evaluation {
 	units := events.SortedUnits(amounts)
 	ev := evaluation{targets: make([]target, len(apps))}
+	backing := make([]change, 0, len(apps)*len(units))
 	for i, a := range apps {
 		ev.targets[i].app = a
+		ev.targets[i].changes = backing[len(backing):len(backing):len(backing)+len(units)]
+		backing = backing[:len(backing)+len(units)]
 		for _, u := range units {
 			if _, ok := a.b.def.Limits[u]; !ok {
 				continue
@@ -360,8 +363,11 @@ func (s *State) appendAlerts(evs []events.Event, root string, now time.Time, ts 
 			limit, _ := limitOf(b, us, c.unit)
 			used := us.spent.Add(us.reserved)
 			for _, th := range b.def.AlertThresholds {
+				if used.Cmp(limit.Mul(th)) < 0 {
+					break // thresholds increase: none further is reached
+				}
 				name := th.String()
-				if s.fired(t.app.key, c.unit, name) || used.Cmp(limit.Mul(th)) < 0 {
+				if s.fired(t.app.key, c.unit, name) {
 					continue
 				}
 				evs = append(evs, s.event(root, now, events.ThresholdCrossed{Budget: b.def.Name, Pattern: b.def.Scope,
@@ -411,7 +417,8 @@ func (s *State) holdTargets(r *reservation) []target {
 	return ts
 }
 
-func (s *State) holdOf(r *reservation, k instKey) events.Amounts {
+// holdOf returns the units r holds on instance k.
+func (s *State) holdOf(r *reservation, k instKey) []string {
 	for _, h := range r.holds {
 		if h.key == k {
 			return h.units
@@ -429,15 +436,15 @@ func (s *State) commitTargets(r *reservation, actual events.Amounts, late bool) 
 	for i := range ts {
 		t := &ts[i]
 		held := s.holdOf(r, t.app.key)
-		for _, u := range union(events.SortedUnits(held), units) {
+		for _, u := range union(held, units) {
 			_, limited := t.app.b.def.Limits[u]
-			h, isHeld := held[u]
+			_, isHeld := slices.BinarySearch(held, u)
 			if !limited && !isHeld {
 				continue
 			}
 			c := change{unit: u, spent: actual[u]}
-			if !late {
-				c.reserved = h.Neg()
+			if !late && isHeld {
+				c.reserved = r.amounts[u].Neg()
 			}
 			t.changes = append(t.changes, c)
 		}
@@ -455,9 +462,8 @@ func union(a, b []string) []string {
 func (s *State) releaseTargets(r *reservation) []target {
 	ts := s.holdTargets(r)
 	for i := range ts {
-		held := s.holdOf(r, ts[i].app.key)
-		for _, u := range events.SortedUnits(held) {
-			ts[i].changes = append(ts[i].changes, change{unit: u, reserved: held[u].Neg()})
+		for _, u := range s.holdOf(r, ts[i].app.key) {
+			ts[i].changes = append(ts[i].changes, change{unit: u, reserved: r.amounts[u].Neg()})
 		}
 	}
 	return ts
@@ -821,8 +827,8 @@ func (s *State) decideExpire(now time.Time) Decision {
 			if freed[h.key] == nil {
 				freed[h.key] = map[string]events.Amount{}
 			}
-			for u, a := range h.units {
-				freed[h.key][u] = freed[h.key][u].Sub(a)
+			for _, u := range h.units {
+				freed[h.key][u] = freed[h.key][u].Sub(r.amounts[u])
 			}
 		}
 	}

@@ -115,7 +115,11 @@ func (s *State) Snapshot() []byte {
 			Option: r.option, Label: r.label, Labels: r.labels, ExpiresAt: r.expiresAt, Status: r.status,
 			ClosedAt: r.closedAt, Holds: []snapHold{}}
 		for _, h := range r.holds {
-			sr.Holds = append(sr.Holds, snapHold{Budget: h.key.budget, Scope: h.key.scope, Period: h.key.period, Units: h.units})
+			units := events.Amounts{}
+			for _, u := range h.units {
+				units[u] = r.amounts[u]
+			}
+			sr.Holds = append(sr.Holds, snapHold{Budget: h.key.budget, Scope: h.key.scope, Period: h.key.period, Units: units})
 		}
 		sn.Reservations = append(sn.Reservations, sr)
 	}
@@ -178,7 +182,7 @@ func Restore(cfg Config, b []byte) (*State, error) {
 			option: sr.Option, label: sr.Label, labels: sr.Labels, expiresAt: sr.ExpiresAt.UTC(), status: sr.Status,
 			closedAt: sr.ClosedAt.UTC()}
 		for _, h := range sr.Holds {
-			r.holds = append(r.holds, hold{key: instKey{budget: h.Budget, scope: h.Scope, period: h.Period}, units: h.Units})
+			r.holds = append(r.holds, hold{key: instKey{budget: h.Budget, scope: h.Scope, period: h.Period}, units: events.SortedUnits(h.Units)})
 		}
 		s.reservations[r.id] = r
 		if r.status == events.StatusOpen {

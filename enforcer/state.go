@@ -132,10 +132,12 @@ type reservation struct {
 	holds     []hold
 }
 
-// hold is what a reservation holds on one instance.
+// hold is what a reservation holds on one instance: the units, in byte
+// order, that the instance limited at grant time; each holds the
+// reservation's amount of that unit.
 type hold struct {
 	key   instKey
-	units events.Amounts
+	units []string
 }
 
 type idemKey struct {
@@ -402,4 +404,14 @@ func (h *expiryHeap) Pop() any {
 	x := old[len(old)-1]
 	*h = old[:len(old)-1]
 	return x
+}
+
+// limitsAll reports whether the budget limits every unit of units.
+func (b *budget) limitsAll(units []string) bool {
+	for _, u := range units {
+		if _, ok := b.def.Limits[u]; !ok {
+			return false
+		}
+	}
+	return true
 }
