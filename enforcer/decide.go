@@ -233,7 +233,7 @@ func (s *State) evaluate(apps []applicable, amounts events.Amounts, prio events.
 	backing := make([]change, 0, len(apps)*len(units))
 	for i, a := range apps {
 		ev.targets[i].app = a
-		ev.targets[i].changes = backing[len(backing):len(backing):len(backing)+len(units)]
+		ev.targets[i].changes = backing[len(backing) : len(backing) : len(backing)+len(units)]
 		backing = backing[:len(backing)+len(units)]
 		for _, u := range units {
 			if _, ok := a.b.def.Limits[u]; !ok {
