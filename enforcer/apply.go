@@ -88,6 +88,7 @@ func (s *State) Apply(seq uint64, ev events.Event) {
 		}
 		in.fired[firedKey{d.Unit, d.Threshold}] = struct{}{}
 	case events.PartitionClaimed:
+		s.claimedBy = d.Owner
 	default:
 		panic(fmt.Sprintf("enforcer: seq %d: unexpected event data %T", seq, ev.Data))
 	}

@@ -462,7 +462,6 @@ func (p *partition) recover(ctx context.Context) error {
 	}
 	p.recent.clear()
 	landed := map[string]uint64{}
-	var lost bool
 	// Start from the newest verified snapshot when it precedes everything
 	// in doubt (snapshots are stored only once acknowledged), else from 1.
 	st, _, err := LoadSnapshot(ctx, p.svc.js, p.n, p.svc.cfg.Core)
@@ -473,11 +472,6 @@ func (p *partition) recover(ctx context.Context) error {
 		if minSeq > 0 && seq >= minSeq {
 			landed[ev.ID] = seq
 		}
-		if c, ok := ev.Data.(events.PartitionClaimed); ok && c.Owner != p.svc.cfg.Owner {
-			lost = true
-		} else if ok {
-			lost = false
-		}
 	})
 	if err != nil {
 		return fmt.Errorf("partition %d: reload: %w", p.n, err)
@@ -485,6 +479,7 @@ func (p *partition) recover(ctx context.Context) error {
 	p.state, p.hash = st, hash
 	p.acked.Store(st.LastSeq())
 	p.prevOurs, p.lastUnit = false, nil
+	lost := st.ClaimedBy() != p.svc.cfg.Owner
 	for _, e := range held {
 		if e.first != nil {
 			if seq, ok := landed[e.first.ID]; ok {

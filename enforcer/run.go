@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -347,36 +348,64 @@ func Replay(ctx context.Context, js jetstream.JetStream, n int, st *State, visit
 
 // claim appends partition.claimed: the first append of a new owner, which
 // also proves the fence is ours. If the stream moved since the load (the
-// previous owner was still appending), it reloads and claims again: the
-// claim that lands makes every other writer's next append fail.
+// previous owner is still appending), the fence error names the real head
+// N: the claim is retried directly on top of N — chained to message N's
+// hash, read alone — and once it lands the tail up to and including the
+// claim is replayed. The claim that lands makes every other writer's next
+// append fail.
 func (p *partition) claim(ctx context.Context) error {
-	const attempts = 100
+	const attempts = 200
+	head, prev, at := p.state.LastSeq(), p.hash, p.now()
 	var err error
 	for range attempts {
-		ev := events.Event{V: events.Version, Type: events.TypePartitionClaimed, Partition: p.n, At: p.now(),
-			Data: events.PartitionClaimed{Owner: p.svc.cfg.Owner, Epoch: p.state.LastSeq() + 1}}
-		msg, raw := p.seal(&ev)
-		msg.Header.Set(jetstream.ExpectedLastSeqHeader, strconv.FormatUint(p.state.LastSeq(), 10))
-		var ack *jetstream.PubAck
-		ack, err = p.svc.js.PublishMsg(ctx, msg)
+		ev := events.Event{V: events.Version, Type: events.TypePartitionClaimed, Partition: p.n, At: at,
+			Data: events.PartitionClaimed{Owner: p.svc.cfg.Owner, Epoch: head + 1}}
+		p.hash = prev
+		msg, _ := p.seal(&ev)
+		msg.Header.Set(jetstream.ExpectedLastSeqHeader, strconv.FormatUint(head, 10))
+		_, err = p.svc.js.PublishMsg(ctx, msg)
 		if err == nil {
-			p.state.Apply(ack.Sequence, ev)
-			p.hash = events.Hash(raw)
-			p.acked.Store(ack.Sequence)
+			hash, rerr := Replay(ctx, p.svc.js, p.n, p.state, nil)
+			if rerr != nil {
+				return rerr
+			}
+			if p.state.ClaimedBy() != p.svc.cfg.Owner {
+				return fmt.Errorf("%w while claiming", ErrLostOwnership)
+			}
+			p.hash = hash
+			p.acked.Store(p.state.LastSeq())
 			return nil
 		}
 		var apiErr *jetstream.APIError
 		if !errors.As(err, &apiErr) || apiErr.ErrorCode != errCodeWrongLastSeq {
 			return err
 		}
-		// Catch up with the tail (nothing of ours is applied yet) and retry.
-		hash, rerr := Replay(ctx, p.svc.js, p.n, p.state, nil)
-		if rerr != nil {
-			return rerr
+		n, perr := strconv.ParseUint(strings.TrimPrefix(apiErr.Description, "wrong last sequence: "), 10, 64)
+		if perr != nil {
+			return err
 		}
-		p.hash = hash
+		stream, serr := p.svc.js.Stream(ctx, streams.StreamName(p.n))
+		if serr != nil {
+			return serr
+		}
+		m, gerr := stream.GetMsg(ctx, n)
+		if gerr != nil {
+			return gerr
+		}
+		last, derr := events.Decode(m.Data)
+		if derr != nil {
+			return fmt.Errorf("claim: message %d: %w", n, derr)
+		}
+		head, prev, at = n, events.Hash(m.Data), maxTime(time.Now().UTC().Round(0), last.At)
 	}
 	return fmt.Errorf("the stream kept moving during %d claims: %w", attempts, err)
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 func (p *partition) now() time.Time {

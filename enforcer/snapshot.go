@@ -21,6 +21,7 @@ type snapshot struct {
 	Partition    int               `json:"partition"`
 	LastSeq      uint64            `json:"last_seq"`
 	LastAt       time.Time         `json:"last_at"`
+	ClaimedBy    string            `json:"claimed_by"`
 	Budgets      []events.Budget   `json:"budgets"`
 	Instances    []snapInstance    `json:"instances"`
 	Reservations []snapReservation `json:"reservations"`
@@ -84,7 +85,7 @@ type snapIdem struct {
 
 // Snapshot renders the state canonically. Budget keys are "pattern\x00name".
 func (s *State) Snapshot() []byte {
-	sn := snapshot{V: SnapshotVersion, Partition: s.cfg.Partition, LastSeq: s.lastSeq, LastAt: s.lastAt,
+	sn := snapshot{V: SnapshotVersion, Partition: s.cfg.Partition, LastSeq: s.lastSeq, LastAt: s.lastAt, ClaimedBy: s.claimedBy,
 		Budgets: []events.Budget{}, Instances: []snapInstance{}, Reservations: []snapReservation{},
 		Closed: []snapQueued{}, Idempotency: []snapIdem{}}
 	for _, k := range sortedKeysOf(s.budgets) {
@@ -155,7 +156,7 @@ func Restore(cfg Config, b []byte) (*State, error) {
 		return nil, fmt.Errorf("enforcer: snapshot of partition %d restored into partition %d", sn.Partition, cfg.Partition)
 	}
 	s := New(cfg)
-	s.lastSeq, s.lastAt = sn.LastSeq, sn.LastAt.UTC()
+	s.lastSeq, s.lastAt, s.claimedBy = sn.LastSeq, sn.LastAt.UTC(), sn.ClaimedBy
 	for _, def := range sn.Budgets {
 		if err := def.Validate(); err != nil {
 			return nil, fmt.Errorf("enforcer: snapshot budget %s: %w", def.Name, err)

@@ -69,6 +69,8 @@ type State struct {
 	cfg     Config
 	lastAt  time.Time
 	lastSeq uint64
+	// claimedBy is the owner named by the last partition.claimed event.
+	claimedBy string
 
 	budgets map[string]*budget   // budgetKey(pattern, name)
 	byRoot  map[string][]*budget // sorted by depth, pattern, name
@@ -167,6 +169,10 @@ func New(cfg Config) *State {
 
 // LastSeq is the stream sequence of the last applied event.
 func (s *State) LastSeq() uint64 { return s.lastSeq }
+
+// ClaimedBy is the owner of the last partition.claimed event: the only
+// writer whose appends can still land.
+func (s *State) ClaimedBy() string { return s.claimedBy }
 
 // LastAt is the time of the last applied event.
 func (s *State) LastAt() time.Time { return s.lastAt }
