@@ -106,6 +106,20 @@ func (s *State) checkRoot(cmd Command, scope, field string) *events.Error {
 	return nil
 }
 
+// admit runs the checks every scoped mutating request passes first, in
+// DESIGN's order: the root check, then the idempotency look-up (before any
+// state check). It returns the request hash, or the decision to give now.
+func (s *State) admit(cmd Command, scope string, op events.Op, key string, req any, now time.Time) (string, *Decision) {
+	if e := s.checkRoot(cmd, scope, "scope"); e != nil {
+		return "", &Decision{Err: e}
+	}
+	hash := events.RequestHash(op, req)
+	if d, ok := s.lookupKey(cmd, key, hash, now); !ok {
+		return "", &d
+	}
+	return hash, nil
+}
+
 // lookupKey checks a mutating request's idempotency key. It returns a
 // decision to give at once (a duplicate or a conflict), or ok to proceed.
 func (s *State) lookupKey(cmd Command, key, hash string, now time.Time) (Decision, bool) {
@@ -607,12 +621,9 @@ func (s *State) chargeTargets(apps []applicable, amounts events.Amounts) []targe
 }
 
 func (s *State) decideCharge(cmd Command, req *events.ChargeRequest, now time.Time) Decision {
-	if e := s.checkRoot(cmd, req.Scope, "scope"); e != nil {
-		return Decision{Err: e}
-	}
-	hash := events.RequestHash(events.OpCharge, req)
-	if d, ok := s.lookupKey(cmd, req.IdempotencyKey, hash, now); !ok {
-		return d
+	hash, stop := s.admit(cmd, req.Scope, events.OpCharge, req.IdempotencyKey, req, now)
+	if stop != nil {
+		return *stop
 	}
 	ts := s.chargeTargets(s.applicableAt(req.Scope, now, nil), req.Amounts)
 	if e := s.checkRange(ts); e != nil {
@@ -745,12 +756,9 @@ func (s *State) adjustTarget(scope, name string) *budget {
 }
 
 func (s *State) decideBudgetAdjust(cmd Command, req *events.BudgetAdjustRequest, now time.Time) Decision {
-	if e := s.checkRoot(cmd, req.Scope, "scope"); e != nil {
-		return Decision{Err: e}
-	}
-	hash := events.RequestHash(events.OpBudgetAdjust, req)
-	if d, ok := s.lookupKey(cmd, req.IdempotencyKey, hash, now); !ok {
-		return d
+	hash, stop := s.admit(cmd, req.Scope, events.OpBudgetAdjust, req.IdempotencyKey, req, now)
+	if stop != nil {
+		return *stop
 	}
 	b := s.adjustTarget(req.Scope, req.Name)
 	if b == nil {

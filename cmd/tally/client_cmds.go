@@ -442,7 +442,7 @@ func (e *env) reserve(ctx context.Context, args []string, dryRun bool) int {
 	fs.DurationVar(&ttl, "ttl", events.DefaultTTL, "how long the reservation holds before it expires (1s to 24h)")
 	fs.Var(&labels, "label", "KEY=VALUE annotation, e.g. model=claude (repeat)")
 	if !dryRun {
-		fs.StringVar(&key, "key", "", "idempotency key; a retry with the same key returns the original answer (empty: a new key, printed)")
+		registerKey(fs, &key)
 	}
 	if code := e.parseClient(fs, args, false); code >= 0 {
 		return code
@@ -564,7 +564,7 @@ func runCommit(ctx context.Context, e *env, args []string) int {
 	rf.register(fs)
 	fs.Var(&actual, "actual", "UNIT=AMOUNT actually spent, e.g. USD=0.37 (repeat, or comma-separate; required)")
 	fs.Var(&labels, "label", "KEY=VALUE annotation, e.g. model=claude (repeat)")
-	fs.StringVar(&key, "key", "", "idempotency key; a retry with the same key returns the original answer (empty: a new key, printed)")
+	registerKey(fs, &key)
 	if code := e.parseClient(fs, args, false); code >= 0 {
 		return code
 	}
@@ -582,10 +582,7 @@ func runCommit(ctx context.Context, e *env, args []string) int {
 	if req.Labels, err = parseLabels(labels); err != nil {
 		return e.usageErr("%v", err)
 	}
-	generated := key == ""
-	if generated {
-		key = client.NewKey()
-	}
+	key, generated := keyOrNew(key)
 	req.IdempotencyKey = key
 	var res events.CommitResult
 	if code := e.call(ctx, cf, hintReservation, func(ctx context.Context, c *client.Client) error {
@@ -633,17 +630,14 @@ func runRelease(ctx context.Context, e *env, args []string) int {
 	fs := e.flagSet("release", "release --root R --id RID [flags]\n\nFree a reservation's hold without charging anything.")
 	cf.register(fs)
 	rf.register(fs)
-	fs.StringVar(&key, "key", "", "idempotency key; a retry with the same key returns the original answer (empty: a new key, printed)")
+	registerKey(fs, &key)
 	if code := e.parseClient(fs, args, false); code >= 0 {
 		return code
 	}
 	if err := rf.check("release"); err != nil {
 		return e.usageErr("%v", err)
 	}
-	generated := key == ""
-	if generated {
-		key = client.NewKey()
-	}
+	key, generated := keyOrNew(key)
 	var res events.ReleaseResult
 	if code := e.call(ctx, cf, hintReservation, func(ctx context.Context, c *client.Client) error {
 		var err error
@@ -678,17 +672,14 @@ func runExtend(ctx context.Context, e *env, args []string) int {
 	cf.register(fs)
 	rf.register(fs)
 	fs.DurationVar(&ttl, "ttl", events.DefaultTTL, "new time to live, from now (1s to 24h)")
-	fs.StringVar(&key, "key", "", "idempotency key; a retry with the same key returns the original answer (empty: a new key, printed)")
+	registerKey(fs, &key)
 	if code := e.parseClient(fs, args, false); code >= 0 {
 		return code
 	}
 	if err := rf.check("extend"); err != nil {
 		return e.usageErr("%v", err)
 	}
-	generated := key == ""
-	if generated {
-		key = client.NewKey()
-	}
+	key, generated := keyOrNew(key)
 	var res events.ExtendResult
 	if code := e.call(ctx, cf, hintReservation, func(ctx context.Context, c *client.Client) error {
 		var err error
@@ -720,7 +711,7 @@ func runCharge(ctx context.Context, e *env, args []string) int {
 	fs.StringVar(&scope, "scope", "", "scope the usage belongs to (required)")
 	fs.Var(&amounts, "amount", "UNIT=AMOUNT spent, e.g. USD=0.40 (repeat, or comma-separate; required)")
 	fs.Var(&labels, "label", "KEY=VALUE annotation, e.g. model=claude (repeat)")
-	fs.StringVar(&key, "key", "", "idempotency key; a retry with the same key returns the original answer (empty: a new key, printed)")
+	registerKey(fs, &key)
 	if code := e.parseClient(fs, args, false); code >= 0 {
 		return code
 	}
@@ -738,10 +729,7 @@ func runCharge(ctx context.Context, e *env, args []string) int {
 	if req.Labels, err = parseLabels(labels); err != nil {
 		return e.usageErr("%v", err)
 	}
-	generated := key == ""
-	if generated {
-		key = client.NewKey()
-	}
+	key, generated := keyOrNew(key)
 	req.IdempotencyKey = key
 	var res events.ChargeResult
 	if code := e.call(ctx, cf, "", func(ctx context.Context, c *client.Client) error {
@@ -1133,17 +1121,14 @@ func runBudgetDelete(ctx context.Context, e *env, args []string) int {
 	fs := e.flagSet("budget delete", "budget delete --scope S --name N [flags]\n\nDelete a budget: it no longer applies to new requests.")
 	cf.register(fs)
 	bf.register(fs)
-	fs.StringVar(&key, "key", "", "idempotency key; a retry with the same key returns the original answer (empty: a new key, printed)")
+	registerKey(fs, &key)
 	if code := e.parseClient(fs, args, false); code >= 0 {
 		return code
 	}
 	if err := bf.check("budget delete"); err != nil {
 		return e.usageErr("%v", err)
 	}
-	generated := key == ""
-	if generated {
-		key = client.NewKey()
-	}
+	key, generated := keyOrNew(key)
 	var res events.BudgetDeleteResult
 	if code := e.call(ctx, cf, hintBudget, func(ctx context.Context, c *client.Client) error {
 		var err error
@@ -1174,7 +1159,7 @@ func runBudgetAdjust(ctx context.Context, e *env, args []string) int {
 	bf.register(fs)
 	fs.Var(&delta, "delta", "UNIT=[-]AMOUNT added to the limit, e.g. USD=100 or USD=-5 (repeat; required)")
 	fs.StringVar(&reason, "reason", "", "why, for the audit trail (required)")
-	fs.StringVar(&key, "key", "", "idempotency key; a retry with the same key returns the original answer (empty: a new key, printed)")
+	registerKey(fs, &key)
 	if code := e.parseClient(fs, args, false); code >= 0 {
 		return code
 	}
@@ -1191,10 +1176,7 @@ func runBudgetAdjust(ctx context.Context, e *env, args []string) int {
 	if err != nil {
 		return e.usageErr("%v", err)
 	}
-	generated := key == ""
-	if generated {
-		key = client.NewKey()
-	}
+	key, generated := keyOrNew(key)
 	var res events.BudgetAdjustResult
 	if code := e.call(ctx, cf, hintBudget, func(ctx context.Context, c *client.Client) error {
 		var err error
@@ -1386,4 +1368,18 @@ func (t *tailer) partition(ctx context.Context, n int) error {
 			}
 		}
 	}
+}
+
+// registerKey adds the --key flag of the commands that change state.
+func registerKey(fs *flag.FlagSet, key *string) {
+	fs.StringVar(key, "key", "", "idempotency key; a retry with the same key returns the original answer (empty: a new key, printed)")
+}
+
+// keyOrNew returns key, or a fresh one (generated is then true, and the
+// command prints it so the user can retry with it).
+func keyOrNew(key string) (string, bool) {
+	if key == "" {
+		return client.NewKey(), true
+	}
+	return key, false
 }

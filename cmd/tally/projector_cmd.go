@@ -92,7 +92,7 @@ func runProjector(ctx context.Context, e *env, args []string) int {
 		if err != nil {
 			return e.fail(fmt.Errorf("--http-listen: %w", err), "choose another --http-listen, or empty to turn it off")
 		}
-		projectorHTTP(pctx, g, ln, reg, nc)
+		serveHTTP(pctx, g, ln, reg, nc)
 	}
 	err = g.Wait()
 	if derr := nc.Drain(); derr != nil {
@@ -108,8 +108,9 @@ func runProjector(ctx context.Context, e *env, args []string) int {
 	return exitOK
 }
 
-// projectorHTTP serves /metrics and /healthz on ln until ctx ends.
-func projectorHTTP(ctx context.Context, g *errgroup.Group, ln net.Listener, reg *prometheus.Registry, nc *nats.Conn) {
+// serveHTTP serves /metrics and /healthz on ln until ctx ends (serve,
+// enforcer and projector).
+func serveHTTP(ctx context.Context, g *errgroup.Group, ln net.Listener, reg *prometheus.Registry, nc *nats.Conn) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
