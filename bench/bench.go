@@ -47,6 +47,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
+	rep.Machine.Load1End = load1()
 	return rep, nil
 }
 
@@ -112,6 +113,7 @@ func measure(ctx context.Context, cfg Config, dep *deployment, rep *Report) erro
 		Releases: count(func(c *agent) *atomic.Uint64 { return &c.releases }),
 		Decides:  count(func(c *agent) *atomic.Uint64 { return &c.decides }),
 		Errors:   res.failed(), ErrorsByCode: res.codes(), ElapsedS: seconds(res.elapsed), Latency: latencyOf(res.hist),
+		CPUS: seconds(res.cpu), CPUPerDecisionUS: perOp(res.cpu, res.answered()),
 	}
 
 	if cfg.Baseline {
@@ -174,7 +176,8 @@ func runB1(ctx context.Context, cfg Config, conns []*nats.Conn, resp *nats.Conn,
 
 func loadOf(res loadResult) *Load {
 	return &Load{Requests: res.answered(), RequestsPerS: rate(res.answered(), res.elapsed), Errors: res.failed(),
-		ErrorsByCode: res.codes(), ElapsedS: seconds(res.elapsed), Latency: latencyOf(res.hist)}
+		ErrorsByCode: res.codes(), ElapsedS: seconds(res.elapsed), Latency: latencyOf(res.hist),
+		CPUS: seconds(res.cpu), CPUPerRequestUS: perOp(res.cpu, res.answered())}
 }
 
 // runRawPublish measures JetStream's async publish rate on a fresh

@@ -253,6 +253,8 @@ func checkReportJSON(t *testing.T, doc []byte, baseline bool) map[string]any {
 		positive("tally", f)
 	}
 	num("tally", "errors")
+	num("tally", "cpu_s")
+	num("tally", "cpu_us_per_decision")
 	num("tally", "reserves")
 	num("tally", "granted")
 	ordered("tally")
@@ -265,6 +267,7 @@ func checkReportJSON(t *testing.T, doc []byte, baseline bool) map[string]any {
 		positive(b, "requests")
 		positive(b, "requests_per_s")
 		num(b, "errors")
+		num(b, "cpu_us_per_request")
 		ordered(b)
 	}
 	positive("raw_publish", "messages")

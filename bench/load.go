@@ -152,6 +152,7 @@ type step func(c *agent, done <-chan struct{})
 // loadResult is what one phase measured.
 type loadResult struct {
 	elapsed time.Duration
+	cpu     time.Duration // this process's CPU time during the phase
 	hist    *Histogram
 	clients []*agent
 }
@@ -206,7 +207,7 @@ type phase struct {
 // always closed) and the phase ends when the last one has. Only
 // cancellation of ctx stops it early (with ctx's error).
 func (p phase) run(ctx context.Context) (loadResult, error) {
-	start := time.Now()
+	start, cpuStart := time.Now(), processCPU()
 	res := loadResult{hist: NewHistogram(), clients: make([]*agent, len(p.conns))}
 	var interval time.Duration
 	if p.cfg.Rate > 0 {
@@ -242,7 +243,7 @@ func (p phase) run(ctx context.Context) (loadResult, error) {
 		return p.watch(gctx, start, res)
 	})
 	err := g.Wait()
-	res.elapsed = time.Since(start)
+	res.elapsed, res.cpu = time.Since(start), processCPU()-cpuStart
 	for _, c := range res.clients {
 		res.hist.Merge(c.hist)
 	}

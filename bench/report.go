@@ -65,8 +65,11 @@ type Machine struct {
 	GOOS      string `json:"goos"`
 	GOARCH    string `json:"goarch"`
 	GoVersion string `json:"go_version"`
-	// Load1 is the 1-minute load average when the bench started (Linux).
-	Load1 *float64 `json:"load1,omitempty"`
+	// Load1 and Load1End are the 1-minute load average when the bench
+	// started and when it ended (Linux): the bench's own load is about
+	// the number of CPUs; much more means something else competed.
+	Load1    *float64 `json:"load1,omitempty"`
+	Load1End *float64 `json:"load1_end,omitempty"`
 }
 
 // Latency is a distribution of answer times in milliseconds, from the
@@ -99,6 +102,12 @@ type Tally struct {
 	ErrorsByCode map[string]uint64 `json:"errors_by_code,omitempty"`
 	ElapsedS     float64           `json:"elapsed_s"`
 	Latency      Latency           `json:"latency_ms"`
+	// CPUS is the CPU time this process used during the phase: with
+	// --embedded and --cluster3 it includes the servers and the enforcer,
+	// with --nats-url only the clients. CPUPerDecisionUS divides it by
+	// the decisions.
+	CPUS             float64 `json:"cpu_s"`
+	CPUPerDecisionUS float64 `json:"cpu_us_per_decision"`
 }
 
 // Load is a baseline phase: requests answered by a B0 or B1 responder.
@@ -109,6 +118,9 @@ type Load struct {
 	ErrorsByCode map[string]uint64 `json:"errors_by_code,omitempty"`
 	ElapsedS     float64           `json:"elapsed_s"`
 	Latency      Latency           `json:"latency_ms"`
+	// CPUS and CPUPerRequestUS are as Tally's, the responders included.
+	CPUS            float64 `json:"cpu_s"`
+	CPUPerRequestUS float64 `json:"cpu_us_per_request"`
 }
 
 // Throughput is a one-way phase: raw publish or replay.
@@ -163,21 +175,25 @@ func (r *Report) WriteText(w io.Writer) error {
 	} else {
 		b.WriteString(", closed loop")
 	}
-	if r.Machine.Load1 != nil {
-		fmt.Fprintf(&b, "\nmachine: %d CPUs, load %.2f", r.Machine.CPUs, *r.Machine.Load1)
+	fmt.Fprintf(&b, "\nmachine: %d CPUs", r.Machine.CPUs)
+	if l := r.Machine.Load1; l != nil {
+		fmt.Fprintf(&b, ", load %.2f at the start", *l)
 	}
-	fmt.Fprintf(&b, "\n\n%-12s %12s %8s %9s %9s %9s %9s %9s\n", "", "per second", "errors", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms")
-	row := func(name string, rate float64, errs uint64, l Latency) {
-		fmt.Fprintf(&b, "%-12s %12.0f %8d %9.3f %9.3f %9.3f %9.3f %9.3f\n", name, rate, errs, l.P50, l.P90, l.P99, l.P999, l.Max)
+	if l := r.Machine.Load1End; l != nil {
+		fmt.Fprintf(&b, ", %.2f at the end", *l)
+	}
+	fmt.Fprintf(&b, "\n\n%-12s %12s %8s %9s %9s %9s %9s %9s %10s\n", "", "per second", "errors", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "cpu µs/op")
+	row := func(name string, rate float64, errs uint64, l Latency, cpu float64) {
+		fmt.Fprintf(&b, "%-12s %12.0f %8d %9.3f %9.3f %9.3f %9.3f %9.3f %10.1f\n", name, rate, errs, l.P50, l.P90, l.P99, l.P999, l.Max, cpu)
 	}
 	if r.B0 != nil {
-		row("B0 requests", r.B0.RequestsPerS, r.B0.Errors, r.B0.Latency)
+		row("B0 requests", r.B0.RequestsPerS, r.B0.Errors, r.B0.Latency, r.B0.CPUPerRequestUS)
 	}
 	if r.B1 != nil {
-		row("B1 requests", r.B1.RequestsPerS, r.B1.Errors, r.B1.Latency)
+		row("B1 requests", r.B1.RequestsPerS, r.B1.Errors, r.B1.Latency, r.B1.CPUPerRequestUS)
 	}
 	t := r.Tally
-	row("tally", t.DecisionsPerS, t.Errors, t.Latency)
+	row("tally", t.DecisionsPerS, t.Errors, t.Latency, t.CPUPerDecisionUS)
 	fmt.Fprintf(&b, "\ntally: %d decisions (%d reserves: %d granted, %d denied; %d commits, %d releases, %d decides) in %.1fs; %.0f reserves/s\n",
 		t.Decisions, t.Reserves, t.Granted, t.Denied, t.Commits, t.Releases, t.Decides, t.ElapsedS, t.ReservesPerS)
 	if len(t.ErrorsByCode) > 0 {
@@ -235,15 +251,32 @@ func rate(n uint64, d time.Duration) float64 {
 	return math.Round(float64(n)/d.Seconds()*10) / 10
 }
 
+// perOp is the CPU time per operation in microseconds, to 0.1 µs.
+func perOp(cpu time.Duration, n uint64) float64 {
+	if n == 0 {
+		return 0
+	}
+	return math.Round(float64(cpu)/float64(time.Microsecond)/float64(n)*10) / 10
+}
+
 // machine describes this machine now.
 func machine() Machine {
-	m := Machine{CPUs: runtime.NumCPU(), GOOS: runtime.GOOS, GOARCH: runtime.GOARCH, GoVersion: runtime.Version()}
-	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
-		if f := strings.Fields(string(b)); len(f) > 0 {
-			if v, err := strconv.ParseFloat(f[0], 64); err == nil {
-				m.Load1 = &v
-			}
-		}
+	return Machine{CPUs: runtime.NumCPU(), GOOS: runtime.GOOS, GOARCH: runtime.GOARCH, GoVersion: runtime.Version(), Load1: load1()}
+}
+
+// load1 is the 1-minute load average, nil where /proc/loadavg is missing.
+func load1() *float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return nil
 	}
-	return m
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return nil
+	}
+	v, err := strconv.ParseFloat(f[0], 64)
+	if err != nil {
+		return nil
+	}
+	return &v
 }
