@@ -5,7 +5,7 @@ FUZZTIME  ?= 10s
 # The fuzz targets run briefly in `make test`; `make fuzz FUZZTIME=10m` for longer.
 FUZZ_TARGETS := events:FuzzParseRequest events:FuzzDecodeEvent events:FuzzParseAmount
 
-.PHONY: all build run test test-long fuzz bench profile vet clean
+.PHONY: all build run test test-long fuzz bench bench-recovery profile vet clean
 
 all: build
 
@@ -39,6 +39,10 @@ test-long:
 ## bench: core, codec and end-to-end benchmarks (figures go to BENCHMARKS.md)
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./events ./enforcer
+
+## bench-recovery: recovery time of a 1 000 000-event partition (full replay vs snapshot + tail)
+bench-recovery:
+	TALLY_RECOVERY_EVENTS=1000000 $(GO) test -count=1 -timeout 30m -run TestRecoveryTime -v ./enforcer
 
 profile:
 	$(GO) test -run '^$$' -bench ReserveDecideApply -benchtime 200000x -cpuprofile cpu.prof ./enforcer

@@ -752,11 +752,15 @@ func runCharge(ctx context.Context, e *env, args []string) int {
 }
 
 func runBalance(ctx context.Context, e *env, args []string) int {
+	if rest, ok := cutFlag(args, "projection"); ok {
+		// Dashboards: the projection, eventually consistent (report balances).
+		return e.reportBalances(ctx, rest)
+	}
 	var (
 		cf    clientFlags
 		scope string
 	)
-	fs := e.flagSet("balance", "balance --scope S [flags]\n\nShow every budget instance that applies to the scope: limit, spent, reserved,\nremaining per unit. Reflects every decision answered before it was asked.")
+	fs := e.flagSet("balance", "balance --scope S [flags]\n\nShow every budget instance that applies to the scope: limit, spent, reserved,\nremaining per unit. Reflects every decision answered before it was asked.\n\nWith --projection, read the projection tally_balances instead:\neventually consistent, for dashboards (same as tally report balances).")
 	cf.register(fs)
 	fs.StringVar(&scope, "scope", "", "scope to show, e.g. tenant:acme/workflow:review (required)")
 	if code := e.parseClient(fs, args, false); code >= 0 {
@@ -1068,11 +1072,15 @@ func runBudgetGet(ctx context.Context, e *env, args []string) int {
 }
 
 func runBudgetList(ctx context.Context, e *env, args []string) int {
+	if rest, ok := cutFlag(args, "all"); ok {
+		// Every root's budgets from the projection, eventually consistent.
+		return e.reportBudgets(ctx, rest)
+	}
 	var (
 		cf   clientFlags
 		root string
 	)
-	fs := e.flagSet("budget list", "budget list --root R [flags]\n\nList every budget under a root.")
+	fs := e.flagSet("budget list", "budget list --root R [flags]\n\nList every budget under a root.\n\nWith --all, list the budgets of every root from the projection tally_budgets:\neventually consistent, for dashboards (same as tally report budgets).")
 	cf.register(fs)
 	fs.StringVar(&root, "root", "", "the root whose budgets to list, e.g. tenant:acme (required)")
 	if code := e.parseClient(fs, args, false); code >= 0 {
@@ -1382,4 +1390,18 @@ func keyOrNew(key string) (string, bool) {
 		return client.NewKey(), true
 	}
 	return key, false
+}
+
+// cutFlag removes a boolean flag (--name or -name) from args.
+func cutFlag(args []string, name string) ([]string, bool) {
+	out := make([]string, 0, len(args))
+	found := false
+	for _, a := range args {
+		if a == "--"+name || a == "-"+name || a == "--"+name+"=true" {
+			found = true
+			continue
+		}
+		out = append(out, a)
+	}
+	return out, found
 }

@@ -430,6 +430,15 @@ func TestProjectorCommand(t *testing.T) {
 	if code != exitOK || strings.Count(out, "daily-shadow") != 2 || !strings.Contains(out, "tenant:globex/workflow:chat/session:*") {
 		t.Fatalf("report budgets: exit %d\n%s", code, out)
 	}
+	// The spellings read the same projection: budget list --all,
+	// balance --projection.
+	if code, all, _ := l.tally("budget", "list", "--all"); code != exitOK || all != out {
+		t.Fatalf("budget list --all: exit %d\n%s\nwant\n%s", code, all, out)
+	}
+	_, viaReport, _ := l.tally("report", "balances", "--scope", "tenant:acme")
+	if code, viaBalance, _ := l.tally("balance", "--projection", "--scope", "tenant:acme"); code != exitOK || viaBalance != viaReport || !strings.Contains(viaBalance, "eventually consistent") {
+		t.Fatalf("balance --projection: exit %d\n%s\nwant\n%s", code, viaBalance, viaReport)
+	}
 
 	// A running projector's metrics move with new events.
 	httpAddr := freeAddr(t)

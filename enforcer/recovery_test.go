@@ -1,0 +1,130 @@
+package enforcer_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tallyledger/tally/enforcer"
+	"github.com/tallyledger/tally/events"
+	"github.com/tallyledger/tally/internal/natstest"
+	"github.com/tallyledger/tally/streams"
+)
+
+// TestRecoveryTime measures how long a new owner takes to rebuild a
+// partition of N events: full replay, and the newest snapshot plus a tail
+// of DefaultSnapshotEvery events. It runs only when TALLY_RECOVERY_EVENTS
+// is set (make bench-recovery: 1 000 000); the history is a real one,
+// produced by the core (reserves across 1 000 runs, each committed) and
+// appended with its hash chain.
+func TestRecoveryTime(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv("TALLY_RECOVERY_EVENTS"))
+	if n == 0 {
+		t.Skip("set TALLY_RECOVERY_EVENTS=1000000 (make bench-recovery) to measure recovery time")
+	}
+	srv := natstest.RunServer(t, natstest.WithPartitions(1))
+	nc := natstest.Connect(t, srv)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := streams.Ensure(ctx, js, streams.Config{Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	st := enforcer.New(enforcer.Config{Partition: 0})
+	root := "tenant:big"
+	now := time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC)
+	hash := ""
+	var pending []jetstream.PubAckFuture
+	publish := func(evs []events.Event) {
+		for _, ev := range evs {
+			ev.ID = fmt.Sprintf("E%025d", st.LastSeq()+1)
+			ev.Prev = hash
+			raw, err := events.Encode(&ev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st.Apply(st.LastSeq()+1, ev)
+			hash = events.Hash(raw)
+			f, err := js.PublishAsync(streams.EventSubject(0, root, string(ev.Type)), raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pending = append(pending, f)
+		}
+		if len(pending) >= 4000 {
+			for _, f := range pending {
+				select {
+				case <-f.Ok():
+				case err := <-f.Err():
+					t.Fatal(err)
+				}
+			}
+			pending = pending[:0]
+		}
+	}
+	step := func(op events.Op, body string) enforcer.Decision {
+		req, err := events.ParseRequest(op, []byte(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := st.Decide(enforcer.Command{Op: op, Root: root, Request: req, NewID: fmt.Sprintf("R%d", st.LastSeq())}, now)
+		if d.Err != nil {
+			t.Fatalf("%s: %v", op, d.Err)
+		}
+		publish(d.Events)
+		return d
+	}
+	step(events.OpBudgetSet, `{"idempotency_key":"b1","scope":"tenant:big","name":"m","limits":{"USD":"100000000000","tokens":"100000000000000"},"period":"monthly"}`)
+	step(events.OpBudgetSet, `{"idempotency_key":"b2","scope":"tenant:big/workflow:w","name":"w","limits":{"USD":"100000000000","tokens":"100000000000000"},"period":"daily"}`)
+	step(events.OpBudgetSet, `{"idempotency_key":"b3","scope":"tenant:big/workflow:w/run:*","name":"r","limits":{"USD":"100000000000","tokens":"100000000000000"}}`)
+	var snapData []byte
+	var snapSeq uint64
+	var snapHash string
+	start := time.Now()
+	for i := 0; st.LastSeq() < uint64(n); i++ {
+		now = now.Add(time.Millisecond)
+		d := step(events.OpReserve, fmt.Sprintf(`{"idempotency_key":"k%d","scope":"tenant:big/workflow:w/run:r%d","amounts":{"USD":"0.42","tokens":"12000"},"labels":{"model":"m"}}`, i, i%1000))
+		id := d.Events[0].Data.(events.ReservationGranted).ReservationID
+		step(events.OpCommit, fmt.Sprintf(`{"idempotency_key":"c%d","reservation_id":%q,"actual":{"USD":"0.37","tokens":"10500"}}`, i, id))
+		if snapData == nil && st.LastSeq() >= uint64(n-min(enforcer.DefaultSnapshotEvery, n/2)) {
+			snapData, snapSeq, snapHash = st.Snapshot(), st.LastSeq(), hash
+		}
+	}
+	publish(nil)
+	for _, f := range pending {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			t.Fatal(err)
+		}
+	}
+	t.Logf("generated and appended %d events in %s", st.LastSeq(), time.Since(start).Round(time.Millisecond))
+	if err := enforcer.SaveSnapshot(ctx, js, 0, snapData, snapSeq, snapHash); err != nil {
+		t.Fatal(err)
+	}
+
+	start = time.Now()
+	full := enforcer.New(enforcer.Config{Partition: 0})
+	if _, err := enforcer.Replay(ctx, js, 0, full, nil); err != nil {
+		t.Fatal(err)
+	}
+	fullTime := time.Since(start)
+	start = time.Now()
+	rec, _, err := enforcer.Recover(ctx, js, 0, enforcer.Config{}, func(err error) { t.Fatal(err) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	snapTime := time.Since(start)
+	if string(full.Snapshot()) != string(rec.Snapshot()) || full.LastSeq() != st.LastSeq() {
+		t.Fatal("snapshot + tail differs from full replay")
+	}
+	t.Logf("full replay of %d events: %s (%.0f events/s)", full.LastSeq(), fullTime.Round(time.Millisecond), float64(full.LastSeq())/fullTime.Seconds())
+	t.Logf("snapshot at seq %d (%d bytes) + tail of %d events: %s", snapSeq, len(snapData), full.LastSeq()-snapSeq, snapTime.Round(time.Millisecond))
+}
