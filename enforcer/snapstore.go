@@ -2,9 +2,11 @@ package enforcer
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"time"
 
@@ -21,9 +23,14 @@ const DefaultSnapshotEvery = 50_000
 // Snapshot object metadata: the stream position a snapshot claims, which
 // restore verifies against the stream before trusting it.
 const (
-	metaSeq     = "tally-seq"
-	metaHash    = "tally-hash"
-	metaVersion = "tally-version"
+	metaSeq      = "tally-seq"
+	metaHash     = "tally-hash"
+	metaVersion  = "tally-version"
+	metaEncoding = "tally-encoding" // "gzip"
+	// snapshotPending bounds the chunks of a snapshot in flight: a large
+	// snapshot published with the default async window makes JetStream
+	// answer 429 (too many requests).
+	snapshotPending = 64
 )
 
 // SnapshotName is partition n's object in streams.SnapshotsBucket.
@@ -32,13 +39,28 @@ func SnapshotName(n int) string { return "p" + strconv.Itoa(n) }
 // SaveSnapshot stores st's snapshot for partition n; hash is the hash of
 // the message at st.LastSeq(), the chain position it claims.
 func SaveSnapshot(ctx context.Context, js jetstream.JetStream, n int, data []byte, seq uint64, hash string) error {
-	obs, err := js.ObjectStore(ctx, streams.SnapshotsBucket)
+	// A dedicated context with a small async window paces the chunks.
+	sjs, err := jetstream.New(js.Conn(), jetstream.WithPublishAsyncMaxPending(snapshotPending))
 	if err != nil {
 		return err
 	}
+	obs, err := sjs.ObjectStore(ctx, streams.SnapshotsBucket)
+	if err != nil {
+		return err
+	}
+	// Snapshots are JSON full of repeated keys: gzip makes them several
+	// times smaller to store and to read back on takeover.
+	var zbuf bytes.Buffer
+	zw := gzip.NewWriter(&zbuf)
+	if _, err := zw.Write(data); err != nil {
+		return err
+	}
+	if err := zw.Close(); err != nil {
+		return err
+	}
 	_, err = obs.Put(ctx, jetstream.ObjectMeta{Name: SnapshotName(n), Metadata: map[string]string{
-		metaSeq: strconv.FormatUint(seq, 10), metaHash: hash, metaVersion: strconv.Itoa(SnapshotVersion)}},
-		bytes.NewReader(data))
+		metaSeq: strconv.FormatUint(seq, 10), metaHash: hash, metaVersion: strconv.Itoa(SnapshotVersion),
+		metaEncoding: "gzip"}}, &zbuf)
 	return err
 }
 
@@ -82,8 +104,17 @@ func LoadSnapshot(ctx context.Context, js jetstream.JetStream, n int, cfg Config
 		return nil, "", fmt.Errorf("snapshot of partition %d claims seq %d with hash %s, the stream's message hashes to %s", n, seq, hash, got)
 	}
 	var buf bytes.Buffer
-	if _, err := buf.ReadFrom(res); err != nil {
-		return nil, "", err
+	var src io.Reader = res
+	if info.Metadata[metaEncoding] == "gzip" {
+		zr, err := gzip.NewReader(res)
+		if err != nil {
+			return nil, "", fmt.Errorf("snapshot of partition %d: %w", n, err)
+		}
+		defer zr.Close()
+		src = zr
+	}
+	if _, err := buf.ReadFrom(src); err != nil {
+		return nil, "", fmt.Errorf("snapshot of partition %d: %w", n, err)
 	}
 	cfg.Partition = n
 	st, err := Restore(cfg, buf.Bytes())
