@@ -466,7 +466,7 @@ func (p *partition) recover(ctx context.Context) error {
 	// in doubt (snapshots are stored only once acknowledged), else from 1.
 	st, _, err := LoadSnapshot(ctx, p.svc.js, p.n, p.svc.cfg.Core)
 	if err != nil || minSeq > 0 && st.LastSeq() >= minSeq {
-		st = New(Config{Partition: p.n}.merge(p.svc.cfg.Core))
+		st = New(p.coreConfig())
 	}
 	hash, err := Replay(ctx, p.svc.js, p.n, st, func(seq uint64, ev events.Event, _ []byte) {
 		if minSeq > 0 && seq >= minSeq {

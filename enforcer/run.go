@@ -275,9 +275,11 @@ func (p *partition) load(ctx context.Context) error {
 	return nil
 }
 
-func (c Config) merge(o Config) Config {
-	o.Partition = c.Partition
-	return o
+// coreConfig is the service's core configuration for this partition.
+func (p *partition) coreConfig() Config {
+	c := p.svc.cfg.Core
+	c.Partition = p.n
+	return c
 }
 
 // Replay folds partition n's stream into st from st.LastSeq()+1 to the

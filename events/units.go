@@ -1,7 +1,6 @@
 package events
 
 import (
-	"errors"
 	"slices"
 	"strings"
 )
@@ -65,6 +64,3 @@ func (ub *UnitBalances) UnmarshalJSON(b []byte) error {
 	*ub = out
 	return nil
 }
-
-// errNoUnit is returned by helpers that need a unit an instance lacks.
-var errNoUnit = errors.New("no such unit")

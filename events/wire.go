@@ -252,7 +252,7 @@ func (r *ReserveRequest) Validate(keyRequired bool) error {
 			return err
 		}
 	}
-	return at("labels", nilIfOK(r.Labels.Validate()))
+	return at("labels", r.Labels.Validate())
 }
 
 // EffectiveOptions returns the options to try in order: the amounts as a
@@ -280,7 +280,6 @@ func (r *ReserveRequest) EffectiveTTL() time.Duration {
 	return time.Duration(*r.TTLMS) * time.Millisecond
 }
 
-func nilIfOK(err error) error { return err }
 
 // CommitRequest charges the actual cost of a reservation.
 type CommitRequest struct {
