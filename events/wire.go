@@ -280,7 +280,6 @@ func (r *ReserveRequest) EffectiveTTL() time.Duration {
 	return time.Duration(*r.TTLMS) * time.Millisecond
 }
 
-
 // CommitRequest charges the actual cost of a reservation.
 type CommitRequest struct {
 	IdempotencyKey string  `json:"idempotency_key"`
