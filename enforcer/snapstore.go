@@ -27,6 +27,10 @@ const (
 	metaHash     = "tally-hash"
 	metaVersion  = "tally-version"
 	metaEncoding = "tally-encoding" // "gzip"
+	// snapshotIOTimeout bounds storing or loading one snapshot when the
+	// caller gives no deadline: nats.go otherwise allows its 5 s API
+	// timeout for the whole object, too little for a large partition.
+	snapshotIOTimeout = 10 * time.Minute
 	// snapshotPending bounds the chunks of a snapshot in flight: a large
 	// snapshot published with the default async window makes JetStream
 	// answer 429 (too many requests).
@@ -39,6 +43,8 @@ func SnapshotName(n int) string { return "p" + strconv.Itoa(n) }
 // SaveSnapshot stores st's snapshot for partition n; hash is the hash of
 // the message at st.LastSeq(), the chain position it claims.
 func SaveSnapshot(ctx context.Context, js jetstream.JetStream, n int, data []byte, seq uint64, hash string) error {
+	ctx, cancel := withIOTimeout(ctx)
+	defer cancel()
 	// A dedicated context with a small async window paces the chunks.
 	sjs, err := jetstream.New(js.Conn(), jetstream.WithPublishAsyncMaxPending(snapshotPending))
 	if err != nil {
@@ -71,6 +77,8 @@ var ErrNoSnapshot = errors.New("no snapshot")
 // the stream's message at the sequence it claims hashes to the hash it
 // recorded. It returns the state and that hash.
 func LoadSnapshot(ctx context.Context, js jetstream.JetStream, n int, cfg Config) (*State, string, error) {
+	ctx, cancel := withIOTimeout(ctx)
+	defer cancel()
 	obs, err := js.ObjectStore(ctx, streams.SnapshotsBucket)
 	if err != nil {
 		return nil, "", err
@@ -158,12 +166,18 @@ func (p *partition) snapshot(ctx context.Context) {
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
-		if err := SaveSnapshot(sctx, p.svc.js, p.n, data, seq, hash); err != nil {
+		if err := SaveSnapshot(context.WithoutCancel(ctx), p.svc.js, p.n, data, seq, hash); err != nil {
 			p.log.Warn("snapshot not stored", logSeq, seq, logErr, err)
 			return
 		}
 		p.log.Debug("snapshot stored", logSeq, seq, "bytes", len(data))
 	})
+}
+
+// withIOTimeout gives ctx a deadline for snapshot I/O if it has none.
+func withIOTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, snapshotIOTimeout)
 }
