@@ -85,7 +85,12 @@ func (p *partition) decideLoop(ctx context.Context, sub *nats.Subscription) erro
 			}
 		}
 		p.decideBatch(batch)
-		if every := p.svc.cfg.SnapshotEvery; every > 0 && p.state.LastSeq()-p.snapSeq >= uint64(every) {
+		// A snapshot is built here, in the decision loop, and costs in
+		// proportion to the retained keys and reservations: spacing
+		// snapshots at least that many events apart keeps the amortised
+		// cost per decision bounded however large the state grows.
+		if every := p.svc.cfg.SnapshotEvery; every > 0 &&
+			p.state.LastSeq()-p.snapSeq >= uint64(max(every, p.state.IdempotencyKeys())) {
 			p.snapshot(ctx)
 		}
 	}
