@@ -469,11 +469,9 @@ func (p *partition) onRequest(msg *nats.Msg) {
 		p.reply(msg, op, received, errAnswer(events.Invalid(err)))
 		return
 	}
+	// Queued even while the partition reloads: the decision loop decides
+	// it once the reload is done.
 	r := &request{msg: msg, cmd: Command{Op: op, Root: root, Request: req}, received: received}
-	if p.broken.Load() {
-		p.reply(msg, op, received, errAnswer(events.Errorf(events.CodeUnavailable, "partition %d is reloading; retry", p.n)))
-		return
-	}
 	select {
 	case p.in <- r:
 	default:
