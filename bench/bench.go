@@ -29,6 +29,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	cfg = cfg.withDefaults()
 	rep := &Report{Version: ReportVersion, Started: time.Now().UTC().Round(time.Millisecond), Machine: machine()}
+	use := startUsage()
 	dep, err := deploy(ctx, cfg)
 	defer dep.close()
 	if err != nil {
@@ -47,7 +48,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	rep.Machine.Load1End = load1()
+	use.finish(&rep.Machine)
 	return rep, nil
 }
 

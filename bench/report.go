@@ -70,6 +70,70 @@ type Machine struct {
 	// the number of CPUs; much more means something else competed.
 	Load1    *float64 `json:"load1,omitempty"`
 	Load1End *float64 `json:"load1_end,omitempty"`
+	// OtherCPUS is the CPU time every other process of the machine used
+	// while the bench ran (Linux), and OtherCPUShare that time over the
+	// machine's capacity (wall time × CPUs). A fair measurement of a
+	// deployment the bench starts itself has a share near 0; with
+	// --nats-url it includes the tally being measured.
+	OtherCPUS     *float64 `json:"other_cpu_s,omitempty"`
+	OtherCPUShare *float64 `json:"other_cpu_share,omitempty"`
+}
+
+// clockTicks is Linux's USER_HZ, the unit of /proc/stat.
+const clockTicks = 100
+
+// hostBusy is the CPU time all processes of the machine have used since
+// boot, from /proc/stat; ok is false where it cannot be read.
+func hostBusy() (busy time.Duration, ok bool) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, false
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return 0, false
+	}
+	var ticks int64
+	// user nice system idle iowait irq softirq steal: all but idle and
+	// iowait are busy.
+	for i, v := range f[1:9] {
+		if i == 3 || i == 4 {
+			continue
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, false
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, true
+}
+
+// usage measures what the rest of the machine did during a run.
+type usage struct {
+	start  time.Time
+	own    time.Duration
+	host   time.Duration
+	hostOK bool
+}
+
+func startUsage() usage {
+	host, ok := hostBusy()
+	return usage{start: time.Now(), own: processCPU(), host: host, hostOK: ok}
+}
+
+// finish fills m's end-of-run fields.
+func (u usage) finish(m *Machine) {
+	m.Load1End = load1()
+	host, ok := hostBusy()
+	if !ok || !u.hostOK {
+		return
+	}
+	other := max((host-u.host)-(processCPU()-u.own), 0)
+	s := math.Round(other.Seconds()*10) / 10
+	share := math.Round(other.Seconds()/(time.Since(u.start).Seconds()*float64(m.CPUs))*1000) / 1000
+	m.OtherCPUS, m.OtherCPUShare = &s, &share
 }
 
 // Latency is a distribution of answer times in milliseconds, from the
@@ -181,6 +245,9 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	if l := r.Machine.Load1End; l != nil {
 		fmt.Fprintf(&b, ", %.2f at the end", *l)
+	}
+	if o := r.Machine.OtherCPUShare; o != nil {
+		fmt.Fprintf(&b, "; other processes used %.1f%% of it", 100**o)
 	}
 	fmt.Fprintf(&b, "\n\n%-12s %12s %8s %9s %9s %9s %9s %9s %10s\n", "", "per second", "errors", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "cpu µs/op")
 	row := func(name string, rate float64, errs uint64, l Latency, cpu float64) {
