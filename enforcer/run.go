@@ -282,6 +282,12 @@ func (p *partition) coreConfig() Config {
 	return c
 }
 
+// Replay's patience with a stalled consumer.
+const (
+	replayStall  = 10 * time.Second
+	replayStalls = 5
+)
+
 // Replay folds partition n's stream into st from st.LastSeq()+1 to the
 // head, verifying the hash chain, and returns the last message's hash.
 // visit, if not nil, sees every event after it is applied.
@@ -307,21 +313,41 @@ func Replay(ctx context.Context, js jetstream.JetStream, n int, st *State, visit
 	if last < start {
 		return hash, nil
 	}
-	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: start})
-	if err != nil {
-		return "", err
-	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(1024))
-	if err != nil {
-		return "", err
-	}
-	defer it.Stop()
-	for {
-		msg, err := it.Next()
+	// An ordered consumer can stall while a cluster moves a stream's
+	// leader: wait a bounded time for each message, and on a stall start a
+	// new consumer at the next sequence needed (a few times, then fail).
+	open := func(from uint64) (jetstream.MessagesContext, error) {
+		cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+			DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from})
 		if err != nil {
-			return "", fmt.Errorf("replay: %w", err)
+			return nil, err
 		}
+		return cons.Messages(jetstream.PullMaxMessages(1024))
+	}
+	it, err := open(start)
+	if err != nil {
+		return "", err
+	}
+	defer func() { it.Stop() }()
+	stalls := 0
+	for {
+		msg, err := it.Next(jetstream.NextMaxWait(replayStall))
+		if err != nil {
+			if ctx.Err() != nil {
+				return "", ctx.Err()
+			}
+			if stalls++; stalls > replayStalls {
+				return "", fmt.Errorf("replay: no message after seq %d for %d×%s: %w", st.LastSeq(), replayStalls, replayStall, err)
+			}
+			next, err := open(st.LastSeq() + 1)
+			if err != nil {
+				return "", err
+			}
+			it.Stop()
+			it = next
+			continue
+		}
+		stalls = 0
 		md, err := msg.Metadata()
 		if err != nil {
 			return "", err
