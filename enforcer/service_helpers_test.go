@@ -21,7 +21,10 @@ import (
 	"github.com/tallyledger/tally/streams"
 )
 
-const testPartitions = 4
+const (
+	testPartitions = 4
+	testLeaseTTL   = 3 * time.Second
+)
 
 // ledger is a running enforcer against a real in-process server.
 type ledger struct {
@@ -45,7 +48,9 @@ func startLedger(t testing.TB, srv *server.Server, opts ...ledgerOpt) *ledger {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := streams.Ensure(ctx, js, streams.Config{Partitions: testPartitions}); err != nil {
+	// A short lease TTL: after an abrupt crash the restarted enforcer (a
+	// new owner) waits for the dead one's leases to expire.
+	if _, err := streams.Ensure(ctx, js, streams.Config{Partitions: testPartitions, LeaseTTL: testLeaseTTL}); err != nil {
 		t.Fatal(err)
 	}
 	cfg := enforcer.ServiceConfig{Partitions: testPartitions}
