@@ -524,14 +524,16 @@ func errAnswer(e *events.Error) []byte {
 	return b
 }
 
+// resultAnswer renders {"result":…} — what json.Marshal(events.Answer)
+// writes — without marshalling the result twice (the envelope would
+// re-scan the already compact result).
 func resultAnswer(v any) []byte {
 	r, err := json.Marshal(v)
 	if err != nil {
 		panic(fmt.Sprintf("enforcer: encode answer: %v", err))
 	}
-	b, err := json.Marshal(events.Answer{Result: r})
-	if err != nil {
-		panic(err)
-	}
-	return b
+	b := make([]byte, 0, len(r)+len(`{"result":}`))
+	b = append(b, `{"result":`...)
+	b = append(b, r...)
+	return append(b, '}')
 }

@@ -1,6 +1,7 @@
 package enforcer
 
 import (
+	"encoding/json"
 	"testing"
 
 	"github.com/tallyledger/tally/events"
@@ -123,5 +124,22 @@ func TestRemainingBeyond38DigitsIsRecorded(t *testing.T) {
 	d = h.step(events.OpBudgetAdjust, root, `{"idempotency_key":"a","scope":"tenant:acme","name":"b","delta":{"USD":"1"},"reason":"top-up"}`)
 	if d.Err != nil {
 		t.Fatalf("adjust refused: %v", d.Err)
+	}
+}
+
+// resultAnswer writes exactly what marshalling the answer envelope would.
+func TestResultAnswerMatchesEnvelope(t *testing.T) {
+	res := events.BalanceResult{Scope: "tenant:a", Instances: []events.InstanceView{{Budget: "b", Pattern: "tenant:a",
+		Scope: "tenant:a", Period: "none", Mode: events.ModeEnforce, Units: events.UnitBalances{{Unit: "USD"}}}}}
+	r, err := json.Marshal(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := json.Marshal(events.Answer{Result: r})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resultAnswer(res); string(got) != string(want) {
+		t.Fatalf("got %s\nwant %s", got, want)
 	}
 }
