@@ -31,6 +31,8 @@ const (
 	// caller gives no deadline: nats.go otherwise allows its 5 s API
 	// timeout for the whole object, too little for a large partition.
 	snapshotIOTimeout = 10 * time.Minute
+	// snapshotLookupTimeout bounds finding a snapshot before reading it.
+	snapshotLookupTimeout = 5 * time.Second
 	// snapshotPending bounds the chunks of a snapshot in flight: a large
 	// snapshot published with the default async window makes JetStream
 	// answer 429 (too many requests).
@@ -77,12 +79,22 @@ var ErrNoSnapshot = errors.New("no snapshot")
 // the stream's message at the sequence it claims hashes to the hash it
 // recorded. It returns the state and that hash.
 func LoadSnapshot(ctx context.Context, js jetstream.JetStream, n int, cfg Config) (*State, string, error) {
-	ctx, cancel := withIOTimeout(ctx)
-	defer cancel()
-	obs, err := js.ObjectStore(ctx, streams.SnapshotsBucket)
+	// Lookups fail fast (a stream may be changing leader: the caller then
+	// replays from the stream); only streaming the object gets the long
+	// deadline a large snapshot needs.
+	lctx, lcancel := context.WithTimeout(ctx, snapshotLookupTimeout)
+	defer lcancel()
+	obs, err := js.ObjectStore(lctx, streams.SnapshotsBucket)
 	if err != nil {
 		return nil, "", err
 	}
+	if _, err := obs.GetInfo(lctx, SnapshotName(n)); errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil, "", ErrNoSnapshot
+	} else if err != nil {
+		return nil, "", err
+	}
+	ctx, cancel := withIOTimeout(ctx)
+	defer cancel()
 	res, err := obs.Get(ctx, SnapshotName(n))
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return nil, "", ErrNoSnapshot
@@ -100,11 +112,13 @@ func LoadSnapshot(ctx context.Context, js jetstream.JetStream, n int, cfg Config
 		return nil, "", fmt.Errorf("snapshot of partition %d: bad %s %q", n, metaSeq, info.Metadata[metaSeq])
 	}
 	hash := info.Metadata[metaHash]
-	stream, err := js.Stream(ctx, streams.StreamName(n))
+	vctx, vcancel := context.WithTimeout(ctx, snapshotLookupTimeout)
+	defer vcancel()
+	stream, err := js.Stream(vctx, streams.StreamName(n))
 	if err != nil {
 		return nil, "", err
 	}
-	m, err := stream.GetMsg(ctx, seq)
+	m, err := stream.GetMsg(vctx, seq)
 	if err != nil {
 		return nil, "", fmt.Errorf("snapshot of partition %d claims seq %d: %w", n, seq, err)
 	}
