@@ -8,7 +8,7 @@ BIN       ?= bin/tally
 FUZZTIME  ?= 200000x
 FUZZ_TARGETS := events:FuzzParseRequest events:FuzzDecodeEvent events:FuzzParseAmount
 
-.PHONY: all build run test test-long fuzz bench bench-recovery profile vet clean
+.PHONY: all build run test test-long fuzz bench bench-recovery profile profile-e2e vet clean
 
 all: build
 
@@ -47,9 +47,14 @@ bench:
 bench-recovery:
 	TALLY_RECOVERY_EVENTS=1000000 $(GO) test -count=1 -timeout 30m -run TestRecoveryTime -v ./enforcer
 
+## profile-e2e: profile tally end to end (embedded server, enforcer and clients in one process)
+profile-e2e: build
+	./$(BIN) bench --embedded --sync interval --duration 20s --cpuprofile cpu-e2e.prof
+	$(GO) tool pprof -top -nodecount 30 $(BIN) cpu-e2e.prof
+
 profile:
 	$(GO) test -run '^$$' -bench ReserveDecideApply -benchtime 200000x -cpuprofile cpu.prof ./enforcer
 	$(GO) tool pprof -top -nodecount 30 enforcer.test cpu.prof
 
 clean:
-	rm -rf bin cpu.prof enforcer.test
+	rm -rf bin cpu.prof cpu-e2e.prof enforcer.test
