@@ -35,3 +35,43 @@ func BenchmarkReserveDecideApply(b *testing.B) {
 		now = now.Add(time.Microsecond)
 	}
 }
+
+// BenchmarkReserveCommitDecideApply is the steady state an agent produces:
+// a reserve then its commit, each decided and applied, against the same
+// 3-level hierarchy with 2 units. One op is two decisions; the retained
+// idempotency keys and closed reservations stay within the configured
+// bounds, so the state does not grow without limit as it does above.
+func BenchmarkReserveCommitDecideApply(b *testing.B) {
+	h := newHarness(b)
+	h.step(events.OpBudgetSet, "tenant:acme", `{"idempotency_key":"b1","scope":"tenant:acme","name":"monthly","limits":{"USD":"1000000000000","tokens":"1000000000000000"},"period":"monthly"}`)
+	h.step(events.OpBudgetSet, "tenant:acme", `{"idempotency_key":"b2","scope":"tenant:acme/workflow:code-review","name":"wf","limits":{"USD":"1000000000000","tokens":"1000000000000000"},"period":"daily"}`)
+	h.step(events.OpBudgetSet, "tenant:acme", `{"idempotency_key":"b3","scope":"tenant:acme/workflow:code-review/run:*","name":"per-run","limits":{"USD":"1000000000000","tokens":"1000000000000000"}}`)
+	s := h.s
+	prio := events.PriorityNormal
+	b.ReportAllocs()
+	i := 0
+	now := h.now
+	for b.Loop() {
+		i++
+		req := &events.ReserveRequest{IdempotencyKey: fmt.Sprintf("k%d", i), Scope: "tenant:acme/workflow:code-review/run:r-42",
+			Amounts: events.Amounts{"USD": events.MustAmount("0.42"), "tokens": events.MustAmount("12000")}, Priority: &prio}
+		id := fmt.Sprintf("R%d", i)
+		d := s.Decide(Command{Op: events.OpReserve, Root: "tenant:acme", Request: req, NewID: id}, now)
+		if len(d.Events) == 0 {
+			b.Fatalf("no events: %+v", d.Err)
+		}
+		for _, ev := range d.Events {
+			s.Apply(s.LastSeq()+1, ev)
+		}
+		c := &events.CommitRequest{IdempotencyKey: fmt.Sprintf("c%d", i), ReservationID: id,
+			Actual: events.Amounts{"USD": events.MustAmount("0.40"), "tokens": events.MustAmount("11000")}}
+		d = s.Decide(Command{Op: events.OpCommit, Root: "tenant:acme", Request: c}, now)
+		if len(d.Events) == 0 {
+			b.Fatalf("no commit events: %+v", d.Err)
+		}
+		for _, ev := range d.Events {
+			s.Apply(s.LastSeq()+1, ev)
+		}
+		now = now.Add(time.Microsecond)
+	}
+}

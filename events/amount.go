@@ -166,6 +166,9 @@ func (a Amount) String() string {
 	return r.Text('f')
 }
 
+// Append appends the canonical form (String) to b.
+func (a Amount) Append(b []byte) []byte { return append(b, a.String()...) }
+
 // Sign is -1, 0 or +1.
 func (a Amount) Sign() int { return a.d.Sign() }
 
