@@ -25,8 +25,44 @@ var ctx = func() *apd.Context {
 
 // Amount is an exact decimal quantity of some unit. The zero value is 0.
 // Amounts are values: operations return new Amounts and never alias.
+//
+// An amount is held in the compact form of fixed.go when it has one (mag,
+// neg; big is nil) and otherwise, exactly, as a reduced apd decimal that is
+// never mutated. The form is canonical: big is set only for values the
+// compact form cannot hold, so equal amounts have equal representations.
 type Amount struct {
-	d apd.Decimal
+	mag u128 // |value| × 10^18, below 10^37
+	neg bool // never with a zero magnitude
+	big *apd.Decimal
+}
+
+// dec returns a's value as an apd decimal the caller must not modify.
+func (a Amount) dec() *apd.Decimal {
+	if a.big != nil {
+		return a.big
+	}
+	d := new(apd.Decimal)
+	if _, _, err := d.SetString(string(appendFixed(nil, a))); err != nil {
+		panic(fmt.Sprintf("events: compact amount %v: %v", a.mag, err))
+	}
+	return d
+}
+
+// fromDec makes the canonical Amount of d, which it takes over.
+func fromDec(d *apd.Decimal) Amount {
+	d.Reduce(d)
+	if d.IsZero() {
+		return Amount{}
+	}
+	if d.Exponent >= -fixedScale && int64(d.NumDigits())+int64(d.Exponent) <= 19 {
+		var abs apd.Decimal
+		abs.Abs(d)
+		if a, ok := parseFixed(abs.Text('f')); ok {
+			a.neg = d.Negative
+			return a
+		}
+	}
+	return Amount{big: d}
 }
 
 // ErrAmount is wrapped by every amount parse error.
@@ -74,11 +110,14 @@ func parseAmount(s string, maxSig, maxFrac int) (Amount, error) {
 	if reason := amountGrammar(s, maxSig, maxFrac); reason != "" {
 		return Amount{}, &AmountError{Input: s, Reason: reason}
 	}
-	var a Amount
-	if _, _, err := a.d.SetString(s); err != nil {
+	if a, ok := parseFixed(s); ok {
+		return a, nil // at most 37 significant digits
+	}
+	d := new(apd.Decimal)
+	if _, _, err := d.SetString(s); err != nil {
 		return Amount{}, &AmountError{Input: s, Reason: "not a number"}
 	}
-	a.d.Reduce(&a.d)
+	a := fromDec(d)
 	if a.SignificantDigits() > maxSig {
 		return Amount{}, &AmountError{Input: s, Reason: fmt.Sprintf("more than %d significant digits in", maxSig)}
 	}
@@ -158,52 +197,81 @@ func badChar(c byte) string {
 // String renders the canonical form: no exponent, no trailing fractional
 // zeros, no sign for zero.
 func (a Amount) String() string {
-	var r apd.Decimal
-	r.Reduce(&a.d)
-	if r.IsZero() {
-		return "0"
+	if a.big == nil {
+		var buf [48]byte
+		return string(appendFixed(buf[:0], a))
 	}
-	return r.Text('f')
+	return a.big.Text('f')
 }
 
 // Append appends the canonical form (String) to b.
-func (a Amount) Append(b []byte) []byte { return append(b, a.String()...) }
+func (a Amount) Append(b []byte) []byte {
+	if a.big == nil {
+		return appendFixed(b, a)
+	}
+	return a.big.Append(b, 'f')
+}
 
 // Sign is -1, 0 or +1.
-func (a Amount) Sign() int { return a.d.Sign() }
+func (a Amount) Sign() int {
+	if a.big == nil {
+		return a.signFixed()
+	}
+	return a.big.Sign()
+}
 
 // IsZero reports whether a is 0.
-func (a Amount) IsZero() bool { return a.d.IsZero() }
+func (a Amount) IsZero() bool { return a.big == nil && a.mag.isZero() }
 
 // Cmp compares a and b: -1, 0, +1.
-func (a Amount) Cmp(b Amount) int { return a.d.Cmp(&b.d) }
+func (a Amount) Cmp(b Amount) int {
+	if a.big == nil && b.big == nil {
+		return cmpFixed(a, b)
+	}
+	return a.dec().Cmp(b.dec())
+}
 
 // Add returns a + b.
 func (a Amount) Add(b Amount) Amount {
-	var r Amount
-	mustExact(ctx.Add(&r.d, &a.d, &b.d))
-	return r
+	if a.big == nil && b.big == nil {
+		if r, ok := addFixed(a, b); ok {
+			return r
+		}
+	}
+	r := new(apd.Decimal)
+	mustExact(ctx.Add(r, a.dec(), b.dec()))
+	return fromDec(r)
 }
 
 // Sub returns a − b (possibly negative).
-func (a Amount) Sub(b Amount) Amount {
-	var r Amount
-	mustExact(ctx.Sub(&r.d, &a.d, &b.d))
-	return r
-}
+func (a Amount) Sub(b Amount) Amount { return a.Add(b.Neg()) }
 
 // Mul returns a × b.
 func (a Amount) Mul(b Amount) Amount {
-	var r Amount
-	mustExact(ctx.Mul(&r.d, &a.d, &b.d))
-	return r
+	if a.big == nil && b.big == nil {
+		if r, ok := mulFixed(a, b); ok {
+			return r
+		}
+		if r, ok := mulFixed(b, a); ok {
+			return r
+		}
+	}
+	r := new(apd.Decimal)
+	mustExact(ctx.Mul(r, a.dec(), b.dec()))
+	return fromDec(r)
 }
 
 // Neg returns −a.
 func (a Amount) Neg() Amount {
-	var r Amount
-	r.d.Neg(&a.d)
-	return r
+	if a.big == nil {
+		if !a.mag.isZero() {
+			a.neg = !a.neg
+		}
+		return a
+	}
+	r := new(apd.Decimal)
+	r.Neg(a.big)
+	return Amount{big: r}
 }
 
 // Max returns the larger of a and b.
@@ -232,31 +300,43 @@ var One = MustAmount("1")
 // last non-zero fractional digit, or to the units digit for integers
 // (100 has 3). Zero has 1.
 func (a Amount) SignificantDigits() int {
-	var r apd.Decimal
-	r.Reduce(&a.d)
-	if r.IsZero() {
-		return 1
+	if a.big == nil {
+		ip, frac := a.mag.split()
+		switch {
+		case frac == 0:
+			return decimalDigits(ip)
+		case ip == 0:
+			return decimalDigits(frac) - trailingZeros(frac)
+		}
+		return decimalDigits(ip) + fixedScale - trailingZeros(frac)
 	}
-	n := int(r.NumDigits())
-	if r.Exponent > 0 {
-		n += int(r.Exponent)
+	n := int(a.big.NumDigits())
+	if a.big.Exponent > 0 {
+		n += int(a.big.Exponent)
 	}
 	return n
 }
 
 // FractionDigits is the number of digits after the point in canonical form.
 func (a Amount) FractionDigits() int {
-	var r apd.Decimal
-	r.Reduce(&a.d)
-	if r.Exponent >= 0 {
+	if a.big == nil {
+		if _, frac := a.mag.split(); frac != 0 {
+			return fixedScale - trailingZeros(frac)
+		}
 		return 0
 	}
-	return int(-r.Exponent)
+	if a.big.Exponent >= 0 {
+		return 0
+	}
+	return int(-a.big.Exponent)
 }
 
 // InRange reports whether a is a representable balance: |a| has at most 38
 // significant digits and 18 fractional digits.
 func (a Amount) InRange() bool {
+	if a.big == nil {
+		return true // at most 37 significant and 18 fractional digits
+	}
 	return a.SignificantDigits() <= MaxSignificantDigits && a.FractionDigits() <= MaxFractionDigits
 }
 
@@ -289,7 +369,7 @@ func (a Amount) RoundHalfUp(places int) string {
 	c := apd.BaseContext.WithPrecision(100)
 	c.Rounding = apd.RoundHalfUp
 	var r apd.Decimal
-	if _, err := c.Quantize(&r, &a.d, int32(-places)); err != nil {
+	if _, err := c.Quantize(&r, a.dec(), int32(-places)); err != nil {
 		panic(err)
 	}
 	return r.Text('f')

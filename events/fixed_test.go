@@ -1,0 +1,160 @@
+package events
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/cockroachdb/apd/v3"
+	"pgregory.net/rapid"
+)
+
+// genAmountString draws amounts around the compact form's edges: integer
+// parts of 0–25 digits (the compact form ends at 19), 0–36 fractional
+// digits (it ends at 18), trailing zeros, and an optional sign.
+func genAmountString(t *rapid.T, label string) string {
+	digits := func(n int, lead bool) string {
+		var b strings.Builder
+		for i := 0; i < n; i++ {
+			lo := 0
+			if i == 0 && lead {
+				lo = 1
+			}
+			d := rapid.IntRange(lo, 9).Draw(t, label+"d")
+			if rapid.IntRange(0, 3).Draw(t, label+"z") == 0 {
+				d = max(lo, 0) // runs of zeros
+			}
+			b.WriteByte(byte('0' + d))
+		}
+		return b.String()
+	}
+	ip := "0"
+	if n := rapid.IntRange(0, 25).Draw(t, label+"int"); n > 0 {
+		ip = digits(n, true)
+	}
+	s := ip
+	if n := rapid.IntRange(0, 36).Draw(t, label+"frac"); n > 0 {
+		s += "." + digits(n, false)
+	}
+	if rapid.Bool().Draw(t, label+"neg") && s != "0" {
+		s = "-" + s
+	}
+	return s
+}
+
+func refDec(t *rapid.T, s string) *apd.Decimal {
+	d, _, err := apd.NewFromString(s)
+	if err != nil {
+		t.Fatalf("reference parse %q: %v", s, err)
+	}
+	return d
+}
+
+func refText(d *apd.Decimal) string {
+	var r apd.Decimal
+	r.Reduce(d)
+	if r.IsZero() {
+		return "0"
+	}
+	return r.Text('f')
+}
+
+// TestAmountArithmeticMatchesApd checks every operation of Amount, compact
+// or not, against apd computing on the same values.
+func TestAmountArithmeticMatchesApd(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		sa, sb := genAmountString(t, "a"), genAmountString(t, "b")
+		a, err := parseSigned(sa, true)
+		if err != nil {
+			t.Skip(err) // beyond the wide bounds: not an amount
+		}
+		b, err := parseSigned(sb, true)
+		if err != nil {
+			t.Skip(err)
+		}
+		da, db := refDec(t, sa), refDec(t, sb)
+		if got, want := a.String(), refText(da); got != want {
+			t.Fatalf("String(%q) = %q, want %q", sa, got, want)
+		}
+		if got := string(a.Append([]byte("x"))); got != "x"+a.String() {
+			t.Fatalf("Append(%q) = %q", sa, got)
+		}
+		c := apd.BaseContext.WithPrecision(200)
+		check := func(op string, got Amount, f func(r, x, y *apd.Decimal) (apd.Condition, error)) {
+			var r apd.Decimal
+			if _, err := f(&r, da, db); err != nil {
+				t.Fatalf("reference %s: %v", op, err)
+			}
+			if g, w := got.String(), refText(&r); g != w {
+				t.Fatalf("%s %s %s = %s, want %s", sa, op, sb, g, w)
+			}
+			// Canonical: a value with a compact form is held compactly.
+			if _, ok := parseFixed(strings.TrimPrefix(got.String(), "-")); ok != (got.big == nil) {
+				t.Fatalf("%s %s %s = %s is not canonical (big %v)", sa, op, sb, got, got.big != nil)
+			}
+		}
+		check("+", a.Add(b), c.Add)
+		check("-", a.Sub(b), c.Sub)
+		if a.InRange() && b.InRange() { // tally multiplies balances by fractions, never wide figures
+			check("×", a.Mul(b), c.Mul)
+		}
+		check("neg", a.Neg(), func(r, x, _ *apd.Decimal) (apd.Condition, error) { r.Neg(x); return 0, nil })
+		if got, want := a.Cmp(b), da.Cmp(db); got != want {
+			t.Fatalf("Cmp(%s, %s) = %d, want %d", sa, sb, got, want)
+		}
+		if got, want := a.Sign(), da.Sign(); got != want {
+			t.Fatalf("Sign(%s) = %d, want %d", sa, got, want)
+		}
+		if a.IsZero() != da.IsZero() {
+			t.Fatalf("IsZero(%s) = %v", sa, a.IsZero())
+		}
+		var red apd.Decimal
+		red.Reduce(da)
+		sig := 1
+		if !red.IsZero() {
+			sig = int(red.NumDigits()) + max(int(red.Exponent), 0)
+		}
+		if got := a.SignificantDigits(); got != sig {
+			t.Fatalf("SignificantDigits(%s) = %d, want %d", sa, got, sig)
+		}
+		if got, want := a.FractionDigits(), max(0, -int(red.Exponent)); got != want {
+			t.Fatalf("FractionDigits(%s) = %d, want %d", sa, got, want)
+		}
+		if got, want := a.InRange(), sig <= MaxSignificantDigits && max(0, -int(red.Exponent)) <= MaxFractionDigits; got != want {
+			t.Fatalf("InRange(%s) = %v, want %v", sa, got, want)
+		}
+	})
+}
+
+func TestFixedEdges(t *testing.T) {
+	for _, tc := range []struct{ a, op, b, want string }{
+		{"9999999999999999999.999999999999999999", "+", "0.000000000000000001", "10000000000000000000"},
+		{"10000000000000000000", "-", "0.000000000000000001", "9999999999999999999.999999999999999999"},
+		{"0.1", "-", "0.1", "0"},
+		{"-0.1", "+", "0.1", "0"},
+		{"0.000000000000000001", "×", "0.1", "0.0000000000000000001"},
+		{"1000000000000", "×", "0.8", "800000000000"},
+		{"18446744073709551616", "×", "1", "18446744073709551616"},
+		{"9999999999999999999", "×", "9999999999999999999", "99999999999999999980000000000000000001"},
+		{"0.999999999999999999", "×", "0.999999999999999999", "0.999999999999999998000000000000000001"},
+	} {
+		a, b := MustAmount(strings.TrimPrefix(tc.a, "-")), MustAmount(tc.b)
+		if strings.HasPrefix(tc.a, "-") {
+			a = a.Neg()
+		}
+		var got Amount
+		switch tc.op {
+		case "+":
+			got = a.Add(b)
+		case "-":
+			got = a.Sub(b)
+		case "×":
+			got = a.Mul(b)
+		}
+		if got.String() != tc.want {
+			t.Errorf("%s %s %s = %s, want %s", tc.a, tc.op, tc.b, got, tc.want)
+		}
+	}
+	if z := MustAmount("0").Neg(); z.neg || z.String() != "0" {
+		t.Errorf("−0 = %q (neg %v)", z, z.neg)
+	}
+}
