@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"testing"
 	"time"
@@ -21,7 +22,10 @@ import (
 // of DefaultSnapshotEvery events. It runs only when TALLY_RECOVERY_EVENTS
 // is set (make bench-recovery: 1 000 000); the history is a real one,
 // produced by the core (reserves across 1 000 runs, each committed) and
-// appended with its hash chain.
+// appended with its hash chain. The raw ordered-consumer rate over the same
+// stream is measured in the same run, before and after the full replay, as
+// the yardstick; TALLY_RECOVERY_CPUPROFILE=file writes a CPU profile of the
+// full replay alone.
 func TestRecoveryTime(t *testing.T) {
 	n, _ := strconv.Atoi(os.Getenv("TALLY_RECOVERY_EVENTS"))
 	if n == 0 {
@@ -110,12 +114,25 @@ func TestRecoveryTime(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	rawBefore := rawReplayRate(t, js, st.LastSeq())
+	if path := os.Getenv("TALLY_RECOVERY_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			t.Fatal(err)
+		}
+	}
 	start = time.Now()
 	full := enforcer.New(enforcer.Config{Partition: 0})
 	if _, err := enforcer.Replay(ctx, js, 0, full, nil); err != nil {
 		t.Fatal(err)
 	}
 	fullTime := time.Since(start)
+	pprof.StopCPUProfile()
+	rawAfter := rawReplayRate(t, js, st.LastSeq())
 	start = time.Now()
 	rec, _, err := enforcer.Recover(ctx, js, 0, enforcer.Config{}, func(err error) { t.Fatal(err) })
 	if err != nil {
@@ -125,6 +142,50 @@ func TestRecoveryTime(t *testing.T) {
 	if string(full.Snapshot()) != string(rec.Snapshot()) || full.LastSeq() != st.LastSeq() {
 		t.Fatal("snapshot + tail differs from full replay")
 	}
-	t.Logf("full replay of %d events: %s (%.0f events/s)", full.LastSeq(), fullTime.Round(time.Millisecond), float64(full.LastSeq())/fullTime.Seconds())
+	fullRate := float64(full.LastSeq()) / fullTime.Seconds()
+	t.Logf("full replay of %d events: %s (%.0f events/s)", full.LastSeq(), fullTime.Round(time.Millisecond), fullRate)
+	t.Logf("raw ordered consumer over the same stream: %.0f msg/s before, %.0f msg/s after; replay/raw = %.2f",
+		rawBefore, rawAfter, fullRate/((rawBefore+rawAfter)/2))
 	t.Logf("snapshot at seq %d (%d bytes) + tail of %d events: %s", snapSeq, len(snapData), full.LastSeq()-snapSeq, snapTime.Round(time.Millisecond))
+}
+
+// rawReplayRate reads partition 0's stream up to last with an ordered
+// consumer — no decoding, no chain, no state — and returns its rate in
+// messages per second: the yardstick for Replay.
+func rawReplayRate(t *testing.T, js jetstream.JetStream, last uint64) float64 {
+	t.Helper()
+	ctx := context.Background()
+	stream, err := js.Stream(ctx, streams.StreamName(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(1024))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Stop()
+	var n, size int
+	for {
+		msg, err := it.Next() // as tally bench's raw replay reads
+		if err != nil {
+			t.Fatalf("raw replay after %d messages: %v", n, err)
+		}
+		n++
+		size += len(msg.Data())
+		md, err := msg.Metadata()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if md.Sequence.Stream >= last {
+			break
+		}
+	}
+	elapsed := time.Since(start)
+	t.Logf("raw ordered consumer: %d messages (%d bytes) in %s", n, size, elapsed.Round(time.Millisecond))
+	return float64(n) / elapsed.Seconds()
 }
