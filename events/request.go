@@ -57,8 +57,13 @@ func ParseRequest(op Op, data []byte) (any, error) {
 	default:
 		return nil, fmt.Errorf("%w %q (one of reserve commit release extend charge decide balance reservation-get budget-set budget-get budget-list budget-delete budget-adjust)", ErrUnknownOp, op)
 	}
-	if err := DecodeStrict(data, req); err != nil {
-		return nil, err
+	// The hot requests usually take the fast path (parse_fast.go); what it
+	// declines, every malformed body included, the strict path decodes or
+	// rejects with the message naming the field.
+	if !decodeRequestFast(data, req) {
+		if err := DecodeStrict(data, req); err != nil {
+			return nil, err
+		}
 	}
 	if err := validate(); err != nil {
 		return nil, err
