@@ -25,37 +25,26 @@ import "unicode/utf8"
 func decodeRequestFast(data []byte, dst any) bool {
 	switch r := dst.(type) {
 	case *ReserveRequest:
-		v, ok := fastReserveRequest(data)
-		if ok {
-			*r = v
-		}
-		return ok
+		return fastInto(r, fastReserveRequest, data)
 	case *CommitRequest:
-		v, ok := fastCommitRequest(data)
-		if ok {
-			*r = v
-		}
-		return ok
+		return fastInto(r, fastCommitRequest, data)
 	case *ReleaseRequest:
-		v, ok := fastReleaseRequest(data)
-		if ok {
-			*r = v
-		}
-		return ok
+		return fastInto(r, fastReleaseRequest, data)
 	case *ExtendRequest:
-		v, ok := fastExtendRequest(data)
-		if ok {
-			*r = v
-		}
-		return ok
+		return fastInto(r, fastExtendRequest, data)
 	case *ChargeRequest:
-		v, ok := fastChargeRequest(data)
-		if ok {
-			*r = v
-		}
-		return ok
+		return fastInto(r, fastChargeRequest, data)
 	}
 	return false
+}
+
+// fastInto stores what decode makes of data in dst if it accepts.
+func fastInto[T any](dst *T, decode func([]byte) (T, bool), data []byte) bool {
+	v, ok := decode(data)
+	if ok {
+		*dst = v
+	}
+	return ok
 }
 
 func fastReserveRequest(b []byte) (ReserveRequest, bool) {
