@@ -227,15 +227,23 @@ func nonNil[T any](s []T) []T {
 // of its canonical encoding, so key order, white space and amount spelling
 // ("0.50" and "0.5") do not matter, while an omitted field differs from an
 // explicit default.
+//
+// The canonical encoding is what json.Marshal writes; the hand-written
+// encoder (encode_fast.go) writes the same bytes for the request types, so
+// fingerprints stored in events keep matching.
 func RequestHash(op Op, req any) string {
-	b, err := json.Marshal(req)
-	if err != nil {
-		panic(fmt.Sprintf("events: canonical request encoding: %v", err))
+	w := getWriter()
+	defer putWriter(w)
+	w.b = append(append(w.b, op...), 0)
+	b, ok := appendRequest(w.b, req)
+	if !ok {
+		body, err := json.Marshal(req)
+		if err != nil {
+			panic(fmt.Sprintf("events: canonical request encoding: %v", err))
+		}
+		b = append(b, body...)
 	}
-	h := sha256.New()
-	h.Write([]byte(op))
-	h.Write([]byte{0})
-	h.Write(b)
-	sum := h.Sum(nil)
+	w.b = b
+	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:16])
 }

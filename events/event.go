@@ -307,7 +307,13 @@ func Encode(ev *Event) ([]byte, error) {
 	}
 	e := *ev
 	e.At = e.At.UTC()
-	return json.Marshal(&e)
+	if b, ok := encodeEvent(&e); ok {
+		return b, nil
+	}
+	// What the hand-written encoder leaves to encoding/json (encode_fast.go),
+	// json.Marshal writes or refuses. (A copy, so e itself does not escape.)
+	fallback := e
+	return json.Marshal(&fallback)
 }
 
 func typeOf(d Data) Type {
