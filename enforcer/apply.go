@@ -27,73 +27,82 @@ func (s *State) Apply(seq uint64, ev events.Event) {
 	case events.BudgetDeleted:
 		s.deleteBudget(d.Scope, d.Name)
 	case events.BudgetAdjusted:
-		b := s.budgets[budgetKey(d.Pattern, d.Budget)]
+		b := s.budgets[budgetRef{d.Pattern, d.Budget}]
 		if b == nil {
 			panic(fmt.Sprintf("enforcer: seq %d adjusts unknown budget %s %s", seq, d.Pattern, d.Budget))
 		}
 		w := b.windowOf(at)
 		s.mustEqual(seq, "period", w.Key, d.Period)
-		in := s.getInstance(b, instKey{budget: b.key, scope: d.Scope, period: w.Key}, w)
-		for u, delta := range d.Delta {
+		in := s.getInstance(b, d.Scope, w.Key, w)
+		for _, u := range events.SortedUnits(d.Delta) {
 			us := in.unit(u)
-			us.adjust = us.adjust.Add(delta.Amount)
+			us.adjust = us.adjust.Add(d.Delta[u].Amount)
 		}
-		s.verify(seq, []events.InstanceView{d.Instance})
+		s.verify(seq, []events.InstanceView{d.Instance}, nil)
 	case events.ReservationGranted:
 		s.applyGranted(seq, at, ev.Root, d)
 	case events.ReservationDenied:
 		// A denial changes no balance; only its idempotency key is kept.
 	case events.ReservationCommitted:
 		r := s.mustReservation(seq, d.ReservationID)
-		s.applyTargets(s.commitTargets(r, d.Charged, d.Late))
+		s.mustBeExpired(seq, r, d.Late)
+		ts := s.commitTargets(r, d.Charged, d.Late)
+		s.applyTargets(ts)
 		if !d.Late {
 			s.closeOpen(r)
 		}
 		s.retire(r, events.StatusCommitted, seq, at)
-		s.verify(seq, d.Instances)
+		s.verify(seq, d.Instances, ts)
 	case events.ReservationReleased:
 		r := s.mustReservation(seq, d.ReservationID)
+		s.mustBeExpired(seq, r, d.AlreadyExpired)
+		var ts []target
 		if !d.AlreadyExpired {
-			s.applyTargets(s.releaseTargets(r))
+			ts = s.releaseTargets(r)
+			s.applyTargets(ts)
 			s.closeOpen(r)
 		}
 		s.retire(r, events.StatusReleased, seq, at)
-		s.verify(seq, d.Instances)
+		s.verify(seq, d.Instances, ts)
 	case events.ReservationExtended:
 		r := s.mustReservation(seq, d.ReservationID)
+		if r.status != events.StatusOpen {
+			panic(fmt.Sprintf("enforcer: seq %d extends reservation %s which is %s", seq, r.id, r.status))
+		}
 		r.expiresAt = d.ExpiresAt.UTC()
-		heap.Push(&s.expiries, expiryEntry{at: r.expiresAt, id: r.id})
+		heap.Fix(&s.expiries, r.heapIdx)
 	case events.ReservationExpired:
 		r := s.mustReservation(seq, d.ReservationID)
 		if r.status != events.StatusOpen {
 			panic(fmt.Sprintf("enforcer: seq %d expires reservation %s which is %s", seq, r.id, r.status))
 		}
-		s.applyTargets(s.releaseTargets(r))
+		ts := s.releaseTargets(r)
+		s.applyTargets(ts)
 		s.closeOpen(r)
 		s.retire(r, events.StatusExpired, seq, at)
-		s.verify(seq, d.Instances)
+		s.verify(seq, d.Instances, ts)
 	case events.UsageCharged:
-		ts := s.chargeTargets(s.applicableAt(d.Scope, at, nil), d.Amounts)
+		s.scratch.apps = s.applicableAt(d.Scope, at, s.scratch.apps[:0])
+		ts := s.chargeTargets(s.scratch.apps, d.Amounts)
 		s.applyTargets(ts)
-		s.verify(seq, d.Instances)
+		s.verify(seq, d.Instances, ts)
 	case events.ThresholdCrossed:
-		b := s.budgets[budgetKey(d.Pattern, d.Budget)]
+		b := s.budgets[budgetRef{d.Pattern, d.Budget}]
 		if b == nil {
 			panic(fmt.Sprintf("enforcer: seq %d alerts on unknown budget %s %s", seq, d.Pattern, d.Budget))
 		}
-		k := instKey{budget: b.key, scope: d.Scope, period: d.Period}
-		in, ok := s.instances[k]
+		in, ok := b.instances[instRef{d.Scope, d.Period}]
 		if !ok {
-			in = s.getInstance(b, k, b.windowOf(at))
+			in = s.getInstance(b, d.Scope, d.Period, b.windowOf(at))
 		}
-		in.fired[firedKey{d.Unit, d.Threshold}] = struct{}{}
+		in.fire(d.Unit, d.Threshold)
 	case events.PartitionClaimed:
 		s.claimedBy = d.Owner
 	default:
 		panic(fmt.Sprintf("enforcer: seq %d: unexpected event data %T", seq, ev.Data))
 	}
 	if m, ok := events.MutationOf(ev.Data); ok {
-		s.remember(idemKey{root: ev.Root, op: opOf(ev.Type), key: m.IdempotencyKey}, idemEntry{hash: m.RequestHash, seq: seq, at: at})
+		s.remember(ev.Root, opOf(ev.Type), m.IdempotencyKey, m.RequestHash, seq, at)
 	}
 	s.lastSeq = seq
 	s.lastAt = at
@@ -123,47 +132,54 @@ func opOf(t events.Type) events.Op {
 }
 
 func (s *State) applyGranted(seq uint64, at time.Time, root string, d events.ReservationGranted) {
-	if _, dup := s.reservations[d.ReservationID]; dup {
+	if s.exists(d.ReservationID) {
 		panic(fmt.Sprintf("enforcer: seq %d grants reservation %s twice", seq, d.ReservationID))
 	}
-	apps := s.applicableAt(d.Scope, at, nil)
+	apps := s.applicableAt(d.Scope, at, s.scratch.apps[:0])
+	s.scratch.apps = apps
 	if len(apps) != len(d.Instances) {
 		panic(fmt.Sprintf("enforcer: seq %d: %d applicable instances, event has %d", seq, len(apps), len(d.Instances)))
 	}
-	r := &reservation{id: d.ReservationID, root: root, scope: d.Scope, amounts: d.Amounts, priority: d.Priority,
-		option: d.Option, label: d.Label, labels: d.Labels, expiresAt: d.ExpiresAt.UTC(), status: events.StatusOpen}
-	units := events.SortedUnits(d.Amounts)
+	r := &reservation{id: d.ReservationID, root: root, scope: d.Scope, amounts: d.Amounts, units: events.SortedUnits(d.Amounts),
+		priority: d.Priority, option: d.Option, label: d.Label, labels: d.Labels, expiresAt: d.ExpiresAt.UTC(),
+		status: events.StatusOpen}
 	r.holds = make([]hold, len(apps))
-	ts := make([]target, len(apps))
+	ts, cs := s.targets(0, len(apps), len(apps)*len(r.units))
 	for i, a := range apps {
-		held := units
-		if !a.b.limitsAll(units) {
-			held = make([]string, 0, len(units))
-			for _, u := range units {
+		held := r.units
+		if !a.b.limitsAll(held) {
+			held = make([]string, 0, len(r.units))
+			for _, u := range r.units {
 				if _, ok := a.b.def.Limits[u]; ok {
 					held = append(held, u)
 				}
 			}
 		}
-		r.holds[i] = hold{key: a.key, units: held}
+		r.holds[i] = hold{b: a.b, scope: a.scope, period: a.period, units: held}
 		ts[i].app = a
-		ts[i].changes = make([]change, len(held))
-		for j, u := range held {
-			ts[i].changes[j] = change{unit: u, reserved: d.Amounts[u]}
+		ts[i].changes, cs = cs[:0:len(held)], cs[len(held):]
+		for _, u := range held {
+			ts[i].changes = append(ts[i].changes, change{unit: u, reserved: d.Amounts[u]})
 		}
 	}
 	s.applyTargets(ts)
-	s.verify(seq, d.Instances)
-	s.reservations[r.id] = r
-	s.open++
-	heap.Push(&s.expiries, expiryEntry{at: r.expiresAt, id: r.id})
+	for i := range r.holds {
+		r.holds[i].in = ts[i].app.in
+	}
+	s.verify(seq, d.Instances, ts)
+	s.open[r.id] = r
+	heap.Push(&s.expiries, r)
 }
 
 // applyTargets makes the targets' changes, creating instances as needed.
 func (s *State) applyTargets(ts []target) {
 	for i := range ts {
 		t := &ts[i]
-		in := s.getInstance(t.app.b, t.app.key, t.app.win)
+		in := t.app.in
+		if in == nil {
+			in = s.getInstance(t.app.b, t.app.scope, t.app.period, t.app.win)
+			t.app.in = in
+		}
 		for _, c := range t.changes {
 			us := in.unit(c.unit)
 			if !c.reserved.IsZero() {
@@ -174,19 +190,27 @@ func (s *State) applyTargets(ts []target) {
 			}
 			if us.reserved.Sign() < 0 || us.spent.Sign() < 0 {
 				panic(fmt.Sprintf("enforcer: %s %s %s: negative balance (spent %s, reserved %s)",
-					t.app.b.def.Name, t.app.key.scope, c.unit, us.spent, us.reserved))
+					t.app.b.def.Name, t.app.scope, c.unit, us.spent, us.reserved))
 			}
 		}
 	}
 }
 
-// verify checks that the balances an event recorded are the fold's.
-func (s *State) verify(seq uint64, views []events.InstanceView) {
-	for _, v := range views {
-		k := instKey{budget: budgetKey(v.Pattern, v.Budget), scope: v.Scope, period: v.Period}
+// verify checks that the balances an event recorded are the fold's. ts are
+// the targets just applied, if any: the views usually name their instances
+// in the same order.
+func (s *State) verify(seq uint64, views []events.InstanceView, ts []target) {
+	for i := range views {
+		v := &views[i]
+		var in *instance
+		if i < len(ts) && ts[i].app.names(v) {
+			in = ts[i].app.in
+		} else if b := s.budgets[budgetRef{v.Pattern, v.Budget}]; b != nil {
+			in = b.instances[instRef{v.Scope, v.Period}]
+		}
 		for _, e := range v.Units {
 			u, ub := e.Unit, e.UnitBalance
-			us := s.unitOf(k, u)
+			us := unitOf(in, u)
 			if us.spent.Cmp(ub.Spent) != 0 || us.reserved.Cmp(ub.Reserved) != 0 {
 				panic(fmt.Sprintf("enforcer: seq %d: %s %s %s: fold has spent %s reserved %s, event says spent %s reserved %s",
 					seq, v.Budget, v.Scope, u, us.spent, us.reserved, ub.Spent, ub.Reserved))
@@ -195,14 +219,53 @@ func (s *State) verify(seq uint64, views []events.InstanceView) {
 	}
 }
 
+// names reports whether v is a view of a's instance.
+func (a *applicable) names(v *events.InstanceView) bool {
+	return a.in != nil && a.scope == v.Scope && a.period == v.Period && a.b.def.Name == v.Budget && a.b.def.Scope == v.Pattern
+}
+
 func (s *State) mustEqual(seq uint64, what, got, want string) {
 	if got != want {
 		panic(fmt.Sprintf("enforcer: seq %d: %s is %q, event says %q", seq, what, got, want))
 	}
 }
 
+// mustBeExpired checks an event's claim that a reservation had expired
+// (a late commit, a release after expiry) against the state; the opposite
+// claim is closeOpen's to check.
+func (s *State) mustBeExpired(seq uint64, r *reservation, claimed bool) {
+	if claimed && r.status != events.StatusExpired {
+		panic(fmt.Sprintf("enforcer: seq %d: reservation %s is %s, event says expired %t", seq, r.id, r.status, claimed))
+	}
+}
+
+// exists reports whether reservation id is open or still retained.
+func (s *State) exists(id string) bool {
+	if _, ok := s.open[id]; ok {
+		return true
+	}
+	return s.closed.get(s.idKey(id)) != nil
+}
+
+// reservation returns the open or retained reservation id; a closed one is
+// a copy, decoded.
+func (s *State) reservation(id string) (*reservation, bool) {
+	if r, ok := s.open[id]; ok {
+		return r, true
+	}
+	if rec := s.closed.get(s.idKey(id)); rec != nil {
+		return s.readClosed(rec), true
+	}
+	return nil, false
+}
+
+func (s *State) idKey(id string) []byte {
+	s.scratch.key = append(s.scratch.key[:0], id...)
+	return s.scratch.key
+}
+
 func (s *State) mustReservation(seq uint64, id string) *reservation {
-	r, ok := s.reservations[id]
+	r, ok := s.reservation(id)
 	if !ok {
 		panic(fmt.Sprintf("enforcer: seq %d refers to unknown reservation %s", seq, id))
 	}
@@ -213,7 +276,8 @@ func (s *State) closeOpen(r *reservation) {
 	if r.status != events.StatusOpen {
 		panic(fmt.Sprintf("enforcer: reservation %s closed twice", r.id))
 	}
-	s.open--
+	heap.Remove(&s.expiries, r.heapIdx)
+	delete(s.open, r.id)
 }
 
 // retire marks a reservation closed and keeps it for the retention window
@@ -221,12 +285,14 @@ func (s *State) closeOpen(r *reservation) {
 func (s *State) retire(r *reservation, st events.ReservationStatus, seq uint64, at time.Time) {
 	r.status = st
 	r.closedAt = at
-	s.closed.push(queueItem{id: r.id, seq: seq, at: at})
+	s.scratch.val = appendClosed(s.scratch.val[:0], r)
+	s.closed.put(s.idKey(r.id), s.scratch.val, seq, stampOf(at))
 }
 
-func (s *State) remember(k idemKey, e idemEntry) {
-	s.idem[k] = e
-	s.idemOrder.push(queueItem{k: k, seq: e.seq, at: e.at})
+func (s *State) remember(root string, op events.Op, key, hash string, seq uint64, at time.Time) {
+	s.scratch.key = idemKey(s.scratch.key[:0], root, op, key)
+	s.scratch.val = appendHash(s.scratch.val[:0], hash)
+	s.idem.put(s.scratch.key, s.scratch.val, seq, stampOf(at))
 }
 
 // beyondWindow reports whether something remembered at at is forgotten at
@@ -239,25 +305,25 @@ func (s *State) beyondWindow(at, now time.Time) bool {
 // or the count bounds, oldest first. Driven by event time only, so replay
 // forgets exactly what the live state forgot.
 func (s *State) forget(now time.Time) {
-	horizon := now.Add(-s.cfg.IdempotencyWindow)
-	for s.idemOrder.len() > 0 {
-		it := s.idemOrder.front()
-		if !it.at.Before(horizon) && len(s.idem) <= s.cfg.MaxIdempotencyKeys {
+	horizon := stampOf(now.Add(-s.cfg.IdempotencyWindow))
+	for r := s.idem.front(); r != nil; r = s.idem.front() {
+		if !r.at.before(horizon) && s.idem.len() <= s.cfg.MaxIdempotencyKeys {
 			break
 		}
-		s.idemOrder.pop()
-		if e, ok := s.idem[it.k]; ok && e.seq == it.seq {
-			delete(s.idem, it.k)
+		if s.idem.current(r) == r {
+			s.idem.unindex(r)
 		}
+		s.idem.pop()
 	}
-	for s.closed.len() > 0 {
-		it := s.closed.front()
-		if !it.at.Before(horizon) && len(s.reservations)-s.open <= s.cfg.MaxClosedReservations {
+	for r := s.closed.front(); r != nil; r = s.closed.front() {
+		if !r.at.before(horizon) && s.closed.len() <= s.cfg.MaxClosedReservations {
 			break
+		}
+		// A record is the reservation's if it closed it last, or at the
+		// same time (an expiry and a late commit at one instant).
+		if cur := s.closed.current(r); cur != nil && cur.at == r.at {
+			s.closed.unindex(cur)
 		}
 		s.closed.pop()
-		if r, ok := s.reservations[it.id]; ok && r.status != events.StatusOpen && r.closedAt.Equal(it.at) {
-			delete(s.reservations, it.id)
-		}
 	}
 }

@@ -123,13 +123,14 @@ func (s *State) admit(cmd Command, scope string, op events.Op, key string, req a
 // lookupKey checks a mutating request's idempotency key. It returns a
 // decision to give at once (a duplicate or a conflict), or ok to proceed.
 func (s *State) lookupKey(cmd Command, key, hash string, now time.Time) (Decision, bool) {
-	e, ok := s.idem[idemKey{root: cmd.Root, op: cmd.Op, key: key}]
-	if !ok || s.beyondWindow(e.at, now) {
+	s.scratch.key = idemKey(s.scratch.key[:0], cmd.Root, cmd.Op, key)
+	e := s.idem.get(s.scratch.key)
+	if e == nil || e.at.before(stampOf(now.Add(-s.cfg.IdempotencyWindow))) {
 		// Beyond the window the key is forgotten, whether or not an event
 		// has been applied since to drop it from memory.
 		return Decision{}, true
 	}
-	if e.hash != hash {
+	if !hashEqual(s.idem.value(e), hash) {
 		return Decision{Err: &events.Error{Code: events.CodeIdempotencyConflict,
 			Message: fmt.Sprintf("idempotency_key %q was used for a different %s request", key, cmd.Op),
 			Details: map[string]any{"event_seq": e.seq}}}, false
@@ -139,16 +140,54 @@ func (s *State) lookupKey(cmd Command, key, hash string, now time.Time) (Decisio
 
 // change is a delta to one unit of one instance.
 type change struct {
-	unit          string
-	reserved      events.Amount
-	spent         events.Amount
-	noHoldRelease bool
+	unit     string
+	reserved events.Amount
+	spent    events.Amount
 }
 
 // target is an instance and the changes a decision makes to it.
 type target struct {
 	app     applicable
 	changes []change
+	held    []string // for a reservation's hold: the units it holds
+}
+
+// scratch holds buffers that decisions and applies reuse.
+type scratch struct {
+	apps    []applicable
+	targets [2][]target
+	changes [2][]change
+	units   []string
+	key     []byte
+	val     []byte
+}
+
+// targets returns n zeroed targets and m changes to share among them from
+// scratch buffer set slot (0, or 1 for a second option's evaluation while
+// the first one's is kept).
+func (s *State) targets(slot, n, m int) ([]target, []change) {
+	ts, cs := s.scratch.targets[slot], s.scratch.changes[slot]
+	if cap(ts) < n {
+		ts = make([]target, n)
+	}
+	if cap(cs) < m {
+		cs = make([]change, m)
+	}
+	ts, cs = ts[:n], cs[:m]
+	clear(ts)
+	s.scratch.targets[slot], s.scratch.changes[slot] = ts, cs
+	return ts, cs
+}
+
+// sortedUnits returns the units of m in byte order, in a scratch buffer.
+func (s *State) sortedUnits(m events.Amounts) []string {
+	us := s.scratch.units[:0]
+	for u := range m {
+		us = append(us, u)
+	}
+	slices.Sort(us)
+	s.scratch.units = us
+	return us
 }
 
 func (t *target) delta(u string) (res, spent events.Amount) {
@@ -162,7 +201,7 @@ func (t *target) delta(u string) (res, spent events.Amount) {
 
 // after returns the unit's state after the target's changes.
 func (s *State) after(t *target, u string) unitState {
-	us := s.unitOf(t.app.key, u)
+	us := unitOf(t.app.in, u)
 	r, sp := t.delta(u)
 	if !r.IsZero() {
 		us.reserved = us.reserved.Add(r)
@@ -176,20 +215,38 @@ func (s *State) after(t *target, u string) unitState {
 // views renders the instances after the targets' changes.
 func (s *State) views(ts []target) []events.InstanceView {
 	out := make([]events.InstanceView, len(ts))
+	// One allocation each for all units and period ends of the views.
+	n, ends := 0, 0
 	for i := range ts {
-		out[i] = s.viewOf(&ts[i])
+		n += len(ts[i].app.b.def.Limits)
+		if ts[i].app.b.def.Period != events.PeriodNone {
+			ends++
+		}
+	}
+	units := make(events.UnitBalances, 0, n)
+	var endBuf []time.Time
+	if ends > 0 {
+		endBuf = make([]time.Time, 0, ends)
+	}
+	for i := range ts {
+		var end *time.Time
+		if ts[i].app.b.def.Period != events.PeriodNone {
+			endBuf = append(endBuf, ts[i].app.win.End)
+			end = &endBuf[len(endBuf)-1]
+		}
+		k := len(ts[i].app.b.def.Limits)
+		out[i] = s.viewOf(&ts[i], units[len(units):len(units):len(units)+k], end)
+		units = units[:len(units)+k]
 	}
 	return out
 }
 
-func (s *State) viewOf(t *target) events.InstanceView {
+// viewOf renders t's instance into units (empty, with room for every unit
+// the budget limits); end is its period's end, nil without a period.
+func (s *State) viewOf(t *target, units events.UnitBalances, end *time.Time) events.InstanceView {
 	b := t.app.b
-	v := events.InstanceView{Budget: b.def.Name, Pattern: b.def.Scope, Scope: t.app.key.scope,
-		Period: t.app.key.period, Mode: b.def.Mode, Units: make(events.UnitBalances, 0, len(b.def.Limits))}
-	if b.def.Period != events.PeriodNone {
-		end := t.app.win.End
-		v.PeriodEnd = &end
-	}
+	v := events.InstanceView{Budget: b.def.Name, Pattern: b.def.Scope, Scope: t.app.scope,
+		Period: t.app.period, Mode: b.def.Mode, Units: units, PeriodEnd: end}
 	for _, u := range b.units {
 		us := s.after(t, u)
 		limit, _ := limitOf(b, us, u)
@@ -211,7 +268,7 @@ func (s *State) checkRange(ts []target) *events.Error {
 			if !us.spent.InRange() || !us.reserved.InRange() || !us.spent.Add(us.reserved).InRange() {
 				return events.Errorf(events.CodeInvalidRequest,
 					"%s: the balance of budget %q on %s would exceed %d significant digits",
-					c.unit, ts[i].app.b.def.Name, ts[i].app.key.scope, events.MaxSignificantDigits)
+					c.unit, ts[i].app.b.def.Name, ts[i].app.scope, events.MaxSignificantDigits)
 			}
 		}
 	}
@@ -240,22 +297,22 @@ type alertAt struct {
 	unit string
 }
 
-// evaluate checks amounts against every applicable instance (DESIGN §2).
-func (s *State) evaluate(apps []applicable, amounts events.Amounts, prio events.Priority) evaluation {
-	units := events.SortedUnits(amounts)
-	ev := evaluation{targets: make([]target, len(apps))}
-	backing := make([]change, 0, len(apps)*len(units))
+// evaluate checks amounts against every applicable instance (DESIGN §2),
+// with the targets in scratch buffer set slot.
+func (s *State) evaluate(apps []applicable, amounts events.Amounts, prio events.Priority, slot int) evaluation {
+	units := s.sortedUnits(amounts)
+	ts, backing := s.targets(slot, len(apps), len(apps)*len(units))
+	ev := evaluation{targets: ts}
 	for i, a := range apps {
 		ev.targets[i].app = a
-		ev.targets[i].changes = backing[len(backing) : len(backing) : len(backing)+len(units)]
-		backing = backing[:len(backing)+len(units)]
+		ev.targets[i].changes, backing = backing[:0:len(units)], backing[len(units):]
 		for _, u := range units {
 			if _, ok := a.b.def.Limits[u]; !ok {
 				continue
 			}
 			amt := amounts[u]
 			ev.targets[i].changes = append(ev.targets[i].changes, change{unit: u, reserved: amt})
-			us := s.unitOf(a.key, u)
+			us := unitOf(a.in, u)
 			limit, _ := limitOf(a.b, us, u)
 			used := us.spent.Add(us.reserved)
 			need := used.Add(amt)
@@ -266,7 +323,7 @@ func (s *State) evaluate(apps []applicable, amounts events.Amounts, prio events.
 			avail := events.Max(events.Zero, capa.Sub(used))
 			if a.b.def.Mode == events.ModeShadow {
 				ev.shadow = append(ev.shadow, events.ShadowDenial{Budget: a.b.def.Name, Pattern: a.b.def.Scope,
-					Scope: a.key.scope, Period: a.key.period, Unit: u, Requested: amt, Available: avail,
+					Scope: a.scope, Period: a.period, Unit: u, Requested: amt, Available: avail,
 					Overage: need.Sub(capa)})
 				ev.denied = append(ev.denied, alertAt{t: i, unit: u})
 				continue
@@ -277,7 +334,7 @@ func (s *State) evaluate(apps []applicable, amounts events.Amounts, prio events.
 					code = events.DenialBudgetExhausted
 				}
 				ev.denial = &events.Denial{Code: code, Budget: a.b.def.Name, Pattern: a.b.def.Scope,
-					Scope: a.key.scope, Period: a.key.period, Unit: u, Requested: amt, Available: avail}
+					Scope: a.scope, Period: a.period, Unit: u, Requested: amt, Available: avail}
 				ev.denied = append(ev.denied, alertAt{t: i, unit: u})
 			}
 		}
@@ -294,17 +351,23 @@ func (s *State) decideReserve(cmd Command, req *events.ReserveRequest, now time.
 		if d, ok := s.lookupKey(cmd, req.IdempotencyKey, hash, now); !ok {
 			return d
 		}
-		if s.open >= s.cfg.MaxOpenReservations {
+		if len(s.open) >= s.cfg.MaxOpenReservations {
 			return fail(events.CodeUnavailable, "partition %d holds %d open reservations, its limit; retry after some are committed or released",
-				s.cfg.Partition, s.open)
+				s.cfg.Partition, len(s.open))
 		}
 	}
-	apps := s.applicableAt(req.Scope, now, nil)
-	opts := req.EffectiveOptions()
+	apps := s.applicableAt(req.Scope, now, s.scratch.apps[:0])
+	s.scratch.apps = apps
 	prio := req.EffectivePriority()
 	var first evaluation
-	for i, o := range opts {
-		ev := s.evaluate(apps, o.Amounts, prio)
+	// The options, without building a list for a request of amounts.
+	nopts := max(len(req.Options), 1)
+	for i := range nopts {
+		o := events.Option{Amounts: req.Amounts}
+		if req.Options != nil {
+			o = req.Options[i]
+		}
+		ev := s.evaluate(apps, o.Amounts, prio, min(i, 1))
 		if i == 0 {
 			first = ev
 		}
@@ -330,6 +393,7 @@ func (s *State) decideReserve(cmd Command, req *events.ReserveRequest, now time.
 		return Decision{Events: evs}
 	}
 	// Denied: nothing is reserved anywhere; the instances show the state as is.
+	opts := req.EffectiveOptions()
 	cur := make([]target, len(apps))
 	for i, a := range apps {
 		cur[i].app = a
@@ -381,11 +445,11 @@ func (s *State) appendAlerts(evs []events.Event, root string, now time.Time, ts 
 					break // thresholds increase: none further is reached
 				}
 				name := th.String()
-				if s.fired(t.app.key, c.unit, name) {
+				if t.app.in != nil && t.app.in.hasFired(c.unit, name) {
 					continue
 				}
 				evs = append(evs, s.event(root, now, events.ThresholdCrossed{Budget: b.def.Name, Pattern: b.def.Scope,
-					Scope: t.app.key.scope, Period: t.app.key.period, Mode: b.def.Mode, Unit: c.unit,
+					Scope: t.app.scope, Period: t.app.period, Mode: b.def.Mode, Unit: c.unit,
 					Threshold: name, Limit: limit, Spent: us.spent, Reserved: us.reserved}))
 			}
 		}
@@ -396,64 +460,69 @@ func (s *State) appendAlerts(evs []events.Event, root string, now time.Time, ts 
 func (s *State) appendDenialAlerts(evs []events.Event, root string, now time.Time, ts []target, denied []alertAt) []events.Event {
 	for _, d := range denied {
 		t := &ts[d.t]
-		if s.fired(t.app.key, d.unit, events.ThresholdKindDenied) {
+		if t.app.in != nil && t.app.in.hasFired(d.unit, events.ThresholdKindDenied) {
 			continue
 		}
-		us := s.unitOf(t.app.key, d.unit)
+		us := unitOf(t.app.in, d.unit)
 		limit, _ := limitOf(t.app.b, us, d.unit)
 		evs = append(evs, s.event(root, now, events.ThresholdCrossed{Budget: t.app.b.def.Name, Pattern: t.app.b.def.Scope,
-			Scope: t.app.key.scope, Period: t.app.key.period, Mode: t.app.b.def.Mode, Unit: d.unit,
+			Scope: t.app.scope, Period: t.app.period, Mode: t.app.b.def.Mode, Unit: d.unit,
 			Threshold: events.ThresholdKindDenied, Limit: limit, Spent: us.spent, Reserved: us.reserved}))
 	}
 	return evs
 }
 
-func (s *State) fired(k instKey, unit, threshold string) bool {
-	in, ok := s.instances[k]
-	if !ok {
-		return false
-	}
-	_, ok = in.fired[firedKey{unit, threshold}]
-	return ok
-}
-
 // holdTargets turns a reservation's holds into targets on the instances
-// that still exist (an instance disappears with its budget).
-func (s *State) holdTargets(r *reservation) []target {
-	ts := make([]target, 0, len(r.holds))
+// that still exist (an instance disappears with its budget), with room for
+// extra changes each beyond the units it holds.
+func (s *State) holdTargets(r *reservation, extra int) ([]target, []change) {
+	m := 0
 	for _, h := range r.holds {
-		in, ok := s.instances[h.key]
-		if !ok {
-			continue
-		}
-		ts = append(ts, target{app: applicable{b: in.b, key: h.key, win: in.win}})
+		m += len(h.units) + extra
 	}
-	return ts
-}
-
-// holdOf returns the units r holds on instance k.
-func (s *State) holdOf(r *reservation, k instKey) []string {
+	ts, cs := s.targets(0, len(r.holds), m)
+	ts = ts[:0]
 	for _, h := range r.holds {
-		if h.key == k {
-			return h.units
+		in := h.in
+		if in == nil {
+			if in = h.b.instances[instRef{h.scope, h.period}]; in == nil {
+				continue
+			}
 		}
+		k := len(h.units) + extra
+		ts = append(ts, target{app: applicable{b: in.b, in: in, scope: h.scope, period: h.period, win: in.win},
+			held: h.units, changes: cs[:0:k]})
+		cs = cs[k:]
 	}
-	return nil
+	return ts, cs
 }
 
 // commitTargets computes the changes of a commit: the hold is freed (unless
 // it already expired) and the actual is charged in full to every instance
 // recorded at grant time, for each unit it held or limits.
 func (s *State) commitTargets(r *reservation, actual events.Amounts, late bool) []target {
-	ts := s.holdTargets(r)
-	units := events.SortedUnits(actual)
+	units := s.sortedUnits(actual)
+	ts, _ := s.holdTargets(r, len(units))
 	for i := range ts {
 		t := &ts[i]
-		held := s.holdOf(r, t.app.key)
-		for _, u := range union(held, units) {
-			_, limited := t.app.b.def.Limits[u]
-			_, isHeld := slices.BinarySearch(held, u)
-			if !limited && !isHeld {
+		held := t.held
+		// The union of held and units, both in byte order, in order.
+		for h, a := 0, 0; h < len(held) || a < len(units); {
+			var u string
+			isHeld := false
+			switch {
+			case a == len(units) || h < len(held) && held[h] < units[a]:
+				u, isHeld = held[h], true
+				h++
+			case h == len(held) || units[a] < held[h]:
+				u = units[a]
+				a++
+			default:
+				u, isHeld = held[h], true
+				h++
+				a++
+			}
+			if _, limited := t.app.b.def.Limits[u]; !limited && !isHeld {
 				continue
 			}
 			c := change{unit: u, spent: actual[u]}
@@ -466,17 +535,11 @@ func (s *State) commitTargets(r *reservation, actual events.Amounts, late bool) 
 	return ts
 }
 
-func union(a, b []string) []string {
-	out := append(slices.Clone(a), b...)
-	slices.Sort(out)
-	return slices.Compact(out)
-}
-
 // releaseTargets frees a reservation's hold.
 func (s *State) releaseTargets(r *reservation) []target {
-	ts := s.holdTargets(r)
+	ts, _ := s.holdTargets(r, 0)
 	for i := range ts {
-		for _, u := range s.holdOf(r, ts[i].app.key) {
+		for _, u := range ts[i].held {
 			ts[i].changes = append(ts[i].changes, change{unit: u, reserved: r.amounts[u].Neg()})
 		}
 	}
@@ -499,7 +562,7 @@ func (s *State) overLimit(ts []target) []events.OverLimit {
 			}
 			if over := us.spent.Add(us.reserved).Sub(limit); over.Sign() > 0 {
 				out = append(out, events.OverLimit{Budget: t.app.b.def.Name, Pattern: t.app.b.def.Scope,
-					Scope: t.app.key.scope, Period: t.app.key.period, Unit: c.unit, Over: over})
+					Scope: t.app.scope, Period: t.app.period, Unit: c.unit, Over: over})
 			}
 		}
 	}
@@ -508,7 +571,7 @@ func (s *State) overLimit(ts []target) []events.OverLimit {
 
 // reservationFor finds a reservation of the subject's root.
 func (s *State) reservationFor(cmd Command, id string, now time.Time) (*reservation, *events.Error) {
-	r, ok := s.reservations[id]
+	r, ok := s.reservation(id)
 	if ok && r.status != events.StatusOpen && s.beyondWindow(r.closedAt, now) {
 		ok = false // forgotten, as forget does at the next Apply
 	}
@@ -575,7 +638,8 @@ func (s *State) decideRelease(cmd Command, req *events.ReleaseRequest, now time.
 		return closedErr(r)
 	case events.StatusExpired:
 		data.AlreadyExpired = true
-		data.Instances = s.views(s.holdTargets(r))
+		ts, _ := s.holdTargets(r, 0)
+		data.Instances = s.views(ts)
 	default:
 		data.Released = r.amounts.Clone()
 		data.Instances = s.views(s.releaseTargets(r))
@@ -607,10 +671,11 @@ func (s *State) decideExtend(cmd Command, req *events.ExtendRequest, now time.Ti
 
 // chargeTargets charges amounts to every applicable instance that limits the unit.
 func (s *State) chargeTargets(apps []applicable, amounts events.Amounts) []target {
-	units := events.SortedUnits(amounts)
-	ts := make([]target, len(apps))
+	units := s.sortedUnits(amounts)
+	ts, cs := s.targets(0, len(apps), len(apps)*len(units))
 	for i, a := range apps {
 		ts[i].app = a
+		ts[i].changes, cs = cs[:0:len(units)], cs[len(units):]
 		for _, u := range units {
 			if _, ok := a.b.def.Limits[u]; ok {
 				ts[i].changes = append(ts[i].changes, change{unit: u, spent: amounts[u]})
@@ -625,7 +690,8 @@ func (s *State) decideCharge(cmd Command, req *events.ChargeRequest, now time.Ti
 	if stop != nil {
 		return *stop
 	}
-	ts := s.chargeTargets(s.applicableAt(req.Scope, now, nil), req.Amounts)
+	s.scratch.apps = s.applicableAt(req.Scope, now, s.scratch.apps[:0])
+	ts := s.chargeTargets(s.scratch.apps, req.Amounts)
 	if e := s.checkRange(ts); e != nil {
 		return Decision{Err: e}
 	}
@@ -639,9 +705,9 @@ func (s *State) decideBalance(cmd Command, req *events.BalanceRequest, now time.
 	if e := s.checkRoot(cmd, req.Scope, "scope"); e != nil {
 		return Decision{Err: e}
 	}
-	apps := s.applicableAt(req.Scope, now, nil)
-	ts := make([]target, len(apps))
-	for i, a := range apps {
+	s.scratch.apps = s.applicableAt(req.Scope, now, s.scratch.apps[:0])
+	ts, _ := s.targets(0, len(s.scratch.apps), 0)
+	for i, a := range s.scratch.apps {
 		ts[i].app = a
 	}
 	return Decision{Result: events.BalanceResult{Scope: req.Scope, Instances: s.views(ts)}}
@@ -668,7 +734,7 @@ func (s *State) decideBudgetSet(cmd Command, req *events.BudgetSetRequest, now t
 	if d, ok := s.lookupKey(cmd, req.IdempotencyKey, hash, now); !ok {
 		return d
 	}
-	if _, exists := s.budgets[budgetKey(def.Scope, def.Name)]; !exists && len(s.byRoot[cmd.Root]) >= s.cfg.MaxBudgetsPerRoot {
+	if _, exists := s.budgets[budgetRef{def.Scope, def.Name}]; !exists && len(s.byRoot[cmd.Root]) >= s.cfg.MaxBudgetsPerRoot {
 		return fail(events.CodeInvalidRequest, "root %q already has %d budgets, the limit", cmd.Root, s.cfg.MaxBudgetsPerRoot)
 	}
 	data := events.BudgetSet{Mutation: events.Mutation{IdempotencyKey: req.IdempotencyKey, RequestHash: hash}, Budget: def}
@@ -679,7 +745,7 @@ func (s *State) budgetFor(cmd Command, ref *events.BudgetRef) (*budget, *events.
 	if e := s.checkRoot(cmd, ref.Scope, "scope"); e != nil {
 		return nil, e
 	}
-	b, ok := s.budgets[budgetKey(ref.Scope, ref.Name)]
+	b, ok := s.budgets[budgetRef{ref.Scope, ref.Name}]
 	if !ok {
 		return nil, &events.Error{Code: events.CodeNotFound, Message: fmt.Sprintf("no budget %q on scope %q", ref.Name, ref.Scope),
 			Details: map[string]any{"field": "name"}}
@@ -766,13 +832,13 @@ func (s *State) decideBudgetAdjust(cmd Command, req *events.BudgetAdjustRequest,
 			Message: fmt.Sprintf("no budget %q applies to scope %q itself", req.Name, req.Scope), Details: map[string]any{"field": "name"}}}
 	}
 	w := b.windowOf(now)
-	t := target{app: applicable{b: b, key: instKey{budget: b.key, scope: req.Scope, period: w.Key}, win: w}}
+	t := target{app: applicable{b: b, in: b.instances[instRef{req.Scope, w.Key}], scope: req.Scope, period: w.Key, win: w}}
 	for _, u := range events.SortedUnits(req.Delta) {
 		if _, ok := b.def.Limits[u]; !ok {
 			return Decision{Err: &events.Error{Code: events.CodeInvalidRequest,
 				Message: fmt.Sprintf("delta.%s: budget %q does not limit %s", u, b.def.Name, u), Details: map[string]any{"field": "delta." + u}}}
 		}
-		us := s.unitOf(t.app.key, u)
+		us := unitOf(t.app.in, u)
 		limit, _ := limitOf(b, us, u)
 		nl := limit.Add(req.Delta[u].Amount)
 		if nl.Sign() < 0 {
@@ -791,7 +857,7 @@ func (s *State) decideBudgetAdjust(cmd Command, req *events.BudgetAdjustRequest,
 }
 
 func (s *State) adjustedView(t target, delta events.SignedAmounts) events.InstanceView {
-	v := s.viewOf(&t)
+	v := s.views([]target{t})[0]
 	for i, e := range v.Units {
 		if d, ok := delta[e.Unit]; ok {
 			v.Units[i].Limit = e.Limit.Add(d.Amount)
@@ -803,45 +869,34 @@ func (s *State) adjustedView(t target, delta events.SignedAmounts) events.Instan
 
 func (s *State) decideExpire(now time.Time) Decision {
 	var evs []events.Event
-	// Take the due entries off the heap and put them back afterwards: the
-	// index is unchanged, only stale entries are dropped for good.
-	var due []expiryEntry
-	seen := map[string]bool{}
-	freed := map[instKey]map[string]events.Amount{}
-	for len(due) < MaxExpiriesPerTick {
-		at, ok := s.NextExpiry()
-		if !ok || at.After(now) {
-			break
-		}
-		e := heap.Pop(&s.expiries).(expiryEntry)
-		if seen[e.id] {
-			// A second entry for the same expiry (an extend that set the
-			// same expires_at): one reservation expires once.
-			continue
-		}
-		seen[e.id] = true
-		due = append(due, e)
-		r := s.reservations[e.id]
+	// Take the due reservations off the heap and put them back afterwards:
+	// the order is unchanged.
+	var due []*reservation
+	freed := map[*instance]map[string]events.Amount{}
+	for len(due) < MaxExpiriesPerTick && len(s.expiries) > 0 && !s.expiries[0].expiresAt.After(now) {
+		r := heap.Pop(&s.expiries).(*reservation)
+		due = append(due, r)
 		// The expiries of one tick are applied in order: each event's
 		// balances include what the earlier ones freed.
 		ts := s.releaseTargets(r)
 		for i := range ts {
-			ts[i].changes = addPrior(ts[i].changes, freed[ts[i].app.key])
+			ts[i].changes = addPrior(ts[i].changes, freed[ts[i].app.in])
 		}
 		data := events.ReservationExpired{ReservationID: r.id, Scope: r.scope, Released: r.amounts.Clone(),
 			Instances: s.views(ts)}
 		evs = append(evs, s.event(r.root, now, data))
-		for _, h := range r.holds {
-			if freed[h.key] == nil {
-				freed[h.key] = map[string]events.Amount{}
+		for i := range ts {
+			in := ts[i].app.in
+			if freed[in] == nil {
+				freed[in] = map[string]events.Amount{}
 			}
-			for _, u := range h.units {
-				freed[h.key][u] = freed[h.key][u].Sub(r.amounts[u])
+			for _, u := range ts[i].held {
+				freed[in][u] = freed[in][u].Sub(r.amounts[u])
 			}
 		}
 	}
-	for _, e := range due {
-		heap.Push(&s.expiries, e)
+	for _, r := range due {
+		heap.Push(&s.expiries, r)
 	}
 	return Decision{Events: evs}
 }

@@ -88,30 +88,52 @@ func (s *State) Snapshot() []byte {
 	sn := snapshot{V: SnapshotVersion, Partition: s.cfg.Partition, LastSeq: s.lastSeq, LastAt: s.lastAt, ClaimedBy: s.claimedBy,
 		Budgets: []events.Budget{}, Instances: []snapInstance{}, Reservations: []snapReservation{},
 		Closed: []snapQueued{}, Idempotency: []snapIdem{}}
-	for _, k := range sortedKeysOf(s.budgets) {
-		sn.Budgets = append(sn.Budgets, s.budgets[k].def)
+	budgets := make([]*budget, 0, len(s.budgets))
+	for _, b := range s.budgets {
+		budgets = append(budgets, b)
 	}
-	keys := make([]instKey, 0, len(s.instances))
-	for k := range s.instances {
-		keys = append(keys, k)
+	slices.SortFunc(budgets, func(x, y *budget) int { return strings.Compare(x.key, y.key) })
+	for _, b := range budgets {
+		sn.Budgets = append(sn.Budgets, b.def)
 	}
-	slices.SortFunc(keys, cmpInstKey)
-	for _, k := range keys {
-		in := s.instances[k]
-		si := snapInstance{Budget: k.budget, Scope: k.scope, Period: k.period, Start: in.win.Start, End: in.win.End,
-			Units: []snapUnit{}, Fired: []string{}}
-		for _, u := range sortedKeysOf(in.units) {
-			us := in.units[u]
-			si.Units = append(si.Units, snapUnit{Unit: u, Spent: us.spent, Reserved: us.reserved, Adjust: events.Signed{Amount: us.adjust}})
+	// Instances in (budget key, scope, period) order.
+	for _, b := range budgets {
+		ins := make([]*instance, 0, len(b.instances))
+		for _, in := range b.instances {
+			ins = append(ins, in)
 		}
-		for f := range in.fired {
-			si.Fired = append(si.Fired, f.unit+"\x00"+f.threshold)
+		slices.SortFunc(ins, func(x, y *instance) int {
+			if c := strings.Compare(x.scope, y.scope); c != 0 {
+				return c
+			}
+			return strings.Compare(x.period, y.period)
+		})
+		for _, in := range ins {
+			si := snapInstance{Budget: b.key, Scope: in.scope, Period: in.period, Start: in.win.Start, End: in.win.End,
+				Units: make([]snapUnit, 0, len(in.units)), Fired: make([]string, 0, len(in.fired))}
+			for _, us := range in.units {
+				si.Units = append(si.Units, snapUnit{Unit: us.unit, Spent: us.spent, Reserved: us.reserved, Adjust: events.Signed{Amount: us.adjust}})
+			}
+			slices.SortFunc(si.Units, func(x, y snapUnit) int { return strings.Compare(x.Unit, y.Unit) })
+			for _, f := range in.fired {
+				si.Fired = append(si.Fired, f.unit+"\x00"+f.threshold)
+			}
+			slices.Sort(si.Fired)
+			sn.Instances = append(sn.Instances, si)
 		}
-		slices.Sort(si.Fired)
-		sn.Instances = append(sn.Instances, si)
 	}
-	for _, id := range sortedKeysOf(s.reservations) {
-		r := s.reservations[id]
+	// Reservations, open and retained, by id.
+	rs := make([]*reservation, 0, len(s.open)+s.closed.len())
+	for _, r := range s.open {
+		rs = append(rs, r)
+	}
+	for pos := s.closed.head; pos < s.closed.tail; pos++ {
+		if rec := s.closed.at(pos); s.closed.current(rec) == rec {
+			rs = append(rs, s.readClosed(rec))
+		}
+	}
+	slices.SortFunc(rs, func(x, y *reservation) int { return strings.Compare(x.id, y.id) })
+	for _, r := range rs {
 		sr := snapReservation{ID: r.id, Root: r.root, Scope: r.scope, Amounts: r.amounts, Priority: r.priority,
 			Option: r.option, Label: r.label, Labels: r.labels, ExpiresAt: r.expiresAt, Status: r.status,
 			ClosedAt: r.closedAt, Holds: []snapHold{}}
@@ -120,20 +142,21 @@ func (s *State) Snapshot() []byte {
 			for _, u := range h.units {
 				units[u] = r.amounts[u]
 			}
-			sr.Holds = append(sr.Holds, snapHold{Budget: h.key.budget, Scope: h.key.scope, Period: h.key.period, Units: units})
+			sr.Holds = append(sr.Holds, snapHold{Budget: h.b.key, Scope: h.scope, Period: h.period, Units: units})
 		}
 		sn.Reservations = append(sn.Reservations, sr)
 	}
-	for i := s.closed.head; i < len(s.closed.items); i++ {
-		it := s.closed.items[i]
-		if r, ok := s.reservations[it.id]; ok && r.status != events.StatusOpen && r.closedAt.Equal(it.at) {
-			sn.Closed = append(sn.Closed, snapQueued{ID: it.id, Seq: it.seq, At: it.at})
+	for pos := s.closed.head; pos < s.closed.tail; pos++ {
+		rec := s.closed.at(pos)
+		if cur := s.closed.current(rec); cur != nil && cur.at == rec.at {
+			sn.Closed = append(sn.Closed, snapQueued{ID: string(s.closed.key(rec)), Seq: rec.seq, At: rec.at.time()})
 		}
 	}
-	for i := s.idemOrder.head; i < len(s.idemOrder.items); i++ {
-		it := s.idemOrder.items[i]
-		if e, ok := s.idem[it.k]; ok && e.seq == it.seq {
-			sn.Idempotency = append(sn.Idempotency, snapIdem{Root: it.k.root, Op: it.k.op, Key: it.k.key, Hash: e.hash, Seq: e.seq, At: e.at})
+	for pos := s.idem.head; pos < s.idem.tail; pos++ {
+		if rec := s.idem.at(pos); s.idem.current(rec) == rec {
+			root, op, key := parseIdemKey(s.idem.key(rec))
+			sn.Idempotency = append(sn.Idempotency, snapIdem{Root: root, Op: op, Key: key, Hash: decodeHash(s.idem.value(rec)),
+				Seq: rec.seq, At: rec.at.time()})
 		}
 	}
 	b, err := json.Marshal(sn)
@@ -163,41 +186,67 @@ func Restore(cfg Config, b []byte) (*State, error) {
 		}
 		s.putBudget(def)
 	}
+	budgetOf := func(key string) *budget {
+		pattern, name, _ := strings.Cut(key, "\x00")
+		return s.budgets[budgetRef{pattern, name}]
+	}
 	for _, si := range sn.Instances {
-		b, ok := s.budgets[si.Budget]
-		if !ok {
+		b := budgetOf(si.Budget)
+		if b == nil {
 			return nil, fmt.Errorf("enforcer: snapshot instance of unknown budget %q", si.Budget)
 		}
-		in := s.getInstance(b, instKey{budget: si.Budget, scope: si.Scope, period: si.Period},
-			events.Window{Key: si.Period, Start: si.Start.UTC(), End: si.End.UTC()})
+		in := s.getInstance(b, si.Scope, si.Period, events.Window{Key: si.Period, Start: si.Start.UTC(), End: si.End.UTC()})
 		for _, su := range si.Units {
-			in.units[su.Unit] = &unitState{spent: su.Spent, reserved: su.Reserved, adjust: su.Adjust.Amount}
+			*in.unit(su.Unit) = unitState{spent: su.Spent, reserved: su.Reserved, adjust: su.Adjust.Amount}
 		}
 		for _, f := range si.Fired {
 			u, th, _ := strings.Cut(f, "\x00")
-			in.fired[firedKey{u, th}] = struct{}{}
+			in.fire(u, th)
 		}
 	}
+	closed := map[string]*reservation{}
 	for _, sr := range sn.Reservations {
-		r := &reservation{id: sr.ID, root: sr.Root, scope: sr.Scope, amounts: sr.Amounts, priority: sr.Priority,
-			option: sr.Option, label: sr.Label, labels: sr.Labels, expiresAt: sr.ExpiresAt.UTC(), status: sr.Status,
-			closedAt: sr.ClosedAt.UTC()}
-		for _, h := range sr.Holds {
-			r.holds = append(r.holds, hold{key: instKey{budget: h.Budget, scope: h.Scope, period: h.Period}, units: events.SortedUnits(h.Units)})
+		r := &reservation{id: sr.ID, root: sr.Root, scope: sr.Scope, amounts: sr.Amounts, units: events.SortedUnits(sr.Amounts),
+			priority: sr.Priority, option: sr.Option, label: sr.Label, labels: sr.Labels, expiresAt: sr.ExpiresAt.UTC(),
+			status: sr.Status, closedAt: sr.ClosedAt.UTC()}
+		if !slices.Contains(statusCodes, r.status) {
+			return nil, fmt.Errorf("enforcer: snapshot reservation %s has status %q", r.id, r.status)
 		}
-		s.reservations[r.id] = r
+		if _, ok := s.open[r.id]; ok || closed[r.id] != nil {
+			return nil, fmt.Errorf("enforcer: snapshot has reservation %s twice", r.id)
+		}
+		for _, h := range sr.Holds {
+			b := budgetOf(h.Budget)
+			if b == nil {
+				return nil, fmt.Errorf("enforcer: snapshot reservation %s holds on unknown budget %q", r.id, h.Budget)
+			}
+			r.holds = append(r.holds, hold{b: b, scope: h.Scope, period: h.Period, in: b.instances[instRef{h.Scope, h.Period}],
+				units: events.SortedUnits(h.Units)})
+		}
 		if r.status == events.StatusOpen {
-			s.open++
-			heap.Push(&s.expiries, expiryEntry{at: r.expiresAt, id: r.id})
+			s.open[r.id] = r
+			heap.Push(&s.expiries, r)
+		} else {
+			closed[r.id] = r
 		}
 	}
+	// The closed queue: each closed reservation at least once, at the time
+	// it closed (twice when it closed twice at one instant).
 	for _, q := range sn.Closed {
-		s.closed.push(queueItem{id: q.ID, seq: q.Seq, at: q.At.UTC()})
+		r := closed[q.ID]
+		if r == nil || !r.closedAt.Equal(q.At) {
+			return nil, fmt.Errorf("enforcer: snapshot closed queue names %s at %s, not a reservation closed then", q.ID, q.At)
+		}
+		s.scratch.val = appendClosed(s.scratch.val[:0], r)
+		s.closed.put(s.idKey(r.id), s.scratch.val, q.Seq, stampOf(q.At.UTC()))
+	}
+	if s.closed.len() != len(closed) {
+		return nil, fmt.Errorf("enforcer: snapshot has %d closed reservations, %d in the closed queue", len(closed), s.closed.len())
 	}
 	for _, e := range sn.Idempotency {
-		k := idemKey{root: e.Root, op: e.Op, key: e.Key}
-		s.idem[k] = idemEntry{hash: e.Hash, seq: e.Seq, at: e.At.UTC()}
-		s.idemOrder.push(queueItem{k: k, seq: e.Seq, at: e.At.UTC()})
+		s.scratch.key = idemKey(s.scratch.key[:0], e.Root, e.Op, e.Key)
+		s.scratch.val = appendHash(s.scratch.val[:0], e.Hash)
+		s.idem.put(s.scratch.key, s.scratch.val, e.Seq, stampOf(e.At.UTC()))
 	}
 	return s, nil
 }
@@ -209,14 +258,4 @@ func sortedKeysOf[V any](m map[string]V) []string {
 	}
 	slices.Sort(out)
 	return out
-}
-
-func cmpInstKey(a, b instKey) int {
-	if c := strings.Compare(a.budget, b.budget); c != 0 {
-		return c
-	}
-	if c := strings.Compare(a.scope, b.scope); c != 0 {
-		return c
-	}
-	return strings.Compare(a.period, b.period)
 }

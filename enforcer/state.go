@@ -1,7 +1,6 @@
 package enforcer
 
 import (
-	"container/heap"
 	"fmt"
 	"slices"
 	"strings"
@@ -72,45 +71,55 @@ type State struct {
 	// claimedBy is the owner named by the last partition.claimed event.
 	claimedBy string
 
-	budgets map[string]*budget   // budgetKey(pattern, name)
+	budgets map[budgetRef]*budget
 	byRoot  map[string][]*budget // sorted by depth, pattern, name
+	byID    map[uint64]*budget   // what closed reservations' holds name
+	lastID  uint64
 
-	instances map[instKey]*instance
-	ofBudget  map[string]map[instKey]struct{}
+	open     map[string]*reservation // open reservations
+	expiries expiryHeap              // the open reservations, soonest first
+	// closed holds the closed reservations still retained, oldest first,
+	// encoded (closed.go): key the id, value the reservation.
+	closed fifo
+	// idem holds the idempotency keys, oldest first: key the
+	// (root, operation, key) triple (idemKey), value the request hash.
+	idem fifo
 
-	reservations map[string]*reservation // open, and closed ones still retained
-	open         int
-	expiries     expiryHeap
-	closed       queue // closed reservations, oldest first
-
-	idem      map[idemKey]idemEntry
-	idemOrder queue // idempotency keys, oldest first
+	// scratch is reused by every decision and apply (the state is
+	// single-threaded); no event or answer refers to it.
+	scratch scratch
 }
+
+type budgetRef struct{ pattern, name string }
 
 type budget struct {
 	def   events.Budget
 	units []string // def.Limits' units in byte order
-	key   string
+	key   string   // pattern "\x00" name, as snapshots name budgets
+	id    uint64   // unique in the state, never reused
 	depth int
 	loc   *time.Location
 	// cached window, valid for at in [win.Start, win.End)
-	win events.Window
+	win       events.Window
+	instances map[instRef]*instance
 }
 
 func budgetKey(pattern, name string) string { return pattern + "\x00" + name }
 
-type instKey struct {
-	budget string // budgetKey
-	scope  string
-	period string
-}
+type instRef struct{ scope, period string }
 
 type instance struct {
-	key   instKey
-	b     *budget
-	win   events.Window
-	units map[string]*unitState
-	fired map[firedKey]struct{}
+	b      *budget
+	scope  string
+	period string
+	win    events.Window
+	units  []unitEntry // in order of first use
+	fired  []firedKey
+}
+
+type unitEntry struct {
+	unit string
+	unitState
 }
 
 type firedKey struct{ unit, threshold string }
@@ -124,6 +133,7 @@ type reservation struct {
 	root      string
 	scope     string
 	amounts   events.Amounts
+	units     []string // amounts' units in byte order
 	priority  events.Priority
 	option    int
 	label     string
@@ -132,38 +142,32 @@ type reservation struct {
 	status    events.ReservationStatus
 	closedAt  time.Time
 	holds     []hold
+	heapIdx   int // in State.expiries while open
 }
 
 // hold is what a reservation holds on one instance: the units, in byte
 // order, that the instance limited at grant time; each holds the
-// reservation's amount of that unit.
+// reservation's amount of that unit. in is nil when the instance does not
+// exist (a hold is dropped with its budget, so only a restored snapshot
+// can name a missing instance).
 type hold struct {
-	key   instKey
-	units []string
-}
-
-type idemKey struct {
-	root string
-	op   events.Op
-	key  string
-}
-
-type idemEntry struct {
-	hash string
-	seq  uint64
-	at   time.Time
+	b      *budget
+	scope  string
+	period string
+	in     *instance
+	units  []string
 }
 
 // New returns the empty state of a partition.
 func New(cfg Config) *State {
 	return &State{
-		cfg:          cfg.withDefaults(),
-		budgets:      map[string]*budget{},
-		byRoot:       map[string][]*budget{},
-		instances:    map[instKey]*instance{},
-		ofBudget:     map[string]map[instKey]struct{}{},
-		reservations: map[string]*reservation{},
-		idem:         map[idemKey]idemEntry{},
+		cfg:     cfg.withDefaults(),
+		budgets: map[budgetRef]*budget{},
+		byRoot:  map[string][]*budget{},
+		byID:    map[uint64]*budget{},
+		open:    map[string]*reservation{},
+		closed:  newFifo(),
+		idem:    newFifo(),
 	}
 }
 
@@ -178,18 +182,17 @@ func (s *State) ClaimedBy() string { return s.claimedBy }
 func (s *State) LastAt() time.Time { return s.lastAt }
 
 // OpenReservations is the number of open reservations.
-func (s *State) OpenReservations() int { return s.open }
+func (s *State) OpenReservations() int { return len(s.open) }
 
 // IdempotencyKeys is the number of idempotency keys remembered.
-func (s *State) IdempotencyKeys() int { return len(s.idem) }
+func (s *State) IdempotencyKeys() int { return s.idem.len() }
 
 // IdempotencyHorizon is how far back keys are remembered now: the window,
 // or less when the count bound forgot keys earlier.
 func (s *State) IdempotencyHorizon() time.Duration {
-	for i := s.idemOrder.head; i < len(s.idemOrder.items); i++ {
-		it := s.idemOrder.items[i]
-		if e, ok := s.idem[it.k]; ok && e.seq == it.seq {
-			return s.lastAt.Sub(e.at)
+	for pos := s.idem.head; pos < s.idem.tail; pos++ {
+		if r := s.idem.at(pos); s.idem.current(r) == r {
+			return s.lastAt.Sub(r.at.time())
 		}
 	}
 	return s.cfg.IdempotencyWindow
@@ -197,15 +200,10 @@ func (s *State) IdempotencyHorizon() time.Duration {
 
 // NextExpiry is the earliest expiry of an open reservation.
 func (s *State) NextExpiry() (time.Time, bool) {
-	for len(s.expiries) > 0 {
-		top := s.expiries[0]
-		r, ok := s.reservations[top.id]
-		if ok && r.status == events.StatusOpen && r.expiresAt.Equal(top.at) {
-			return top.at, true
-		}
-		heap.Pop(&s.expiries) // stale entry: closed or extended
+	if len(s.expiries) == 0 {
+		return time.Time{}, false
 	}
-	return time.Time{}, false
+	return s.expiries[0].expiresAt, true
 }
 
 // windowOf returns b's window containing at, cached.
@@ -221,12 +219,12 @@ func (b *budget) windowOf(at time.Time) events.Window {
 }
 
 func (s *State) putBudget(def events.Budget) {
-	key := budgetKey(def.Scope, def.Name)
+	ref := budgetRef{def.Scope, def.Name}
 	loc, err := events.LoadLocation(def.Timezone)
 	if err != nil {
 		panic(fmt.Sprintf("enforcer: budget %s has an unloadable time zone: %v", def.Name, err))
 	}
-	if b, ok := s.budgets[key]; ok {
+	if b, ok := s.budgets[ref]; ok {
 		if b.def.Period != def.Period || b.def.Timezone != def.Timezone {
 			b.win = events.Window{}
 		}
@@ -234,17 +232,21 @@ func (s *State) putBudget(def events.Budget) {
 		// Instances keep their adjustments (a top-up survives an edit of
 		// the budget), but a lower new limit must not leave limit +
 		// adjustments below zero: a negative limit is not an amount.
-		for k := range s.ofBudget[key] {
-			for u, us := range s.instances[k].units {
-				if l, ok := def.Limits[u]; ok && l.Add(us.adjust).Sign() < 0 {
+		for _, in := range b.instances {
+			for i := range in.units {
+				us := &in.units[i]
+				if l, ok := def.Limits[us.unit]; ok && l.Add(us.adjust).Sign() < 0 {
 					us.adjust = l.Neg()
 				}
 			}
 		}
 		return
 	}
-	b := &budget{def: def, key: key, depth: events.Depth(def.Scope), loc: loc, units: events.SortedUnits(def.Limits)}
-	s.budgets[key] = b
+	s.lastID++
+	b := &budget{def: def, key: budgetKey(def.Scope, def.Name), id: s.lastID, depth: events.Depth(def.Scope), loc: loc,
+		units: events.SortedUnits(def.Limits), instances: map[instRef]*instance{}}
+	s.budgets[ref] = b
+	s.byID[b.id] = b
 	root := events.Root(def.Scope)
 	list := append(s.byRoot[root], b)
 	slices.SortFunc(list, func(x, y *budget) int {
@@ -260,98 +262,109 @@ func (s *State) putBudget(def events.Budget) {
 }
 
 func (s *State) deleteBudget(pattern, name string) {
-	key := budgetKey(pattern, name)
-	b, ok := s.budgets[key]
+	ref := budgetRef{pattern, name}
+	b, ok := s.budgets[ref]
 	if !ok {
 		panic(fmt.Sprintf("enforcer: delete of unknown budget %s %s", pattern, name))
 	}
-	delete(s.budgets, key)
+	delete(s.budgets, ref)
+	delete(s.byID, b.id)
 	root := events.Root(pattern)
 	s.byRoot[root] = slices.DeleteFunc(s.byRoot[root], func(x *budget) bool { return x == b })
 	if len(s.byRoot[root]) == 0 {
 		delete(s.byRoot, root)
 	}
-	for k := range s.ofBudget[key] {
-		delete(s.instances, k)
-	}
-	delete(s.ofBudget, key)
 	// Holds on the deleted instances go with them: a budget set again under
 	// the same scope and name starts afresh, and a later release, expiry or
 	// commit must not free on it what was reserved on the deleted one.
-	for _, r := range s.reservations {
-		r.holds = slices.DeleteFunc(r.holds, func(h hold) bool { return h.key.budget == key })
+	// Closed reservations name the budget by its id, which is gone now:
+	// their holds on it are dropped when they are read (closed.go).
+	for _, r := range s.open {
+		r.holds = slices.DeleteFunc(r.holds, func(h hold) bool { return h.b == b })
 	}
+	b.instances = nil
 }
 
-// applicable lists the budgets that apply to a concrete scope, root to
-// leaf, within a level by pattern then name, with the instance key each
-// has at time at.
+// applicable is a budget that applies to a concrete scope, with the
+// instance it has at some time: in is nil until that instance exists.
 type applicable struct {
-	b   *budget
-	key instKey
-	win events.Window
+	b      *budget
+	in     *instance
+	scope  string
+	period string
+	win    events.Window
 }
 
+// applicableAt appends to out the budgets that apply to a concrete scope,
+// root to leaf, within a level by pattern then name, with the instance
+// each has at time at.
 func (s *State) applicableAt(scope string, at time.Time, out []applicable) []applicable {
 	list := s.byRoot[events.Root(scope)]
 	if len(list) == 0 {
 		return out
 	}
-	if out == nil {
-		out = make([]applicable, 0, len(list))
-	}
 	depth := 0
-	prefix := ""
 	for i := 0; i <= len(scope); i++ {
 		if i < len(scope) && scope[i] != '/' {
 			continue
 		}
 		depth++
-		prefix = scope[:i]
+		prefix := scope[:i]
 		for _, b := range list {
 			if b.depth != depth || !events.Matches(b.def.Scope, prefix) {
 				continue
 			}
 			w := b.windowOf(at)
-			out = append(out, applicable{b: b, key: instKey{budget: b.key, scope: prefix, period: w.Key}, win: w})
+			out = append(out, applicable{b: b, in: b.instances[instRef{prefix, w.Key}], scope: prefix, period: w.Key, win: w})
 		}
 	}
 	return out
 }
 
-// unit returns the state of unit u of an instance, or zeros if absent.
-func (s *State) unitOf(k instKey, u string) unitState {
-	if in, ok := s.instances[k]; ok {
-		if us, ok := in.units[u]; ok {
-			return *us
+// unitOf returns the state of unit u of an instance, or zeros if absent.
+func unitOf(in *instance, u string) unitState {
+	if in != nil {
+		for i := range in.units {
+			if in.units[i].unit == u {
+				return in.units[i].unitState
+			}
 		}
 	}
 	return unitState{}
 }
 
-// getInstance returns the instance for a, creating it.
-func (s *State) getInstance(b *budget, k instKey, win events.Window) *instance {
-	if in, ok := s.instances[k]; ok {
+// getInstance returns b's instance of (scope, period), creating it with
+// window win.
+func (s *State) getInstance(b *budget, scope, period string, win events.Window) *instance {
+	ref := instRef{scope, period}
+	if in, ok := b.instances[ref]; ok {
 		return in
 	}
-	in := &instance{key: k, b: b, win: win, units: map[string]*unitState{}, fired: map[firedKey]struct{}{}}
-	s.instances[k] = in
-	set := s.ofBudget[b.key]
-	if set == nil {
-		set = map[instKey]struct{}{}
-		s.ofBudget[b.key] = set
-	}
-	set[k] = struct{}{}
+	in := &instance{b: b, scope: scope, period: period, win: win}
+	b.instances[ref] = in
 	return in
 }
 
+// unit returns the state of unit u, creating it; the pointer is valid until
+// the next unit is created.
 func (in *instance) unit(u string) *unitState {
-	us, ok := in.units[u]
-	if !ok {
-		us = &unitState{}
-		in.units[u] = us
+	for i := range in.units {
+		if in.units[i].unit == u {
+			return &in.units[i].unitState
+		}
 	}
-	return us
+	in.units = append(in.units, unitEntry{unit: u})
+	return &in.units[len(in.units)-1].unitState
+}
+
+func (in *instance) hasFired(unit, threshold string) bool {
+	return slices.Contains(in.fired, firedKey{unit, threshold})
+}
+
+func (in *instance) fire(unit, threshold string) {
+	if !in.hasFired(unit, threshold) {
+		in.fired = append(in.fired, firedKey{unit, threshold})
+	}
 }
 
 // limit is the effective limit of unit u: the budget's limit plus the
@@ -364,52 +377,32 @@ func limitOf(b *budget, us unitState, u string) (events.Amount, bool) {
 	return l.Add(us.adjust), true
 }
 
-// queue is a FIFO of (key, seq) with amortised O(1) pops.
-type queue struct {
-	items []queueItem
-	head  int
-}
-
-type queueItem struct {
-	k   idemKey // for idempotency entries
-	id  string  // for closed reservations
-	seq uint64
-	at  time.Time
-}
-
-func (q *queue) push(it queueItem) { q.items = append(q.items, it) }
-func (q *queue) len() int          { return len(q.items) - q.head }
-func (q *queue) front() queueItem  { return q.items[q.head] }
-func (q *queue) pop() {
-	q.items[q.head] = queueItem{}
-	q.head++
-	if q.head > 1024 && q.head*2 > len(q.items) {
-		q.items = append([]queueItem(nil), q.items[q.head:]...)
-		q.head = 0
-	}
-}
-
-type expiryEntry struct {
-	at time.Time
-	id string
-}
-
-type expiryHeap []expiryEntry
+// expiryHeap orders the open reservations by expiry, then id.
+type expiryHeap []*reservation
 
 func (h expiryHeap) Len() int { return len(h) }
 func (h expiryHeap) Less(i, j int) bool {
-	if !h[i].at.Equal(h[j].at) {
-		return h[i].at.Before(h[j].at)
+	if !h[i].expiresAt.Equal(h[j].expiresAt) {
+		return h[i].expiresAt.Before(h[j].expiresAt)
 	}
 	return h[i].id < h[j].id
 }
-func (h expiryHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *expiryHeap) Push(x any)   { *h = append(*h, x.(expiryEntry)) }
+func (h expiryHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].heapIdx, h[j].heapIdx = i, j
+}
+func (h *expiryHeap) Push(x any) {
+	r := x.(*reservation)
+	r.heapIdx = len(*h)
+	*h = append(*h, r)
+}
 func (h *expiryHeap) Pop() any {
 	old := *h
-	x := old[len(old)-1]
+	r := old[len(old)-1]
+	old[len(old)-1] = nil
 	*h = old[:len(old)-1]
-	return x
+	r.heapIdx = -1
+	return r
 }
 
 // limitsAll reports whether the budget limits every unit of units.
