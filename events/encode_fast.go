@@ -25,7 +25,7 @@ import (
 // fails and the caller falls back to json.Marshal, which gives the bytes or
 // the error. Validated data never takes that path. A differential test and
 // a fuzz target (encode_fast_test.go) compare both encoders, and a test
-// fills every field of every covered type, so a field added to a struct
+// sets every field of every covered type, so a field added to a struct
 // without its encoder fails there.
 
 // writer appends JSON to b.

@@ -410,6 +410,86 @@ func TestRequestEncodingMatchesJSON(t *testing.T) {
 	}
 }
 
+// encFill sets every field of v to a non-zero value, deterministically:
+// one element per slice and map, every pointer set.
+func encFill(t *testing.T, v reflect.Value) {
+	switch v.Type() {
+	case encAmountType:
+		v.Set(reflect.ValueOf(amt("1.5")))
+		return
+	case encSignedType:
+		v.Set(reflect.ValueOf(signed("-2.5")))
+		return
+	case encTimeType:
+		v.Set(reflect.ValueOf(at0))
+		return
+	}
+	switch v.Kind() {
+	case reflect.String:
+		v.SetString("USD")
+	case reflect.Bool:
+		v.SetBool(true)
+	case reflect.Int, reflect.Int64, reflect.Uint64:
+		v.Set(reflect.ValueOf(7).Convert(v.Type()))
+	case reflect.Pointer:
+		v.Set(reflect.New(v.Type().Elem()))
+		encFill(t, v.Elem())
+	case reflect.Slice:
+		v.Set(reflect.MakeSlice(v.Type(), 1, 1))
+		encFill(t, v.Index(0))
+	case reflect.Map:
+		m := reflect.MakeMap(v.Type())
+		e := reflect.New(v.Type().Elem()).Elem()
+		encFill(t, e)
+		m.SetMapIndex(reflect.ValueOf("USD").Convert(v.Type().Key()), e)
+		v.Set(m)
+	case reflect.Struct:
+		for i := range v.NumField() {
+			if !v.Type().Field(i).IsExported() {
+				t.Fatalf("%s has an unexported field %s: teach encFill its values", v.Type(), v.Type().Field(i).Name)
+			}
+			encFill(t, v.Field(i))
+		}
+	default:
+		t.Fatalf("encFill cannot fill a %s", v.Type())
+	}
+}
+
+// TestEncodeEveryField: every covered type with every field set, so a
+// field added to a struct (or to a struct inside it) without its encoder
+// fails here deterministically.
+func TestEncodeEveryField(t *testing.T) {
+	full := func(proto any) any {
+		rt := reflect.TypeOf(proto)
+		if rt.Kind() == reflect.Pointer {
+			p := reflect.New(rt.Elem())
+			encFill(t, p.Elem())
+			return p.Interface()
+		}
+		v := reflect.New(rt).Elem()
+		encFill(t, v)
+		return v.Interface()
+	}
+	for _, d := range encDataTypes() {
+		ev := sampleEvent(full(d).(events.Data))
+		want, err := encReferenceEvent(ev)
+		got, ok := events.EncodeEventFast(ev)
+		encCheck(t, string(ev.Type), got, ok, want, err, false)
+	}
+	for _, r := range encResultTypes() {
+		res := full(r)
+		want, err := json.Marshal(res)
+		got, ok := events.AppendResult(nil, res)
+		encCheck(t, fmt.Sprintf("%T", res), got, ok, want, err, false)
+	}
+	for _, r := range encRequestTypes() {
+		req := full(r)
+		want, err := json.Marshal(req)
+		got, ok := events.AppendRequestFast(nil, req)
+		encCheck(t, fmt.Sprintf("%T", req), got, ok, want, err, false)
+	}
+}
+
 // encCases are hand-written events at the edges: every sample, every data
 // type at its zero value (nil slices and maps), empty collections, escapes,
 // extreme amounts and times in other zones.
