@@ -347,6 +347,11 @@ func (p *partition) resolve(tok string, seq uint64, err error) {
 
 // wait blocks until the unit is acked or times out.
 func (p *partition) wait(u *appendUnit) error {
+	select {
+	case <-u.done: // the common case once pipelined: no timer needed
+		return u.err
+	default:
+	}
 	left := p.svc.cfg.AppendTimeout - time.Since(u.started)
 	if left > 0 {
 		t := time.NewTimer(left)

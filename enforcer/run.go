@@ -436,12 +436,15 @@ func errAnswer(e *events.Error) []byte {
 // writes — without marshalling the result twice (the envelope would
 // re-scan the already compact result).
 func resultAnswer(v any) []byte {
+	b := make([]byte, 0, 2048)
+	b = append(b, `{"result":`...)
+	if r, ok := events.AppendResult(b, v); ok {
+		return append(r, '}')
+	}
 	r, err := json.Marshal(v)
 	if err != nil {
 		panic(fmt.Sprintf("enforcer: encode answer: %v", err))
 	}
-	b := make([]byte, 0, len(r)+len(`{"result":}`))
-	b = append(b, `{"result":`...)
 	b = append(b, r...)
 	return append(b, '}')
 }
