@@ -150,7 +150,7 @@ func (s *State) applyGranted(seq uint64, at time.Time, root string, d events.Res
 		if !a.b.limitsAll(held) {
 			held = make([]string, 0, len(r.units))
 			for _, u := range r.units {
-				if _, ok := a.b.def.Limits[u]; ok {
+				if a.b.limitsUnit(u) {
 					held = append(held, u)
 				}
 			}

@@ -218,7 +218,7 @@ func (s *State) views(ts []target) []events.InstanceView {
 	// One allocation each for all units and period ends of the views.
 	n, ends := 0, 0
 	for i := range ts {
-		n += len(ts[i].app.b.def.Limits)
+		n += len(ts[i].app.b.units)
 		if ts[i].app.b.def.Period != events.PeriodNone {
 			ends++
 		}
@@ -234,7 +234,7 @@ func (s *State) views(ts []target) []events.InstanceView {
 			endBuf = append(endBuf, ts[i].app.win.End)
 			end = &endBuf[len(endBuf)-1]
 		}
-		k := len(ts[i].app.b.def.Limits)
+		k := len(ts[i].app.b.units)
 		out[i] = s.viewOf(&ts[i], units[len(units):len(units):len(units)+k], end)
 		units = units[:len(units)+k]
 	}
@@ -307,7 +307,7 @@ func (s *State) evaluate(apps []applicable, amounts events.Amounts, prio events.
 		ev.targets[i].app = a
 		ev.targets[i].changes, backing = backing[:0:len(units)], backing[len(units):]
 		for _, u := range units {
-			if _, ok := a.b.def.Limits[u]; !ok {
+			if !a.b.limitsUnit(u) {
 				continue
 			}
 			amt := amounts[u]
@@ -316,7 +316,7 @@ func (s *State) evaluate(apps []applicable, amounts events.Amounts, prio events.
 			limit, _ := limitOf(a.b, us, u)
 			used := us.spent.Add(us.reserved)
 			need := used.Add(amt)
-			capa := capacity(limit, a.b.def.Floor(prio))
+			capa := a.b.capacity(limit, prio)
 			if need.Cmp(capa) <= 0 {
 				continue
 			}
@@ -522,7 +522,7 @@ func (s *State) commitTargets(r *reservation, actual events.Amounts, late bool) 
 				h++
 				a++
 			}
-			if _, limited := t.app.b.def.Limits[u]; !limited && !isHeld {
+			if !isHeld && !t.app.b.limitsUnit(u) {
 				continue
 			}
 			c := change{unit: u, spent: actual[u]}
@@ -677,7 +677,7 @@ func (s *State) chargeTargets(apps []applicable, amounts events.Amounts) []targe
 		ts[i].app = a
 		ts[i].changes, cs = cs[:0:len(units)], cs[len(units):]
 		for _, u := range units {
-			if _, ok := a.b.def.Limits[u]; ok {
+			if a.b.limitsUnit(u) {
 				ts[i].changes = append(ts[i].changes, change{unit: u, spent: amounts[u]})
 			}
 		}
@@ -834,7 +834,7 @@ func (s *State) decideBudgetAdjust(cmd Command, req *events.BudgetAdjustRequest,
 	w := b.windowOf(now)
 	t := target{app: applicable{b: b, in: b.instances[instRef{req.Scope, w.Key}], scope: req.Scope, period: w.Key, win: w}}
 	for _, u := range events.SortedUnits(req.Delta) {
-		if _, ok := b.def.Limits[u]; !ok {
+		if !b.limitsUnit(u) {
 			return Decision{Err: &events.Error{Code: events.CodeInvalidRequest,
 				Message: fmt.Sprintf("delta.%s: budget %q does not limit %s", u, b.def.Name, u), Details: map[string]any{"field": "delta." + u}}}
 		}

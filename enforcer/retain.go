@@ -38,12 +38,11 @@ const (
 )
 
 func appendHash(b []byte, hash string) []byte {
+	var raw [16]byte
 	if len(hash) == 32 && isLowerHex(hash) {
-		b = append(b, hashHex)
-		for i := 0; i < len(hash); i += 2 {
-			b = append(b, nibble(hash[i])<<4|nibble(hash[i+1]))
+		if _, err := hex.Decode(raw[:], []byte(hash)); err == nil {
+			return append(append(b, hashHex), raw[:]...)
 		}
-		return b
 	}
 	return append(append(b, hashRaw), hash...)
 }
@@ -55,13 +54,6 @@ func isLowerHex(s string) bool {
 		}
 	}
 	return true
-}
-
-func nibble(c byte) byte {
-	if c <= '9' {
-		return c - '0'
-	}
-	return c - 'a' + 10
 }
 
 // hashEqual reports whether an encoded hash is hash.

@@ -31,14 +31,24 @@ func (a stamp) before(b stamp) bool { return a.sec < b.sec || a.sec == b.sec && 
 // and a time, with an index from key to the newest record of that key.
 // Older records of a key stay in the FIFO, unindexed, until they reach the
 // front. Record pointers it returns are valid until the next put or pop.
+//
+// Records sit in segments of segLen, allocated at the back and released
+// from the front, so the FIFO never copies them. The index is a linear-
+// probing table whose entries hold a record's position (modulo 2^32: the
+// FIFO holds fewer records than that) and a tag of its key's hash, from
+// whose top bits the entry's home slot is computed: probes and resizes
+// read the table alone.
 type fifo struct {
-	seed  maphash.Seed
-	recs  []fifoRec // ring; its length is 0 or a power of two
-	head  uint64    // logical position of the oldest record
-	tail  uint64    // logical position after the newest
-	table []uint32  // index slot → ring slot + 1; 0 is empty
-	n     int       // keys indexed
-	arena arena
+	seed    maphash.Seed
+	segs    [][]fifoRec // segs[i] holds positions from (segBase+i)·segLen
+	segBase uint64
+	spare   []fifoRec // a released segment, for reuse
+	head    uint64    // position of the oldest record
+	tail    uint64    // position after the newest
+	table   []uint64  // entries: tag<<32 | uint32(position); 0 is empty
+	shift   uint      // 64 − log2(len(table)): home slot = hash >> shift
+	n       int       // keys indexed
+	arena   arena
 }
 
 type fifoRec struct {
@@ -51,7 +61,18 @@ type fifoRec struct {
 	vlen  uint32
 }
 
+const (
+	segBits = 12
+	segLen  = 1 << segBits
+	// maxTableBits keeps home slots within the tag's bits.
+	maxTableBits = 31
+)
+
 func newFifo() fifo { return fifo{seed: maphash.MakeSeed()} }
+
+// tagOf is the top half of a hash with its lowest bit set, so that no
+// entry is 0.
+func tagOf(h uint64) uint64 { return h>>32 | 1 }
 
 // len is the number of keys indexed.
 func (f *fifo) len() int { return f.n }
@@ -59,10 +80,18 @@ func (f *fifo) len() int { return f.n }
 // records is the number of records, indexed or not.
 func (f *fifo) records() int { return int(f.tail - f.head) }
 
-func (f *fifo) mask() uint64 { return uint64(len(f.recs) - 1) }
+// at returns the record at position pos, in [head, tail).
+func (f *fifo) at(pos uint64) *fifoRec {
+	return &f.segs[pos>>segBits-f.segBase][pos&(segLen-1)]
+}
 
-// at returns the record at logical position pos, in [head, tail).
-func (f *fifo) at(pos uint64) *fifoRec { return &f.recs[pos&f.mask()] }
+// entryAt returns the record an index entry names.
+func (f *fifo) entryAt(e uint64) *fifoRec {
+	return f.at(f.head + uint64(uint32(e)-uint32(f.head)))
+}
+
+// home is the slot where a probe for an entry with tag tag starts.
+func (f *fifo) home(tag uint64) int { return int(tag << 32 >> f.shift) }
 
 func (f *fifo) key(r *fifoRec) []byte {
 	c := f.arena.chunkOf(r.chunk)
@@ -89,7 +118,7 @@ func (f *fifo) get(key []byte) *fifoRec {
 		return nil
 	}
 	if slot, ok := f.find(maphash.Bytes(f.seed, key), key); ok {
-		return &f.recs[f.table[slot]-1]
+		return f.entryAt(f.table[slot])
 	}
 	return nil
 }
@@ -97,7 +126,7 @@ func (f *fifo) get(key []byte) *fifoRec {
 // current returns the indexed record of r's key, or nil.
 func (f *fifo) current(r *fifoRec) *fifoRec {
 	if slot, ok := f.find(r.hash, f.key(r)); ok {
-		return &f.recs[f.table[slot]-1]
+		return f.entryAt(f.table[slot])
 	}
 	return nil
 }
@@ -107,14 +136,17 @@ func (f *fifo) find(h uint64, key []byte) (int, bool) {
 	if len(f.table) == 0 {
 		return 0, false
 	}
-	m := uint64(len(f.table) - 1)
-	for i := h & m; ; i = (i + 1) & m {
+	m := len(f.table) - 1
+	tag := tagOf(h)
+	for i := f.home(tag); ; i = (i + 1) & m {
 		e := f.table[i]
 		if e == 0 {
-			return int(i), false
+			return i, false
 		}
-		if r := &f.recs[e-1]; r.hash == h && bytes.Equal(f.key(r), key) {
-			return int(i), true
+		if e>>32 == tag {
+			if r := f.entryAt(e); r.hash == h && bytes.Equal(f.key(r), key) {
+				return i, true
+			}
 		}
 	}
 }
@@ -122,36 +154,47 @@ func (f *fifo) find(h uint64, key []byte) (int, bool) {
 // put appends a record of key and value and indexes it, in place of the
 // key's previous record, if any.
 func (f *fifo) put(key, value []byte, seq uint64, at stamp) {
-	if f.records() == len(f.recs) {
-		f.relayout(max(16, 2*len(f.recs)))
+	if f.tail-f.head >= 1<<32-1 {
+		panic("enforcer: a fifo of 2^32 records")
 	}
 	if (f.n+1)*8 > len(f.table)*5 {
 		f.rehash(max(16, 2*len(f.table)))
+	}
+	if f.tail&(segLen-1) == 0 {
+		seg := f.spare
+		f.spare = nil
+		if seg == nil {
+			seg = make([]fifoRec, segLen)
+		}
+		if len(f.segs) == 0 {
+			f.segBase = f.tail >> segBits
+		}
+		f.segs = append(f.segs, seg)
 	}
 	h := maphash.Bytes(f.seed, key)
 	chunk, off, buf := f.arena.alloc(len(key) + len(value))
 	copy(buf, key)
 	copy(buf[len(key):], value)
-	slot := f.tail & f.mask()
-	f.recs[slot] = fifoRec{hash: h, seq: seq, at: at, chunk: chunk, off: off, klen: uint32(len(key)), vlen: uint32(len(value))}
+	pos := f.tail
+	*f.at(pos) = fifoRec{hash: h, seq: seq, at: at, chunk: chunk, off: off, klen: uint32(len(key)), vlen: uint32(len(value))}
 	f.tail++
 	i, found := f.find(h, key)
 	if !found {
 		f.n++
 	}
-	f.table[i] = uint32(slot) + 1
+	f.table[i] = tagOf(h)<<32 | uint64(uint32(pos))
 }
 
 // unindex removes r, the indexed record of its key, from the index.
 func (f *fifo) unindex(r *fifoRec) {
 	i, ok := f.find(r.hash, f.key(r))
-	if !ok || &f.recs[f.table[i]-1] != r {
+	if !ok || f.entryAt(f.table[i]) != r {
 		panic("enforcer: fifo unindex of a record that is not indexed")
 	}
 	// Backward-shift deletion keeps every probe sequence unbroken.
 	m := len(f.table) - 1
 	for j := (i + 1) & m; f.table[j] != 0; j = (j + 1) & m {
-		k := int(f.recs[f.table[j]-1].hash) & m // where the entry at j wants to be
+		k := f.home(f.table[j] >> 32) // where the entry at j wants to be
 		if (j > i && (k <= i || k > j)) || (j < i && k <= i && k > j) {
 			f.table[i] = f.table[j]
 			i = j
@@ -163,52 +206,43 @@ func (f *fifo) unindex(r *fifoRec) {
 
 // pop drops the oldest record, which must not be indexed.
 func (f *fifo) pop() {
-	f.recs[f.head&f.mask()] = fifoRec{}
+	*f.at(f.head) = fifoRec{}
 	f.head++
+	if f.head>>segBits > f.segBase {
+		// The first segment is done with.
+		f.spare = f.segs[0]
+		f.segs[0] = nil
+		f.segs = f.segs[1:]
+		f.segBase++
+	}
 	if f.head == f.tail {
 		f.arena.releaseAll()
 	} else {
 		f.arena.releaseBefore(f.at(f.head).chunk)
-	}
-	if len(f.recs) > 1024 && f.records()*8 < len(f.recs) {
-		f.relayout(len(f.recs) / 2)
 	}
 	if len(f.table) > 1024 && f.n*16 < len(f.table) {
 		f.rehash(len(f.table) / 2)
 	}
 }
 
-// relayout moves the records to a ring of n slots (a power of two that
-// holds them) and repoints the index.
-func (f *fifo) relayout(n int) {
-	recs := make([]fifoRec, n)
-	nm := uint64(n - 1)
-	for pos := f.head; pos < f.tail; pos++ {
-		recs[pos&nm] = *f.at(pos)
-	}
-	if len(f.recs) > 0 {
-		om := f.mask()
-		for i, e := range f.table {
-			if e != 0 {
-				// The one logical position in [head, tail) on ring slot e-1.
-				pos := f.head + (uint64(e-1)-f.head)&om
-				f.table[i] = uint32(pos&nm) + 1
-			}
-		}
-	}
-	f.recs = recs
-}
-
 // rehash rebuilds the index with n slots (a power of two above f.n).
 func (f *fifo) rehash(n int) {
+	bits := uint(0)
+	for 1<<bits < n {
+		bits++
+	}
+	if bits > maxTableBits {
+		panic("enforcer: a fifo index beyond 2^31 slots")
+	}
 	old := f.table
-	f.table = make([]uint32, n)
-	m := uint64(n - 1)
+	f.table = make([]uint64, n)
+	f.shift = 64 - bits
+	m := n - 1
 	for _, e := range old {
 		if e == 0 {
 			continue
 		}
-		i := f.recs[e-1].hash & m
+		i := f.home(e >> 32)
 		for f.table[i] != 0 {
 			i = (i + 1) & m
 		}

@@ -93,10 +93,14 @@ type State struct {
 type budgetRef struct{ pattern, name string }
 
 type budget struct {
-	def   events.Budget
-	units []string // def.Limits' units in byte order
-	key   string   // pattern "\x00" name, as snapshots name budgets
-	id    uint64   // unique in the state, never reused
+	def    events.Budget
+	units  []string        // def.Limits' units in byte order
+	limits []events.Amount // def.Limits[units[i]]: a few units are found faster in a slice
+	// free[p] is 1 − floor(p) for the priority of index p, nil for a
+	// zero floor (capacity is then the limit itself).
+	free  [len(priorities)]*events.Amount
+	key   string // pattern "\x00" name, as snapshots name budgets
+	id    uint64 // unique in the state, never reused
 	depth int
 	loc   *time.Location
 	// cached window, valid for at in [win.Start, win.End)
@@ -228,7 +232,8 @@ func (s *State) putBudget(def events.Budget) {
 		if b.def.Period != def.Period || b.def.Timezone != def.Timezone {
 			b.win = events.Window{}
 		}
-		b.def, b.loc, b.units = def, loc, events.SortedUnits(def.Limits)
+		b.def, b.loc = def, loc
+		b.define()
 		// Instances keep their adjustments (a top-up survives an edit of
 		// the budget), but a lower new limit must not leave limit +
 		// adjustments below zero: a negative limit is not an amount.
@@ -244,7 +249,8 @@ func (s *State) putBudget(def events.Budget) {
 	}
 	s.lastID++
 	b := &budget{def: def, key: budgetKey(def.Scope, def.Name), id: s.lastID, depth: events.Depth(def.Scope), loc: loc,
-		units: events.SortedUnits(def.Limits), instances: map[instRef]*instance{}}
+		instances: map[instRef]*instance{}}
+	b.define()
 	s.budgets[ref] = b
 	s.byID[b.id] = b
 	root := events.Root(def.Scope)
@@ -367,10 +373,53 @@ func (in *instance) fire(unit, threshold string) {
 	}
 }
 
+// define derives what decisions read from b.def.
+func (b *budget) define() {
+	b.units = events.SortedUnits(b.def.Limits)
+	b.limits = make([]events.Amount, len(b.units))
+	for i, u := range b.units {
+		b.limits[i] = b.def.Limits[u]
+	}
+	for i, p := range priorities {
+		b.free[i] = nil
+		if f := b.def.Floor(p); !f.IsZero() {
+			free := events.One.Sub(f)
+			b.free[i] = &free
+		}
+	}
+}
+
+// limit returns the budget's limit of unit u, if it limits u.
+func (b *budget) limit(u string) (events.Amount, bool) {
+	for i, v := range b.units {
+		if v == u {
+			return b.limits[i], true
+		}
+	}
+	return events.Amount{}, false
+}
+
+// limitsUnit reports whether the budget limits unit u.
+func (b *budget) limitsUnit(u string) bool { return slices.Contains(b.units, u) }
+
+// capacity is limit × (1 − floor(p)).
+func (b *budget) capacity(limit events.Amount, p events.Priority) events.Amount {
+	i := slices.Index(priorities[:], p)
+	if i < 0 {
+		return capacity(limit, b.def.Floor(p))
+	}
+	if b.free[i] == nil {
+		return limit
+	}
+	return limit.Mul(*b.free[i])
+}
+
+var priorities = [...]events.Priority{events.PriorityCritical, events.PriorityHigh, events.PriorityNormal, events.PriorityLow, events.PriorityBulk}
+
 // limit is the effective limit of unit u: the budget's limit plus the
 // instance's adjustments.
 func limitOf(b *budget, us unitState, u string) (events.Amount, bool) {
-	l, ok := b.def.Limits[u]
+	l, ok := b.limit(u)
 	if !ok {
 		return events.Amount{}, false
 	}
@@ -408,7 +457,7 @@ func (h *expiryHeap) Pop() any {
 // limitsAll reports whether the budget limits every unit of units.
 func (b *budget) limitsAll(units []string) bool {
 	for _, u := range units {
-		if _, ok := b.def.Limits[u]; !ok {
+		if !b.limitsUnit(u) {
 			return false
 		}
 	}
