@@ -3,6 +3,7 @@ package enforcer
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sync"
 	"time"
 
@@ -14,17 +15,17 @@ import (
 
 // Replay is a pipeline over the machine's CPUs: a reader goroutine fetches
 // the stream with an ordered consumer and cuts it into batches, decoder
-// goroutines decode and hash each batch's events, and the caller's
-// goroutine checks the hash chain and applies them to the State — the core
-// stays single-threaded. Batches go to the decoders round robin and are
-// taken back in the same round, so the stream's order holds without any
-// reordering. The queues are bounded, so the reader runs at most
-// replayDecoders×(2×replayQueue+1)+1 batches ahead of Apply.
+// goroutines (one per CPU, up to maxReplayDecoders) decode and hash each
+// batch's events, and the caller's goroutine checks the hash chain and
+// applies them to the State — the core stays single-threaded. Batches go
+// to the decoders round robin and are taken back in the same round, so the
+// stream's order holds without any reordering. The queues are bounded: the
+// reader runs at most decoders×(2×replayQueue+1)+1 batches ahead of Apply.
 const (
-	replayBatchLen = 128  // messages per batch
-	replayDecoders = 2    // decoding goroutines
-	replayQueue    = 2    // batches waiting per decoder, on each side
-	replayPull     = 1024 // messages the ordered consumer buffers
+	replayBatchLen    = 128  // messages per batch
+	maxReplayDecoders = 4    // decoding goroutines at most
+	replayQueue       = 2    // batches waiting per decoder, on each side
+	replayPull        = 1024 // messages the ordered consumer buffers
 )
 
 // Replay's patience with a stalled consumer.
@@ -54,6 +55,11 @@ type replayBatch struct {
 // caller's goroutine. On an error st holds every event before the failing
 // one. Replay owns the goroutines it starts: none is left when it returns.
 func Replay(ctx context.Context, js jetstream.JetStream, n int, st *State, visit func(seq uint64, ev events.Event, raw []byte)) (string, error) {
+	return replay(ctx, js, n, st, visit, min(runtime.GOMAXPROCS(0), maxReplayDecoders))
+}
+
+// replay is Replay with the given number of decoders.
+func replay(ctx context.Context, js jetstream.JetStream, n int, st *State, visit func(seq uint64, ev events.Event, raw []byte), decoders int) (string, error) {
 	stream, err := js.Stream(ctx, streams.StreamName(n))
 	if err != nil {
 		return "", err
@@ -84,8 +90,8 @@ func Replay(ctx context.Context, js jetstream.JetStream, n int, st *State, visit
 		cancel()
 		wg.Wait()
 	}()
-	ins := make([]chan *replayBatch, replayDecoders)
-	outs := make([]chan *replayBatch, replayDecoders)
+	ins := make([]chan *replayBatch, decoders)
+	outs := make([]chan *replayBatch, decoders)
 	for i := range ins {
 		ins[i] = make(chan *replayBatch, replayQueue)
 		outs[i] = make(chan *replayBatch, replayQueue)
@@ -94,7 +100,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, n int, st *State, visit
 	wg.Go(func() { readReplay(pctx, stream, start, last, ins) })
 
 	for k := 0; ; k++ {
-		b, ok := <-outs[k%replayDecoders]
+		b, ok := <-outs[k%decoders]
 		if !ok {
 			// The reader stops without a last batch only when pctx ends,
 			// and pctx ends before Replay returns only when ctx does.

@@ -85,11 +85,18 @@ func replayGoroutines() []string {
 	return alive
 }
 
-// Replay applies every message in order, from any starting point, and
-// returns the head's hash.
+// Replay applies every message in order, from any starting point, with
+// any number of decoders, and returns the head's hash.
 func TestReplayOrder(t *testing.T) {
 	const n = 2000 // many batches, and a last one that is not full
 	js, msgs := replayStream(t, n, 0, nil)
+	for _, decoders := range []int{1, 2, 3} {
+		t.Run(fmt.Sprintf("decoders=%d", decoders), func(t *testing.T) { testReplayOrder(t, js, msgs, decoders) })
+	}
+}
+
+func testReplayOrder(t *testing.T, js jetstream.JetStream, msgs [][]byte, decoders int) {
+	n := len(msgs)
 	for _, from := range []int{0, 1, 127, 1000, n - 1, n} {
 		st := enforcer.New(enforcer.Config{Partition: 0})
 		for seq := 1; seq <= from; seq++ {
@@ -100,7 +107,7 @@ func TestReplayOrder(t *testing.T) {
 			st.Apply(uint64(seq), ev)
 		}
 		next := uint64(from + 1)
-		hash, err := enforcer.Replay(context.Background(), js, 0, st, func(seq uint64, ev events.Event, raw []byte) {
+		hash, err := enforcer.ReplayWithDecoders(context.Background(), js, 0, st, func(seq uint64, ev events.Event, raw []byte) {
 			if seq != next {
 				t.Fatalf("from %d: visited seq %d, want %d", from, seq, next)
 			}
@@ -108,11 +115,11 @@ func TestReplayOrder(t *testing.T) {
 				t.Fatalf("from %d: seq %d: visited another message", from, seq)
 			}
 			next++
-		})
+		}, decoders)
 		if err != nil {
 			t.Fatalf("from %d: %v", from, err)
 		}
-		if st.LastSeq() != n || next != n+1 {
+		if st.LastSeq() != uint64(n) || next != uint64(n+1) {
 			t.Fatalf("from %d: replayed to seq %d, visited up to %d; want %d", from, st.LastSeq(), next-1, n)
 		}
 		if want := events.Hash(msgs[n-1]); hash != want {
@@ -157,20 +164,22 @@ func TestReplayFailures(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			js, msgs := replayStream(t, n, bad, tc.corrupt)
-			st := enforcer.New(enforcer.Config{Partition: 0})
-			visited := uint64(0)
-			_, err := enforcer.Replay(context.Background(), js, 0, st, func(seq uint64, _ events.Event, _ []byte) { visited = seq })
-			if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
-				t.Fatalf("error %v, want one starting %q", err, tc.want)
-			}
-			if tc.name == "broken chain" && !strings.HasSuffix(err.Error(), fmt.Sprintf("%q", events.Hash(msgs[bad-2]))) {
-				t.Fatalf("error %v does not name the hash of seq %d", err, bad-1)
-			}
-			if st.LastSeq() != bad-1 || visited != bad-1 {
-				t.Fatalf("applied up to seq %d, visited up to %d; want %d", st.LastSeq(), visited, bad-1)
-			}
-			if g := replayGoroutines(); len(g) > 0 {
-				t.Fatalf("%d pipeline goroutines left after Replay returned:\n%s", len(g), strings.Join(g, "\n\n"))
+			for _, decoders := range []int{1, 2} {
+				st := enforcer.New(enforcer.Config{Partition: 0})
+				visited := uint64(0)
+				_, err := enforcer.ReplayWithDecoders(context.Background(), js, 0, st, func(seq uint64, _ events.Event, _ []byte) { visited = seq }, decoders)
+				if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+					t.Fatalf("%d decoders: error %v, want one starting %q", decoders, err, tc.want)
+				}
+				if tc.name == "broken chain" && !strings.HasSuffix(err.Error(), fmt.Sprintf("%q", events.Hash(msgs[bad-2]))) {
+					t.Fatalf("%d decoders: error %v does not name the hash of seq %d", decoders, err, bad-1)
+				}
+				if st.LastSeq() != bad-1 || visited != bad-1 {
+					t.Fatalf("%d decoders: applied up to seq %d, visited up to %d; want %d", decoders, st.LastSeq(), visited, bad-1)
+				}
+				if g := replayGoroutines(); len(g) > 0 {
+					t.Fatalf("%d decoders: %d pipeline goroutines left after Replay returned:\n%s", decoders, len(g), strings.Join(g, "\n\n"))
+				}
 			}
 		})
 	}
