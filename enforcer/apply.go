@@ -3,6 +3,7 @@ package enforcer
 import (
 	"container/heap"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/tallyledger/tally/events"
@@ -140,10 +141,19 @@ func (s *State) applyGranted(seq uint64, at time.Time, root string, d events.Res
 	if len(apps) != len(d.Instances) {
 		panic(fmt.Sprintf("enforcer: seq %d: %d applicable instances, event has %d", seq, len(apps), len(d.Instances)))
 	}
-	r := &reservation{id: d.ReservationID, root: root, scope: d.Scope, amounts: d.Amounts, units: events.SortedUnits(d.Amounts),
+	r := &reservation{id: d.ReservationID, root: root, scope: d.Scope, amounts: d.Amounts,
 		priority: d.Priority, option: d.Option, label: d.Label, labels: d.Labels, expiresAt: d.ExpiresAt.UTC(),
 		status: events.StatusOpen}
-	r.holds = make([]hold, len(apps))
+	r.units = r.unitBuf[:0]
+	for u := range d.Amounts {
+		r.units = append(r.units, u)
+	}
+	slices.Sort(r.units)
+	r.holds = r.holdBuf[:0]
+	if len(apps) > len(r.holdBuf) {
+		r.holds = make([]hold, 0, len(apps))
+	}
+	r.holds = r.holds[:len(apps)]
 	ts, cs := s.targets(0, len(apps), len(apps)*len(r.units))
 	for i, a := range apps {
 		held := r.units

@@ -3,6 +3,7 @@ package enforcer
 import (
 	"container/heap"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -143,6 +144,10 @@ type change struct {
 	unit     string
 	reserved events.Amount
 	spent    events.Amount
+	// after is the unit's state after the change, once settled: a decision
+	// reads it several times (range check, views, alerts, over-limit flags).
+	after   unitState
+	settled bool
 }
 
 // target is an instance and the changes a decision makes to it.
@@ -190,24 +195,27 @@ func (s *State) sortedUnits(m events.Amounts) []string {
 	return us
 }
 
-func (t *target) delta(u string) (res, spent events.Amount) {
-	for _, c := range t.changes {
-		if c.unit == u {
-			return c.reserved, c.spent
+// after returns the unit's state after the target's changes (a target
+// changes a unit at most once).
+func (s *State) after(t *target, u string) unitState {
+	for i := range t.changes {
+		if c := &t.changes[i]; c.unit == u {
+			if !c.settled {
+				c.after, c.settled = applied(unitOf(t.app.in, u), c), true
+			}
+			return c.after
 		}
 	}
-	return events.Zero, events.Zero
+	return unitOf(t.app.in, u)
 }
 
-// after returns the unit's state after the target's changes.
-func (s *State) after(t *target, u string) unitState {
-	us := unitOf(t.app.in, u)
-	r, sp := t.delta(u)
-	if !r.IsZero() {
-		us.reserved = us.reserved.Add(r)
+// applied returns us after change c.
+func applied(us unitState, c *change) unitState {
+	if !c.reserved.IsZero() {
+		us.reserved = us.reserved.Add(c.reserved)
 	}
-	if !sp.IsZero() {
-		us.spent = us.spent.Add(sp)
+	if !c.spent.IsZero() {
+		us.spent = us.spent.Add(c.spent)
 	}
 	return us
 }
@@ -223,7 +231,7 @@ func (s *State) views(ts []target) []events.InstanceView {
 			ends++
 		}
 	}
-	units := make(events.UnitBalances, 0, n)
+	units := make(events.UnitBalances, n)
 	var endBuf []time.Time
 	if ends > 0 {
 		endBuf = make([]time.Time, 0, ends)
@@ -235,25 +243,25 @@ func (s *State) views(ts []target) []events.InstanceView {
 			end = &endBuf[len(endBuf)-1]
 		}
 		k := len(ts[i].app.b.units)
-		out[i] = s.viewOf(&ts[i], units[len(units):len(units):len(units)+k], end)
-		units = units[:len(units)+k]
+		s.viewOf(&out[i], &ts[i], units[:k:k], end)
+		units = units[k:]
 	}
 	return out
 }
 
-// viewOf renders t's instance into units (empty, with room for every unit
-// the budget limits); end is its period's end, nil without a period.
-func (s *State) viewOf(t *target, units events.UnitBalances, end *time.Time) events.InstanceView {
+// viewOf renders t's instance into v, its units into units (one entry for
+// each unit the budget limits); end is its period's end, nil without one.
+func (s *State) viewOf(v *events.InstanceView, t *target, units events.UnitBalances, end *time.Time) {
 	b := t.app.b
-	v := events.InstanceView{Budget: b.def.Name, Pattern: b.def.Scope, Scope: t.app.scope,
-		Period: t.app.period, Mode: b.def.Mode, Units: units, PeriodEnd: end}
-	for _, u := range b.units {
+	v.Budget, v.Pattern, v.Scope, v.Period, v.Mode, v.Units, v.PeriodEnd = b.def.Name, b.def.Scope, t.app.scope,
+		t.app.period, b.def.Mode, units, end
+	for i, u := range b.units {
 		us := s.after(t, u)
-		limit, _ := limitOf(b, us, u)
-		v.Units = append(v.Units, events.UnitEntry{Unit: u, UnitBalance: events.UnitBalance{Limit: limit, Spent: us.spent,
-			Reserved: us.reserved, Remaining: events.Signed{Amount: limit.Sub(us.spent).Sub(us.reserved)}}})
+		limit := b.limits[i].Add(us.adjust)
+		e := &units[i]
+		e.Unit, e.Limit, e.Spent, e.Reserved = u, limit, us.spent, us.reserved
+		e.Remaining = events.Signed{Amount: limit.Sub(us.spent).Sub(us.reserved)}
 	}
-	return v
 }
 
 // checkRange rejects a decision that would take a balance beyond 38
@@ -311,8 +319,10 @@ func (s *State) evaluate(apps []applicable, amounts events.Amounts, prio events.
 				continue
 			}
 			amt := amounts[u]
-			ev.targets[i].changes = append(ev.targets[i].changes, change{unit: u, reserved: amt})
 			us := unitOf(a.in, u)
+			ev.targets[i].changes = append(ev.targets[i].changes, change{unit: u, reserved: amt})
+			c := &ev.targets[i].changes[len(ev.targets[i].changes)-1]
+			c.after, c.settled = applied(us, c), true
 			limit, _ := limitOf(a.b, us, u)
 			used := us.spent.Add(us.reserved)
 			need := used.Add(amt)
@@ -601,13 +611,16 @@ func (s *State) decideCommit(cmd Command, req *events.CommitRequest, now time.Ti
 		return closedErr(r)
 	}
 	late := r.status == events.StatusExpired
-	released := events.Amounts{}
-	if !late {
+	var released events.Amounts
+	if late {
+		released = events.Amounts{}
+	} else {
+		released = make(events.Amounts, len(r.amounts))
 		for u, held := range r.amounts {
 			released[u] = events.Max(events.Zero, held.Sub(req.Actual[u]))
 		}
 	}
-	overage := events.Amounts{}
+	overage := make(events.Amounts, len(req.Actual))
 	for u, a := range req.Actual {
 		overage[u] = events.Max(events.Zero, a.Sub(r.amounts[u]))
 	}
@@ -616,7 +629,7 @@ func (s *State) decideCommit(cmd Command, req *events.CommitRequest, now time.Ti
 		return Decision{Err: e}
 	}
 	data := events.ReservationCommitted{Mutation: events.Mutation{IdempotencyKey: req.IdempotencyKey, RequestHash: hash},
-		ReservationID: r.id, Scope: r.scope, Charged: req.Actual.Clone(), Released: released, Overage: overage,
+		ReservationID: r.id, Scope: r.scope, Charged: maps.Clone(req.Actual), Released: released, Overage: overage,
 		Late: late, Labels: req.Labels, OverLimit: s.overLimit(ts), Instances: s.views(ts)}
 	evs := []events.Event{s.event(cmd.Root, now, data)}
 	return Decision{Events: s.appendAlerts(evs, cmd.Root, now, ts, nil)}

@@ -147,6 +147,9 @@ type reservation struct {
 	closedAt  time.Time
 	holds     []hold
 	heapIdx   int // in State.expiries while open
+	// Room for the common case, saving two allocations per grant.
+	unitBuf [2]string
+	holdBuf [3]hold
 }
 
 // hold is what a reservation holds on one instance: the units, in byte
