@@ -38,23 +38,31 @@ const (
 )
 
 func appendHash(b []byte, hash string) []byte {
-	var raw [16]byte
-	if len(hash) == 32 && isLowerHex(hash) {
-		if _, err := hex.Decode(raw[:], []byte(hash)); err == nil {
+	if len(hash) == 32 {
+		var raw [16]byte
+		bad := byte(0)
+		for i := range raw {
+			hi, lo := hexVal[hash[2*i]], hexVal[hash[2*i+1]]
+			bad |= hi | lo
+			raw[i] = hi<<4 | lo&0xf
+		}
+		if bad&0x10 == 0 {
 			return append(append(b, hashHex), raw[:]...)
 		}
 	}
 	return append(append(b, hashRaw), hash...)
 }
 
-func isLowerHex(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
+// hexVal maps a lowercase hex digit to its value and anything else to 0x10.
+var hexVal = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0x10
 	}
-	return true
-}
+	for i, c := range "0123456789abcdef" {
+		t[c] = byte(i)
+	}
+	return t
+}()
 
 // hashEqual reports whether an encoded hash is hash.
 func hashEqual(v []byte, hash string) bool {

@@ -106,6 +106,7 @@ type budget struct {
 	// cached window, valid for at in [win.Start, win.End)
 	win       events.Window
 	instances map[instRef]*instance
+	last      *instance // the instance found last: requests come in runs on one scope
 }
 
 func budgetKey(pattern, name string) string { return pattern + "\x00" + name }
@@ -291,7 +292,7 @@ func (s *State) deleteBudget(pattern, name string) {
 	for _, r := range s.open {
 		r.holds = slices.DeleteFunc(r.holds, func(h hold) bool { return h.b == b })
 	}
-	b.instances = nil
+	b.instances, b.last = nil, nil
 }
 
 // applicable is a budget that applies to a concrete scope, with the
@@ -324,7 +325,7 @@ func (s *State) applicableAt(scope string, at time.Time, out []applicable) []app
 				continue
 			}
 			w := b.windowOf(at)
-			out = append(out, applicable{b: b, in: b.instances[instRef{prefix, w.Key}], scope: prefix, period: w.Key, win: w})
+			out = append(out, applicable{b: b, in: b.instanceOf(prefix, w.Key), scope: prefix, period: w.Key, win: w})
 		}
 	}
 	return out
@@ -340,6 +341,18 @@ func unitOf(in *instance, u string) unitState {
 		}
 	}
 	return unitState{}
+}
+
+// instanceOf returns b's instance of (scope, period), or nil.
+func (b *budget) instanceOf(scope, period string) *instance {
+	if in := b.last; in != nil && in.scope == scope && in.period == period {
+		return in
+	}
+	in := b.instances[instRef{scope, period}]
+	if in != nil {
+		b.last = in
+	}
+	return in
 }
 
 // getInstance returns b's instance of (scope, period), creating it with
