@@ -190,7 +190,8 @@ func (s *State) applyTargets(ts []target) {
 			in = s.getInstance(t.app.b, t.app.scope, t.app.period, t.app.win)
 			t.app.in = in
 		}
-		for _, c := range t.changes {
+		for j := range t.changes {
+			c := &t.changes[j]
 			us := in.unit(c.unit)
 			if !c.reserved.IsZero() {
 				us.reserved = us.reserved.Add(c.reserved)

@@ -200,13 +200,18 @@ func (s *State) sortedUnits(m events.Amounts) []string {
 func (s *State) after(t *target, u string) unitState {
 	for i := range t.changes {
 		if c := &t.changes[i]; c.unit == u {
-			if !c.settled {
-				c.after, c.settled = applied(unitOf(t.app.in, u), c), true
-			}
-			return c.after
+			return settle(t, c)
 		}
 	}
 	return unitOf(t.app.in, u)
+}
+
+// settle returns the state of c's unit after c, one of t's changes.
+func settle(t *target, c *change) unitState {
+	if !c.settled {
+		c.after, c.settled = applied(unitOf(t.app.in, c.unit), c), true
+	}
+	return c.after
 }
 
 // applied returns us after change c.
@@ -268,8 +273,9 @@ func (s *State) viewOf(v *events.InstanceView, t *target, units events.UnitBalan
 // significant digits.
 func (s *State) checkRange(ts []target) *events.Error {
 	for i := range ts {
-		for _, c := range ts[i].changes {
-			us := s.after(&ts[i], c.unit)
+		for j := range ts[i].changes {
+			c := &ts[i].changes[j]
+			us := settle(&ts[i], c)
 			// remaining is derived (limit − spent − reserved, at most 56
 			// digits) and events decode it within the wide bounds, so only
 			// the balances themselves are bounded here (DESIGN §1).
@@ -443,13 +449,17 @@ func (s *State) appendAlerts(evs []events.Event, root string, now time.Time, ts 
 	for i := range ts {
 		t := &ts[i]
 		b := t.app.b
-		for _, c := range t.changes {
+		for j := range t.changes {
+			c := &t.changes[j]
 			if c.reserved.Add(c.spent).Sign() <= 0 {
 				continue
 			}
-			us := s.after(t, c.unit)
-			limit, _ := limitOf(b, us, c.unit)
+			us := settle(t, c)
 			used := us.spent.Add(us.reserved)
+			if k := b.unitIndex(c.unit); k >= 0 && us.adjust.IsZero() && len(b.alert0) > 0 && used.Cmp(b.alert0[k]) < 0 {
+				continue // below the first threshold of the limit as defined: the common case
+			}
+			limit, _ := limitOf(b, us, c.unit)
 			for _, th := range b.def.AlertThresholds {
 				if used.Cmp(limit.Mul(th)) < 0 {
 					break // thresholds increase: none further is reached
@@ -561,11 +571,12 @@ func (s *State) overLimit(ts []target) []events.OverLimit {
 	var out []events.OverLimit
 	for i := range ts {
 		t := &ts[i]
-		for _, c := range t.changes {
+		for j := range t.changes {
+			c := &t.changes[j]
 			if c.spent.Sign() <= 0 {
 				continue
 			}
-			us := s.after(t, c.unit)
+			us := settle(t, c)
 			limit, ok := limitOf(t.app.b, us, c.unit)
 			if !ok {
 				continue

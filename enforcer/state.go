@@ -98,11 +98,13 @@ type budget struct {
 	limits []events.Amount // def.Limits[units[i]]: a few units are found faster in a slice
 	// free[p] is 1 − floor(p) for the priority of index p, nil for a
 	// zero floor (capacity is then the limit itself).
-	free  [len(priorities)]*events.Amount
-	key   string // pattern "\x00" name, as snapshots name budgets
-	id    uint64 // unique in the state, never reused
-	depth int
-	loc   *time.Location
+	free [len(priorities)]*events.Amount
+	// alert0[i] is limits[i] × the first alert threshold, if there is one.
+	alert0 []events.Amount
+	key    string // pattern "\x00" name, as snapshots name budgets
+	id     uint64 // unique in the state, never reused
+	depth  int
+	loc    *time.Location
 	// cached window, valid for at in [win.Start, win.End)
 	win       events.Window
 	instances map[instRef]*instance
@@ -396,6 +398,13 @@ func (b *budget) define() {
 	for i, u := range b.units {
 		b.limits[i] = b.def.Limits[u]
 	}
+	b.alert0 = nil
+	if len(b.def.AlertThresholds) > 0 {
+		b.alert0 = make([]events.Amount, len(b.units))
+		for i, l := range b.limits {
+			b.alert0[i] = l.Mul(b.def.AlertThresholds[0])
+		}
+	}
 	for i, p := range priorities {
 		b.free[i] = nil
 		if f := b.def.Floor(p); !f.IsZero() {
@@ -407,13 +416,14 @@ func (b *budget) define() {
 
 // limit returns the budget's limit of unit u, if it limits u.
 func (b *budget) limit(u string) (events.Amount, bool) {
-	for i, v := range b.units {
-		if v == u {
-			return b.limits[i], true
-		}
+	if i := b.unitIndex(u); i >= 0 {
+		return b.limits[i], true
 	}
 	return events.Amount{}, false
 }
+
+// unitIndex is the index of unit u in b.units, or -1.
+func (b *budget) unitIndex(u string) int { return slices.Index(b.units, u) }
 
 // limitsUnit reports whether the budget limits unit u.
 func (b *budget) limitsUnit(u string) bool { return slices.Contains(b.units, u) }
