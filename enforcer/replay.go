@@ -177,8 +177,11 @@ func readReplay(ctx context.Context, stream jetstream.Stream, from, last uint64,
 	defer func() { it.Stop() }()
 	read := from - 1 // the last sequence read
 	stalls := 0
+	// Made once: an option and a variadic slice built per call are two
+	// allocations per message.
+	wait := []jetstream.NextOpt{jetstream.NextMaxWait(replayStall)}
 	for {
-		msg, err := it.Next(jetstream.NextMaxWait(replayStall))
+		msg, err := it.Next(wait...)
 		if err != nil {
 			if ctx.Err() != nil {
 				fail(ctx.Err())
