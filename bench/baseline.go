@@ -96,6 +96,7 @@ type b1Responder struct {
 	nc        *nats.Conn
 	ackPrefix string
 	token     atomic.Uint64
+	pad       int // append at least this many bytes (padding with spaces)
 
 	mu      sync.Mutex
 	pending map[string]string // ack token → the request's reply subject
@@ -109,7 +110,11 @@ func (r *b1Responder) onRequest(m *nats.Msg) {
 	r.mu.Lock()
 	r.pending[tok] = m.Reply
 	r.mu.Unlock()
-	err := r.nc.PublishMsg(&nats.Msg{Subject: b1AppendSubject, Reply: r.ackPrefix + "." + tok, Data: m.Data})
+	data := m.Data
+	if r.pad > len(data) {
+		data = append(append(make([]byte, 0, r.pad), data...), bytes.Repeat([]byte{' '}, r.pad-len(data))...)
+	}
+	err := r.nc.PublishMsg(&nats.Msg{Subject: b1AppendSubject, Reply: r.ackPrefix + "." + tok, Data: data})
 	if err != nil {
 		r.mu.Lock()
 		delete(r.pending, tok)
@@ -130,10 +135,10 @@ func (r *b1Responder) onAck(m *nats.Msg) {
 }
 
 // subscribeB1 starts n B1 responders on nc, each with its own ack inbox.
-func subscribeB1(nc *nats.Conn, n int) ([]*nats.Subscription, error) {
+func subscribeB1(nc *nats.Conn, n, pad int) ([]*nats.Subscription, error) {
 	var subs []*nats.Subscription
 	for range n {
-		r := &b1Responder{nc: nc, ackPrefix: nc.NewInbox(), pending: map[string]string{}}
+		r := &b1Responder{nc: nc, ackPrefix: nc.NewInbox(), pending: map[string]string{}, pad: pad}
 		acks, err := nc.Subscribe(r.ackPrefix+".*", r.onAck)
 		if err != nil {
 			unsubscribeAll(subs)

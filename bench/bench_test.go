@@ -138,7 +138,7 @@ func TestBenchBaselineAccountsForEveryGrant(t *testing.T) {
 	var progress bytes.Buffer
 	rep, err := bench.Run(context.Background(), bench.Config{
 		Target: bench.TargetURL, NATSURL: srv.ClientURL(), Clients: 8, Duration: 2 * time.Second, Roots: 10,
-		Baseline: true, Progress: &progress, OnGranted: g.add,
+		Baseline: true, B1AppendBytes: 1400, Progress: &progress, OnGranted: g.add,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -153,7 +153,10 @@ func TestBenchBaselineAccountsForEveryGrant(t *testing.T) {
 	if err := rep.WriteText(&text); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"B0 requests", "B1 requests", "tally ", "raw async publish:", "ordered-consumer replay:", "tally ÷ B1:"} {
+	if p := rep.B1Padded; p == nil || p.AppendBytes != 1400 || p.Requests == 0 || p.Errors != 0 {
+		t.Errorf("padded B1 phase: %+v, want 1400-byte appends, answered, no errors", p)
+	}
+	for _, want := range []string{"B0 requests", "B1 requests", "B1 1400 B ", "tally ", "raw async publish:", "ordered-consumer replay:", "tally ÷ B1:"} {
 		if !strings.Contains(text.String(), want) {
 			t.Errorf("text report has no %q:\n%s", want, text.String())
 		}

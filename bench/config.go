@@ -86,6 +86,8 @@ const (
 	MinDuration = 100 * time.Millisecond
 	// MaxRate bounds --rate (decisions/s over all clients).
 	MaxRate = 10_000_000
+	// MaxB1AppendBytes bounds the padded B1 appends (within max_payload).
+	MaxB1AppendBytes = 1 << 20
 )
 
 // Config describes one bench run. Zero fields take the defaults above.
@@ -118,6 +120,13 @@ type Config struct {
 	SingleRoot bool
 	// Mix is what each agent does.
 	Mix Mix
+	// B1AppendBytes, if larger than the request, pads what the B1
+	// responder appends to this many bytes: with --baseline an extra phase
+	// "B1-padded" measures the minimal durable ledger appending records as
+	// large as tally's events (~1.4 KB for a reserve against three budgets
+	// in two units), separating the cost of the events' size from the cost
+	// of tally's own work. 0: no extra phase.
+	B1AppendBytes int
 	// Rate, if positive, paces the clients (open loop) to this many
 	// decisions/s over all of them; latency is then measured from each
 	// request's scheduled time, so a stall is not hidden (no coordinated
@@ -228,6 +237,12 @@ func (c Config) Validate() error {
 	}
 	if !c.Mix.Valid() {
 		return fmt.Errorf("bench: mix %q: want one of %v", c.Mix, Mixes)
+	}
+	if c.B1AppendBytes < 0 || c.B1AppendBytes > MaxB1AppendBytes {
+		return fmt.Errorf("bench: b1-append-bytes %d: must be 0 to %d", c.B1AppendBytes, MaxB1AppendBytes)
+	}
+	if c.B1AppendBytes > 0 && !c.Baseline {
+		return errors.New("bench: b1-append-bytes needs --baseline")
 	}
 	if c.Rate < 0 || c.Rate > MaxRate {
 		return fmt.Errorf("bench: rate %g: must be 0 (closed loop) to %d decisions/s", c.Rate, MaxRate)

@@ -26,8 +26,10 @@ type Report struct {
 	// Tally is the tally phase.
 	Tally Tally `json:"tally"`
 	// B0, B1, RawPublish and Replay are set with Config.Baseline.
-	B0         *Load       `json:"b0,omitempty"`
-	B1         *Load       `json:"b1,omitempty"`
+	B0 *Load `json:"b0,omitempty"`
+	B1 *Load `json:"b1,omitempty"`
+	// B1Padded is B1 appending Config.B1AppendBytes per request.
+	B1Padded   *Load       `json:"b1_padded,omitempty"`
 	RawPublish *Throughput `json:"raw_publish,omitempty"`
 	Replay     *Throughput `json:"replay,omitempty"`
 	Ratios     *Ratios     `json:"ratios,omitempty"`
@@ -185,6 +187,8 @@ type Load struct {
 	// CPUS and CPUPerRequestUS are as Tally's, the responders included.
 	CPUS            float64 `json:"cpu_s"`
 	CPUPerRequestUS float64 `json:"cpu_us_per_request"`
+	// AppendBytes is the size of each append of a padded B1 phase.
+	AppendBytes int `json:"append_bytes,omitempty"`
 }
 
 // Throughput is a one-way phase: raw publish or replay.
@@ -258,6 +262,9 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	if r.B1 != nil {
 		row("B1 requests", r.B1.RequestsPerS, r.B1.Errors, r.B1.Latency, r.B1.CPUPerRequestUS)
+	}
+	if r.B1Padded != nil {
+		row(fmt.Sprintf("B1 %d B", r.B1Padded.AppendBytes), r.B1Padded.RequestsPerS, r.B1Padded.Errors, r.B1Padded.Latency, r.B1Padded.CPUPerRequestUS)
 	}
 	t := r.Tally
 	row("tally", t.DecisionsPerS, t.Errors, t.Latency, t.CPUPerDecisionUS)

@@ -34,6 +34,7 @@ type benchFlags struct {
 	singleRoot bool
 	mix        string
 	rate       float64
+	b1Append   int
 	baseline   bool
 	timeout    time.Duration
 
@@ -60,6 +61,7 @@ func runBench(ctx context.Context, e *env, args []string) int {
 	fs.IntVar(&f.roots, "roots", bench.DefaultRoots, "tenants (roots) the load is spread over, each with tenant > workflow > run:* budgets in USD and tokens")
 	fs.BoolVar(&f.singleRoot, "single-root", false, "put all load on one root: one partition's decision loop")
 	fs.StringVar(&f.mix, "mix", string(bench.DefaultMix), "what each agent does: reserve-commit, reserve-release or decide")
+	fs.IntVar(&f.b1Append, "b1-append-bytes", 0, "with --baseline: also measure B1 appending records padded to this many bytes (e.g. the size of tally's events, to separate their cost from tally's own work)")
 	fs.Float64Var(&f.rate, "rate", 0, "open loop: target decisions/s over all clients (0: closed loop, as fast as answers come)")
 	fs.BoolVar(&f.baseline, "baseline", false, "also measure, in the same run: B0 (answer at once), B1 (append, answer after the ack), raw async publish and replay")
 	fs.DurationVar(&f.timeout, "timeout", bench.DefaultTimeout, "how long one attempt of a request waits for its answer")
@@ -169,6 +171,7 @@ func (f *benchFlags) config(e *env) (bench.Config, int) {
 	cfg.Sync, cfg.GroupCommit, cfg.Partitions, cfg.DataDir = f.sync, f.groupCommit, f.partitions, f.dataDir
 	cfg.Clients, cfg.Duration, cfg.Roots, cfg.SingleRoot = f.clients, f.duration, f.roots, f.singleRoot
 	cfg.Mix, cfg.Rate, cfg.Baseline, cfg.Timeout = bench.Mix(f.mix), f.rate, f.baseline, f.timeout
+	cfg.B1AppendBytes = f.b1Append
 	cfg.Progress, cfg.LiveProgress = e.stderr, benchTerminal(e.stderr)
 	if err := cfg.Validate(); err != nil {
 		return cfg, e.usageErr("%s", strings.TrimPrefix(err.Error(), "bench: "))
