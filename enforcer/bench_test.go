@@ -2,6 +2,8 @@ package enforcer
 
 import (
 	"fmt"
+	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -74,4 +76,47 @@ func BenchmarkReserveCommitDecideApply(b *testing.B) {
 		}
 		now = now.Add(time.Microsecond)
 	}
+}
+
+// BenchmarkSnapshotPause compares what the decision loop pauses for when
+// it snapshots a large state: encoding it in place (Snapshot), as it once
+// did, against copying it (Clone) and encoding the copy elsewhere. The
+// state holds TALLY_BENCH_SNAPSHOT_OPS (default 50 000) reserve+commit
+// pairs: as many retained keys and closed reservations.
+func BenchmarkSnapshotPause(b *testing.B) {
+	ops := 50_000
+	if v, err := strconv.Atoi(os.Getenv("TALLY_BENCH_SNAPSHOT_OPS")); err == nil && v > 0 {
+		ops = v
+	}
+	h := newHarness(b)
+	h.step(events.OpBudgetSet, "tenant:acme", `{"idempotency_key":"b1","scope":"tenant:acme","name":"monthly","limits":{"USD":"1000000000000","tokens":"1000000000000000"},"period":"monthly"}`)
+	h.step(events.OpBudgetSet, "tenant:acme", `{"idempotency_key":"b3","scope":"tenant:acme/workflow:code-review/run:*","name":"per-run","limits":{"USD":"1000000000000","tokens":"1000000000000000"}}`)
+	s, now := h.s, h.now
+	for i := range ops {
+		id := fmt.Sprintf("R%d", i)
+		d := s.Decide(Command{Op: events.OpReserve, Root: "tenant:acme", NewID: id, Request: &events.ReserveRequest{
+			IdempotencyKey: fmt.Sprintf("k%d", i), Scope: fmt.Sprintf("tenant:acme/workflow:code-review/run:r-%d", i%500),
+			Amounts: events.Amounts{"USD": events.MustAmount("0.42"), "tokens": events.MustAmount("12000")}}}, now)
+		for _, ev := range d.Events {
+			s.Apply(s.LastSeq()+1, ev)
+		}
+		d = s.Decide(Command{Op: events.OpCommit, Root: "tenant:acme", Request: &events.CommitRequest{
+			IdempotencyKey: fmt.Sprintf("c%d", i), ReservationID: id, Actual: events.Amounts{"USD": events.MustAmount("0.4")}}}, now)
+		for _, ev := range d.Events {
+			s.Apply(s.LastSeq()+1, ev)
+		}
+		now = now.Add(time.Millisecond)
+	}
+	b.Run("snapshot", func(b *testing.B) {
+		for b.Loop() {
+			b.ReportMetric(float64(len(s.Snapshot())), "bytes")
+		}
+	})
+	b.Run("clone", func(b *testing.B) {
+		for b.Loop() {
+			if s.Clone().LastSeq() != s.LastSeq() {
+				b.Fatal("clone lost the sequence")
+			}
+		}
+	})
 }

@@ -817,6 +817,10 @@ type modelMachine struct {
 	ids      int
 	keys     int
 	compared uint64 // the last sequence at which snapshots were compared
+	// clone is a Clone of live taken at the last comparison, with the
+	// snapshot it had then: later steps on live must not change it.
+	clone     *State
+	cloneSnap string
 }
 
 func newMachine() *modelMachine {
@@ -936,8 +940,18 @@ func (mc *modelMachine) check(t *rapid.T) {
 	// Only Apply changes a State: compare snapshots when events were appended.
 	if seq := mc.live.LastSeq(); seq != mc.compared || seq == 0 {
 		mc.compared = seq
-		if got, want := string(mc.replica.Snapshot()), string(mc.live.Snapshot()); got != want {
+		want := string(mc.live.Snapshot())
+		if got := string(mc.replica.Snapshot()); got != want {
 			t.Fatalf("the replayed state differs from the live one:\n%s", cmp.Diff(want, got))
+		}
+		if mc.clone != nil {
+			if got := string(mc.clone.Snapshot()); got != mc.cloneSnap {
+				t.Fatalf("a clone changed with the state it was taken from:\n%s", cmp.Diff(mc.cloneSnap, got))
+			}
+		}
+		mc.clone, mc.cloneSnap = mc.live.Clone(), want
+		if got := string(mc.clone.Snapshot()); got != want {
+			t.Fatalf("a clone differs from its original:\n%s", cmp.Diff(want, got))
 		}
 	}
 }
@@ -1119,13 +1133,16 @@ func TestModel(t *testing.T) {
 			},
 			"restart": func(t *rapid.T) {
 				before := string(mc.live.Snapshot())
-				if rapid.Bool().Draw(t, "from-snapshot") {
+				switch rapid.IntRange(0, 2).Draw(t, "from") {
+				case 0: // a clone carries on as the live state
+					mc.live = mc.live.Clone()
+				case 1:
 					s, err := Restore(mc.cfg, []byte(before))
 					if err != nil {
 						t.Fatal(err)
 					}
 					mc.live = s
-				} else {
+				default:
 					mc.live = New(mc.cfg)
 					for i, ev := range mc.log {
 						b, err := events.Encode(&ev)

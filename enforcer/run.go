@@ -213,6 +213,8 @@ type partition struct {
 	acked   atomic.Uint64 // highest sequence acknowledged by JetStream
 	snapSeq uint64        // sequence of the last snapshot taken
 	snaps   sync.WaitGroup
+	// snapBusy is set while a snapshot is encoded and stored.
+	snapBusy atomic.Bool
 }
 
 func (s *Service) newPartition(n int) *partition {

@@ -167,12 +167,23 @@ func Recover(ctx context.Context, js jetstream.JetStream, n int, cfg Config, war
 	return st, hash, nil
 }
 
-// snapshot takes the state's snapshot now (in the decision loop) and
-// stores it once its last event is acknowledged.
+// snapshot clones the state now (in the decision loop: a copy of memory)
+// and, on another goroutine, encodes the copy and stores it once its last
+// event is acknowledged. Encoding takes far longer than copying (seconds
+// for a state of a few hundred MB), and decisions go on meanwhile. One
+// snapshot at a time: while one is in progress the next waits.
 func (p *partition) snapshot(ctx context.Context) {
-	data, seq, hash := p.state.Snapshot(), p.state.LastSeq(), p.hash
+	if !p.snapBusy.CompareAndSwap(false, true) {
+		return
+	}
+	start := time.Now()
+	st, seq, hash := p.state.Clone(), p.state.LastSeq(), p.hash
 	p.snapSeq = seq
+	cloned := time.Since(start)
 	p.snaps.Go(func() {
+		defer p.snapBusy.Store(false)
+		data := st.Snapshot()
+		p.log.Debug("snapshot encoded", logSeq, seq, "bytes", len(data), "clone", cloned, "encode", time.Since(start)-cloned)
 		deadline := time.Now().Add(p.svc.cfg.AppendTimeout)
 		for p.acked.Load() < seq {
 			if time.Now().After(deadline) || ctx.Err() != nil {
