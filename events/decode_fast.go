@@ -1,6 +1,7 @@
 package events
 
 import (
+	"math/bits"
 	"time"
 	"unicode/utf8"
 )
@@ -23,7 +24,7 @@ import (
 
 // decodeData decodes the data of a covered event type, or reports false.
 func decodeData(t Type, b []byte) (Data, bool) {
-	l := lexer{b: b}
+	l := decoder{lexer: lexer{b: b}}
 	var (
 		d  Data
 		ok bool
@@ -48,8 +49,160 @@ func decodeData(t Type, b []byte) (Data, bool) {
 	return d, true
 }
 
+// decoder is a lexer that shares the strings it reads: the names of units,
+// budgets, scopes, periods and modes repeat across an event's instances,
+// and a copy each was most of the decoder's allocations. (Strings are
+// immutable, so sharing them is invisible.)
+type decoder struct {
+	lexer
+	strs [24]string
+	n    int
+}
+
+// intern returns b as a string, one it returned before when equal.
+func (l *decoder) intern(b []byte) string {
+	for _, s := range l.strs[:l.n] {
+		if s == string(b) {
+			return s
+		}
+	}
+	s := string(b)
+	if l.n < len(l.strs) {
+		l.strs[l.n] = s
+		l.n++
+	}
+	return s
+}
+
+// plainText reads what plainString reads (ASCII, no escapes, no control
+// characters), interned.
+func (l *decoder) plainText() (string, bool) {
+	if !l.eat('"') {
+		return "", false
+	}
+	start := l.i
+	for l.i < len(l.b) {
+		c := l.b[l.i]
+		if c == '"' {
+			s := l.intern(l.b[start:l.i])
+			l.i++
+			return s, true
+		}
+		if c == '\\' || c < 0x20 || c >= 0x80 {
+			return "", false
+		}
+		l.i++
+	}
+	return "", false
+}
+
+// unitObject is lexer.unitObject with interned unit names.
+func (l *decoder) unitObject(f func(unit string) bool) bool {
+	if !l.eat('{') {
+		return false
+	}
+	if l.eat('}') {
+		return true
+	}
+	prev := ""
+	for first := true; ; first = false {
+		u, ok := l.plainText()
+		if !ok || !first && u <= prev || ValidateUnit(u) != nil || !l.eat(':') || !f(u) {
+			return false
+		}
+		prev = u
+		if l.eat('}') {
+			return true
+		}
+		if !l.eat(',') {
+			return false
+		}
+	}
+}
+
+// fixed reads a JSON string holding an amount of the form
+// (0|[1-9][0-9]{0,18})(\.[0-9]{1,18})? below 10^19 without a string copy.
+// Such a string passes the amount grammar within both bounds and
+// parseAmount returns parseFixed's value for it, which this computes the
+// same way. It reports false, having consumed nothing, for anything else.
+func (l *decoder) fixed() (Amount, bool) {
+	if l.i >= len(l.b) || l.b[l.i] != '"' {
+		return Amount{}, false
+	}
+	return l.fixedFrom(l.i + 1)
+}
+
+// fixedFrom is fixed for the digits at start, past the quote and any sign.
+func (l *decoder) fixedFrom(start int) (Amount, bool) {
+	b, i := l.b, start
+	var ip uint64
+	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+		ip = ip*10 + uint64(b[i]-'0')
+		i++
+	}
+	if n := i - start; n == 0 || n > 19 || n > 1 && b[start] == '0' {
+		return Amount{}, false
+	}
+	if i == len(b) {
+		return Amount{}, false
+	}
+	var f uint64
+	if b[i] == '.' {
+		i++
+		fs := i
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			f = f*10 + uint64(b[i]-'0')
+			i++
+		}
+		n := i - fs
+		if n == 0 || n > fixedScale {
+			return Amount{}, false
+		}
+		f *= pow10[fixedScale-n]
+	}
+	if i == len(b) || b[i] != '"' {
+		return Amount{}, false
+	}
+	hi, lo := bits.Mul64(ip, pow10[fixedScale])
+	m := u128{hi, lo}.add(u128{0, f})
+	if m.cmp(fixedLimit) >= 0 {
+		return Amount{}, false
+	}
+	l.i = i + 1
+	return Amount{mag: m}, true
+}
+
+// amount reads an amount within the request bounds (ParseAmount).
+func (l *decoder) amount() (Amount, bool) {
+	if a, ok := l.fixed(); ok {
+		return a, true
+	}
+	return l.lexer.amount()
+}
+
+// wideAmount reads an amount within the wide bounds.
+func (l *decoder) wideAmount() (Amount, bool) {
+	if a, ok := l.fixed(); ok {
+		return a, true
+	}
+	return l.lexer.wideAmount()
+}
+
+// signed reads a signed amount within the wide bounds, no negative zero:
+// parseSigned negates what the unsigned parse of the rest yields.
+func (l *decoder) signed() (Signed, bool) {
+	if l.i+1 < len(l.b) && l.b[l.i] == '"' && l.b[l.i+1] == '-' {
+		if a, ok := l.fixedFrom(l.i + 2); ok && !a.IsZero() {
+			return Signed{a.Neg()}, true
+		}
+	} else if a, ok := l.fixed(); ok {
+		return Signed{a}, true
+	}
+	return l.lexer.signed()
+}
+
 // lit consumes s, a run of punctuation and keys, if it comes next.
-func (l *lexer) lit(s string) bool {
+func (l *decoder) lit(s string) bool {
 	if len(l.b)-l.i >= len(s) && string(l.b[l.i:l.i+len(s)]) == s {
 		l.i += len(s)
 		return true
@@ -61,7 +214,7 @@ func (l *lexer) lit(s string) bool {
 // bytes are taken as they are when the content is valid UTF-8, which is
 // what encoding/json yields for it; invalid UTF-8 (which json replaces by
 // U+FFFD) declines.
-func (l *lexer) text() (string, bool) {
+func (l *decoder) text() (string, bool) {
 	if !l.eat('"') {
 		return "", false
 	}
@@ -75,7 +228,7 @@ func (l *lexer) text() (string, bool) {
 				return "", false
 			}
 			l.i++
-			return string(s), true
+			return l.intern(s), true
 		case c == '\\' || c < 0x20:
 			return "", false
 		case c >= utf8.RuneSelf:
@@ -88,7 +241,7 @@ func (l *lexer) text() (string, bool) {
 
 // time reads a JSON string and gives it to time.Time.UnmarshalJSON, as
 // encoding/json does, so the instant and the location are the same.
-func (l *lexer) time() (time.Time, bool) {
+func (l *decoder) time() (time.Time, bool) {
 	start := l.i
 	if !l.eat('"') {
 		return time.Time{}, false
@@ -110,7 +263,7 @@ func (l *lexer) time() (time.Time, bool) {
 }
 
 // boolean reads true or false.
-func (l *lexer) boolean() (bool, bool) {
+func (l *decoder) boolean() (bool, bool) {
 	if l.lit("true") {
 		return true, true
 	}
@@ -122,7 +275,7 @@ func (l *lexer) boolean() (bool, bool) {
 
 // smallInt reads -?(0|[1-9][0-9]*) of at most 18 digits: a JSON number that
 // encoding/json stores in an int unchanged.
-func (l *lexer) smallInt() (int, bool) {
+func (l *decoder) smallInt() (int, bool) {
 	neg := l.eat('-')
 	start, n := l.i, 0
 	for l.i < len(l.b) && l.b[l.i] >= '0' && l.b[l.i] <= '9' {
@@ -146,7 +299,7 @@ func (l *lexer) smallInt() (int, bool) {
 
 // amounts is fastAmounts in place: what Amounts.UnmarshalJSON yields for
 // the form Encode writes (units valid and in increasing order, ParseAmount).
-func (l *lexer) amounts() (Amounts, bool) {
+func (l *decoder) amounts() (Amounts, bool) {
 	out := Amounts{}
 	ok := l.unitObject(func(u string) bool {
 		a, ok := l.amount()
@@ -157,8 +310,9 @@ func (l *lexer) amounts() (Amounts, bool) {
 }
 
 // unitBalances is fastUnitBalances in place.
-func (l *lexer) unitBalances() (UnitBalances, bool) {
-	var out UnitBalances
+func (l *decoder) unitBalances() (UnitBalances, bool) {
+	var buf [MaxUnits]UnitEntry // copied out at the end, as in array
+	out := buf[:0]
 	ok := l.unitObject(func(u string) bool {
 		e := UnitEntry{Unit: u}
 		var ok bool
@@ -180,15 +334,15 @@ func (l *lexer) unitBalances() (UnitBalances, bool) {
 		out = append(out, e)
 		return true
 	})
-	if out == nil {
-		out = UnitBalances{}
+	if !ok {
+		return nil, false
 	}
-	return out, ok
+	return exact(out), true
 }
 
 // optionalLabels reads a `,"labels":{…}` field if it comes next; Encode
 // writes it only when non-empty, so an empty or null one declines.
-func (l *lexer) optionalLabels() (Labels, bool) {
+func (l *decoder) optionalLabels() (Labels, bool) {
 	if !l.lit(`,"labels":{`) {
 		return nil, true
 	}
@@ -212,35 +366,38 @@ func (l *lexer) optionalLabels() (Labels, bool) {
 	}
 }
 
-// array reads a JSON array of objects, null as nil and [] as an empty
-// slice, as encoding/json does.
-func array[T any](l *lexer, elem func(*lexer, *T) bool) ([]T, bool) {
+// arrayStart opens a JSON array: null reports nil (as encoding/json
+// leaves a nil slice), else more reports whether an element follows '['.
+func (l *decoder) arrayStart() (null, more, ok bool) {
 	if l.lit("null") {
-		return nil, true
+		return true, false, true
 	}
 	if !l.eat('[') {
-		return nil, false
+		return false, false, false
 	}
-	out := make([]T, 0, 4)
-	if l.eat(']') {
-		return out, true
+	return false, !l.eat(']'), true
+}
+
+// arrayNext reads what follows an element: ',' (more) or ']'.
+func (l *decoder) arrayNext() (more, ok bool) {
+	if l.eat(',') {
+		return true, true
 	}
-	for {
-		out = append(out, *new(T))
-		if !elem(l, &out[len(out)-1]) {
-			return nil, false
-		}
-		if l.eat(']') {
-			return out, true
-		}
-		if !l.eat(',') {
-			return nil, false
-		}
-	}
+	return false, l.eat(']')
+}
+
+// exact copies s to the heap at its length; [] gives an empty slice, not
+// nil, as encoding/json does. The decoders below read elements into a
+// buffer on the stack (with direct calls, so that it stays there) and make
+// one allocation of the exact size.
+func exact[T any](s []T) []T {
+	r := make([]T, len(s))
+	copy(r, s)
+	return r
 }
 
 // texts reads string fields, each preceded by its key literal.
-func (l *lexer) texts(keys []string, dst ...*string) bool {
+func (l *decoder) texts(keys []string, dst ...*string) bool {
 	for i, k := range keys {
 		if !l.lit(k) {
 			return false
@@ -256,7 +413,7 @@ func (l *lexer) texts(keys []string, dst ...*string) bool {
 
 var instanceKeys = []string{`{"budget":`, `,"pattern":`, `,"scope":`, `,"period":`}
 
-func (l *lexer) instanceView(v *InstanceView) bool {
+func (l *decoder) instanceView(v *InstanceView) bool {
 	if !l.texts(instanceKeys, &v.Budget, &v.Pattern, &v.Scope, &v.Period) {
 		return false
 	}
@@ -281,13 +438,66 @@ func (l *lexer) instanceView(v *InstanceView) bool {
 	return l.eat('}')
 }
 
-func (l *lexer) instances() ([]InstanceView, bool) {
-	return array(l, (*lexer).instanceView)
+func (l *decoder) instances() ([]InstanceView, bool) {
+	null, more, ok := l.arrayStart()
+	if null || !ok {
+		return nil, ok
+	}
+	var buf [4]InstanceView
+	out := buf[:0]
+	for more {
+		out = append(out, InstanceView{})
+		if !l.instanceView(&out[len(out)-1]) {
+			return nil, false
+		}
+		if more, ok = l.arrayNext(); !ok {
+			return nil, false
+		}
+	}
+	return exact(out), true
+}
+
+func (l *decoder) shadowDenials() ([]ShadowDenial, bool) {
+	null, more, ok := l.arrayStart()
+	if null || !ok {
+		return nil, ok
+	}
+	var buf [4]ShadowDenial
+	out := buf[:0]
+	for more {
+		out = append(out, ShadowDenial{})
+		if !l.shadowDenial(&out[len(out)-1]) {
+			return nil, false
+		}
+		if more, ok = l.arrayNext(); !ok {
+			return nil, false
+		}
+	}
+	return exact(out), true
+}
+
+func (l *decoder) overLimits() ([]OverLimit, bool) {
+	null, more, ok := l.arrayStart()
+	if null || !ok {
+		return nil, ok
+	}
+	var buf [4]OverLimit
+	out := buf[:0]
+	for more {
+		out = append(out, OverLimit{})
+		if !l.overLimit(&out[len(out)-1]) {
+			return nil, false
+		}
+		if more, ok = l.arrayNext(); !ok {
+			return nil, false
+		}
+	}
+	return exact(out), true
 }
 
 var shadowKeys = []string{`{"budget":`, `,"pattern":`, `,"scope":`, `,"period":`, `,"unit":`}
 
-func (l *lexer) shadowDenial(d *ShadowDenial) bool {
+func (l *decoder) shadowDenial(d *ShadowDenial) bool {
 	if !l.texts(shadowKeys, &d.Budget, &d.Pattern, &d.Scope, &d.Period, &d.Unit) {
 		return false
 	}
@@ -307,7 +517,7 @@ func (l *lexer) shadowDenial(d *ShadowDenial) bool {
 	return l.eat('}')
 }
 
-func (l *lexer) overLimit(o *OverLimit) bool {
+func (l *decoder) overLimit(o *OverLimit) bool {
 	if !l.texts(shadowKeys, &o.Budget, &o.Pattern, &o.Scope, &o.Period, &o.Unit) || !l.lit(`,"over":`) {
 		return false
 	}
@@ -320,23 +530,23 @@ func (l *lexer) overLimit(o *OverLimit) bool {
 
 // optionalOverLimits reads a `,"over_limit":[…]` field if it comes next;
 // Encode writes it only when non-empty, so null and [] decline.
-func (l *lexer) optionalOverLimits() ([]OverLimit, bool) {
+func (l *decoder) optionalOverLimits() ([]OverLimit, bool) {
 	if !l.lit(`,"over_limit":`) {
 		return nil, true
 	}
-	s, ok := array(l, (*lexer).overLimit)
+	s, ok := l.overLimits()
 	return s, ok && len(s) > 0
 }
 
 var mutationKeys = []string{`{"idempotency_key":`, `,"request_hash":`}
 
-func (l *lexer) mutation(m *Mutation) bool {
+func (l *decoder) mutation(m *Mutation) bool {
 	return l.texts(mutationKeys, &m.IdempotencyKey, &m.RequestHash)
 }
 
 var idScopeKeys = []string{`,"reservation_id":`, `,"scope":`}
 
-func (l *lexer) reservationGranted() (ReservationGranted, bool) {
+func (l *decoder) reservationGranted() (ReservationGranted, bool) {
 	var d ReservationGranted
 	var ok bool
 	if !l.mutation(&d.Mutation) || !l.texts(idScopeKeys, &d.ReservationID, &d.Scope) || !l.lit(`,"amounts":`) {
@@ -368,13 +578,13 @@ func (l *lexer) reservationGranted() (ReservationGranted, bool) {
 	if d.Instances, ok = l.instances(); !ok || !l.lit(`,"shadow_denials":`) {
 		return d, false
 	}
-	if d.ShadowDenials, ok = array(l, (*lexer).shadowDenial); !ok {
+	if d.ShadowDenials, ok = l.shadowDenials(); !ok {
 		return d, false
 	}
 	return d, l.eat('}')
 }
 
-func (l *lexer) reservationCommitted() (ReservationCommitted, bool) {
+func (l *decoder) reservationCommitted() (ReservationCommitted, bool) {
 	var d ReservationCommitted
 	var ok bool
 	if !l.mutation(&d.Mutation) || !l.texts(idScopeKeys, &d.ReservationID, &d.Scope) || !l.lit(`,"charged":`) {
@@ -404,7 +614,7 @@ func (l *lexer) reservationCommitted() (ReservationCommitted, bool) {
 	return d, l.eat('}')
 }
 
-func (l *lexer) reservationReleased() (ReservationReleased, bool) {
+func (l *decoder) reservationReleased() (ReservationReleased, bool) {
 	var d ReservationReleased
 	var ok bool
 	if !l.mutation(&d.Mutation) || !l.texts(idScopeKeys, &d.ReservationID, &d.Scope) || !l.lit(`,"released":`) {
@@ -424,7 +634,7 @@ func (l *lexer) reservationReleased() (ReservationReleased, bool) {
 
 var expiredKeys = []string{`{"reservation_id":`, `,"scope":`}
 
-func (l *lexer) reservationExpired() (ReservationExpired, bool) {
+func (l *decoder) reservationExpired() (ReservationExpired, bool) {
 	var d ReservationExpired
 	var ok bool
 	if !l.texts(expiredKeys, &d.ReservationID, &d.Scope) || !l.lit(`,"released":`) {
@@ -439,7 +649,7 @@ func (l *lexer) reservationExpired() (ReservationExpired, bool) {
 	return d, l.eat('}')
 }
 
-func (l *lexer) usageCharged() (UsageCharged, bool) {
+func (l *decoder) usageCharged() (UsageCharged, bool) {
 	var d UsageCharged
 	var ok bool
 	if !l.mutation(&d.Mutation) || !l.lit(`,"scope":`) {

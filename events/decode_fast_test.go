@@ -265,20 +265,27 @@ func TestDecodeDataDeclines(t *testing.T) {
 }
 
 func FuzzDecodeEventData(f *testing.F) {
-	for i, d := range fastSamples() {
-		b := fastEncodeData(f, d)
-		for k, typ := range fastCovered {
-			if typ == d.EventType() {
-				f.Add(uint8(k), b)
-			}
-		}
+	kind := map[Type]uint8{}
+	for k, typ := range fastCovered {
+		kind[typ] = uint8(k)
+	}
+	for _, d := range fastSamples() {
+		b, k := fastEncodeData(f, d), kind[d.EventType()]
+		f.Add(k, b)
 		// Mutations: a field's value replaced, a byte dropped, a suffix.
-		f.Add(uint8(i), bytes.Replace(b, []byte(`"USD"`), []byte(`"usd"`), 1))
-		f.Add(uint8(i), bytes.Replace(b, []byte(`"0.4"`), []byte(`"-0.4"`), 1))
-		f.Add(uint8(i), bytes.Replace(b, []byte(`:null`), []byte(`:[]`), 1))
-		f.Add(uint8(i), bytes.Replace(b, []byte(`Z"`), []byte(`+02:00"`), 1))
+		f.Add(k, bytes.Replace(b, []byte(`"USD"`), []byte(`"usd"`), 1))
+		f.Add(k, bytes.Replace(b, []byte(`"0.4"`), []byte(`"-0.4"`), 1))
+		f.Add(k, bytes.Replace(b, []byte(`:null`), []byte(`:[]`), 1))
+		f.Add(k, bytes.Replace(b, []byte(`Z"`), []byte(`+02:00"`), 1))
+		f.Add(k, append(bytes.Clone(b), ' '))
 		if len(b) > 10 {
-			f.Add(uint8(i), append(bytes.Clone(b[:len(b)/2]), b[len(b)/2+1:]...))
+			f.Add(k, append(bytes.Clone(b[:len(b)/2]), b[len(b)/2+1:]...))
+		}
+	}
+	g := fastEncodeData(f, fastGranted())
+	for _, s := range fastAmountInputs {
+		for _, old := range []string{`"486.86"`, `"0.84"`, `"12000"`, `"0.3"`} {
+			f.Add(kind[TypeReservationGranted], bytes.Replace(g, []byte(old), []byte(`"`+s+`"`), 1))
 		}
 	}
 	f.Fuzz(func(t *testing.T, kind uint8, b []byte) {
@@ -307,4 +314,51 @@ func BenchmarkDecodeGrantedData(b *testing.B) {
 			}
 		}
 	})
+}
+
+// fastAmountInputs are amount strings around the edges of decoder.fixed:
+// digit counts, the 10^19 limit of the compact form, zeros, signs.
+var fastAmountInputs = []string{"0", "1", "0.4", "12.30", "0.000000000000000000", "0.000000000000000001",
+	"0.0000000000000000001", "9999999999999999999", "9999999999999999999.999999999999999999", "10000000000000000000",
+	"1844674407370955161", "18446744073709551616", "123456789012345678901234567890", "00", "01", "1.", ".5", "1e3",
+	"-0", "-0.0", "-1", "-0.000000000000000001", "--1", "+1", "", "1.2.3", "١", "-9999999999999999999.5"}
+
+// TestDecoderAmountsAgree compares the decoder's amount readers with the
+// parsers the general path uses, on each input alone and in a unit balance.
+func TestDecoderAmountsAgree(t *testing.T) {
+	for _, s := range fastAmountInputs {
+		lit := []byte(`"` + s + `"`)
+		for _, c := range []struct {
+			name string
+			read func(*decoder) (any, bool)
+			dec  func([]byte) (any, error)
+		}{
+			{"amount", func(l *decoder) (any, bool) { return l.amount() },
+				func(b []byte) (any, error) { return decodeAmountJSON(b, false, false) }},
+			{"wide", func(l *decoder) (any, bool) { return l.wideAmount() },
+				func(b []byte) (any, error) { return decodeAmountJSON(b, true, false) }},
+			{"signed", func(l *decoder) (any, bool) { a, ok := l.signed(); return a.Amount, ok },
+				func(b []byte) (any, error) { return decodeAmountJSON(b, true, true) }},
+		} {
+			l := decoder{lexer: lexer{b: lit}}
+			got, ok := c.read(&l)
+			want, err := c.dec(lit)
+			if ok != (err == nil) || ok && l.i != len(lit) {
+				t.Errorf("%s %q: decoder %v at %d, general path %v", c.name, s, ok, l.i, err)
+				continue
+			}
+			if diff := cmp.Diff(want, got, fastCmp); ok && diff != "" {
+				t.Errorf("%s %q: (-general +decoder)\n%s", c.name, s, diff)
+			}
+		}
+		ub := []byte(`{"USD":{"limit":"` + s + `","spent":"0","reserved":"0","remaining":"` + s + `"}}`)
+		var want UnitBalances
+		l := decoder{lexer: lexer{b: ub}}
+		got, ok := l.unitBalances()
+		if err := strictUnmarshal(ub, &want); ok && (err != nil || l.i != len(ub)) {
+			t.Errorf("unit balance %q: decoder accepted, general path %v", s, err)
+		} else if diff := cmp.Diff(want, got, fastCmp); ok && diff != "" {
+			t.Errorf("unit balance %q: (-general +decoder)\n%s", s, diff)
+		}
+	}
 }
