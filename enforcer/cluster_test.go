@@ -35,7 +35,7 @@ func startClusterEnforcer(t *testing.T, urls, owner string) *clusterEnforcer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := enforcer.ServiceConfig{Partitions: testPartitions, Owner: owner, GroupCommit: os.Getenv("TALLY_TEST_GC") != "off", AppendTimeout: 2 * time.Second}
+	cfg := enforcer.ServiceConfig{Partitions: testPartitions, Owner: owner, GroupCommit: os.Getenv("TALLY_TEST_GC") != "off", BatchMin: 2, AppendTimeout: 2 * time.Second}
 	if testing.Verbose() {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).With("owner", owner)
 	}

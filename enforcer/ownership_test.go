@@ -235,6 +235,7 @@ func startLedgerOwn(t testing.TB, srv *server.Server, owner string, n int, group
 	t.Helper()
 	return startLedger(t, srv, func(c *enforcer.ServiceConfig) {
 		c.GroupCommit = groupCommit
+		c.BatchMin = 2 // with group commit, batches from a queue of two
 		c.Owner = owner
 		c.Own = []int{n}
 	})

@@ -23,9 +23,13 @@ import (
 
 // Shell defaults.
 const (
-	DefaultQueueDepth    = 8192
-	DefaultMaxBatch      = 256
-	DefaultBatchMin      = 4
+	DefaultQueueDepth = 8192
+	DefaultMaxBatch   = 256
+	// DefaultBatchMin: on an R1 file stream an atomic batch costs as
+	// much as ~15 fsynced single appends (the server stages it in a
+	// temporary file store; JETSTREAM.md, BENCHMARKS.md), so a batch pays
+	// only from about that queue depth; below it singles are pipelined.
+	DefaultBatchMin      = 16
 	DefaultAppendTimeout = 5 * time.Second
 	// maxPipeline bounds the decided entries waiting for their acks.
 	maxPipeline = 16384

@@ -151,7 +151,9 @@ func TestServiceCrashRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := startLedger(t, srv, func(c *enforcer.ServiceConfig) { c.GroupCommit = true })
+	// BatchMin 2: batches from a queue of two, so this test's load goes
+	// through atomic batches, not only pipelined singles.
+	l := startLedger(t, srv, func(c *enforcer.ServiceConfig) { c.GroupCommit, c.BatchMin = true, 2 })
 	roots := []string{"tenant:a", "tenant:b", "tenant:c", "tenant:d", "tenant:e"}
 	for _, r := range roots {
 		mustOK(t, call(t, l.nc, r, "budget-set", fmt.Sprintf(`{"idempotency_key":"b","scope":%q,"name":"m","limits":{"USD":"40"}}`, r)), nil)
