@@ -7,7 +7,8 @@ import (
 )
 
 // Single-pass decoders for the data of the event types replay reads most:
-// reservation.granted, .committed, .released, .expired and usage.charged.
+// reservation.granted, .denied, .committed, .released, .expired and
+// usage.charged.
 // The general path (strictUnmarshal: encoding/json with its custom
 // unmarshallers) scanned a payload three times with some 150 allocations
 // and was most of a takeover's replay cost.
@@ -32,6 +33,8 @@ func decodeData(t Type, b []byte) (Data, bool) {
 	switch t {
 	case TypeReservationGranted:
 		d, ok = l.reservationGranted()
+	case TypeReservationDenied:
+		d, ok = l.reservationDenied()
 	case TypeReservationCommit:
 		d, ok = l.reservationCommitted()
 	case TypeReservationReleased:
@@ -665,6 +668,84 @@ func (l *decoder) usageCharged() (UsageCharged, bool) {
 		return d, false
 	}
 	if d.OverLimit, ok = l.optionalOverLimits(); !ok || !l.lit(`,"instances":`) {
+		return d, false
+	}
+	if d.Instances, ok = l.instances(); !ok {
+		return d, false
+	}
+	return d, l.eat('}')
+}
+
+// options reads what Options.UnmarshalJSON yields for the form Encode
+// writes: an array (never null) of {"label":…,"amounts":{…}}, the label
+// omitted when empty.
+func (l *decoder) options() (Options, bool) {
+	if !l.eat('[') {
+		return nil, false
+	}
+	var buf [4]Option
+	out := buf[:0]
+	for more := !l.eat(']'); more; {
+		var o Option
+		var ok bool
+		if !l.eat('{') {
+			return nil, false
+		}
+		if l.lit(`"label":`) {
+			if o.Label, ok = l.text(); !ok || o.Label == "" || !l.eat(',') {
+				return nil, false
+			}
+		}
+		if !l.lit(`"amounts":`) {
+			return nil, false
+		}
+		if o.Amounts, ok = l.amounts(); !ok || !l.eat('}') {
+			return nil, false
+		}
+		out = append(out, o)
+		if more, ok = l.arrayNext(); !ok {
+			return nil, false
+		}
+	}
+	return exact(out), true
+}
+
+var denialKeys = []string{`{"code":`, `,"budget":`, `,"pattern":`, `,"scope":`, `,"period":`, `,"unit":`}
+
+func (l *decoder) denial(d *Denial) bool {
+	var code string
+	if !l.texts(denialKeys, &code, &d.Budget, &d.Pattern, &d.Scope, &d.Period, &d.Unit) || !l.lit(`,"requested":`) {
+		return false
+	}
+	d.Code = DenialCode(code)
+	var ok bool
+	if d.Requested, ok = l.wideAmount(); !ok || !l.lit(`,"available":`) {
+		return false
+	}
+	if d.Available, ok = l.wideAmount(); !ok {
+		return false
+	}
+	return l.eat('}')
+}
+
+func (l *decoder) reservationDenied() (ReservationDenied, bool) {
+	var d ReservationDenied
+	var ok bool
+	if !l.mutation(&d.Mutation) || !l.lit(`,"scope":`) {
+		return d, false
+	}
+	if d.Scope, ok = l.text(); !ok || !l.lit(`,"options":`) {
+		return d, false
+	}
+	if d.Options, ok = l.options(); !ok || !l.lit(`,"priority":`) {
+		return d, false
+	}
+	p, ok := l.text()
+	if !ok {
+		return d, false
+	}
+	d.Priority = Priority(p)
+	if d.Labels, ok = l.optionalLabels(); !ok || !l.lit(`,"denial":`) || !l.denial(&d.Denial) || !l.lit(`,"instances":`) {
 		return d, false
 	}
 	if d.Instances, ok = l.instances(); !ok {

@@ -14,7 +14,7 @@ import (
 // samples of codec_test.go (package events_test) are rebuilt here.
 
 // fastCovered lists the types decodeData covers.
-var fastCovered = []Type{TypeReservationGranted, TypeReservationCommit, TypeReservationReleased,
+var fastCovered = []Type{TypeReservationGranted, TypeReservationDenied, TypeReservationCommit, TypeReservationReleased,
 	TypeReservationExpired, TypeUsageCharged}
 
 // fastCmp compares amounts by value and canonical form, and times by
@@ -111,6 +111,15 @@ func fastSamples() []Data {
 	gEsc.Labels = Labels{"a": "1", "b": "x\ny", "c": "ü"}
 	return []Data{
 		g, gOdd, gEmpty, gEsc, ReservationGranted{},
+		ReservationDenied{Mutation: Mutation{IdempotencyKey: "k9", RequestHash: "ab"}, Scope: "tenant:acme/run:r1",
+			Options:  Options{{Label: "opus", Amounts: Amounts{"USD": fastAmt("0.4")}}, {Amounts: Amounts{"USD": fastAmt("0.02"), "tokens": fastAmt("10")}}},
+			Priority: PriorityLow, Labels: Labels{"model": "m"},
+			Denial: Denial{Code: DenialPriorityFloor, Budget: "monthly", Pattern: "tenant:acme", Scope: "tenant:acme",
+				Period: "2026-11", Unit: "USD", Requested: fastAmt("0.4"), Available: fastAmt("0.000000000000000000000000000001")},
+			Instances: []InstanceView{inst, wide}},
+		ReservationDenied{Options: Options{}, Denial: Denial{Code: DenialBudgetExhausted}, Instances: []InstanceView{}},
+		ReservationDenied{Options: Options{{Amounts: Amounts{}}}},
+		ReservationDenied{},
 		ReservationCommitted{Mutation: Mutation{IdempotencyKey: "k3", RequestHash: "abab"}, ReservationID: "r1", Scope: "tenant:acme/run:r1",
 			Charged: Amounts{"USD": fastAmt("0.47")}, Released: Amounts{}, Overage: Amounts{"USD": fastAmt("0.07")},
 			Late: true, Labels: Labels{"model": "m", "tool": "t"}, OverLimit: over, Instances: []InstanceView{inst}},
@@ -261,6 +270,23 @@ func TestDecodeDataDeclines(t *testing.T) {
 		if _, ok := decodeData(TypeReservationGranted, []byte(in)); ok {
 			t.Errorf("%s: accepted %s", name, in)
 		}
+	}
+	denied := string(fastEncodeData(t, fastSamples()[5]))
+	for name, e := range map[string][2]string{
+		"null options":    {`"options":[`, `"options":null,"x":[`},
+		"empty label":     {`[{"label":"opus",`, `[{"label":"",`},
+		"options no list": {`"options":[`, `"options":{`},
+	} {
+		in := strings.Replace(denied, e[0], e[1], 1)
+		if in == denied {
+			t.Fatalf("%s: the edit does not apply to %s", name, denied)
+		}
+		if _, ok := decodeData(TypeReservationDenied, []byte(in)); ok {
+			t.Errorf("%s: accepted %s", name, in)
+		}
+	}
+	if !checkFastData(t, TypeReservationDenied, []byte(denied)) {
+		t.Errorf("the unmodified denied sample declines: %s", denied)
 	}
 }
 
