@@ -8,14 +8,15 @@ import (
 
 // Single-pass decoders for the data of the event types replay reads most:
 // reservation.granted, .denied, .committed, .released, .expired and
-// usage.charged.
-// The general path (strictUnmarshal: encoding/json with its custom
-// unmarshallers) scanned a payload three times with some 150 allocations
-// and was most of a takeover's replay cost.
+// usage.charged. The general path (strictUnmarshal: encoding/json with its
+// custom unmarshallers) scanned a payload three times with 122 allocations
+// for a granted event of three instances, and was most of a takeover's
+// replay cost.
 //
 // Each decoder reads only the exact compact form the hand-written encoder
 // writes (encode_fast.go): fields in struct order, omitempty fields absent
-// when empty, no white space, strings without escapes. It either yields
+// when empty, no white space, strings without escapes (valid UTF-8 is
+// taken as is, as encoding/json takes it). It either yields
 // exactly the value strictUnmarshal yields or declines, and the caller runs
 // the general path, which gives the value or the error; it never decides
 // an error itself. Amounts follow the bounds the general path uses: Amounts
