@@ -51,9 +51,16 @@ func (l *lexer) plainString() (string, bool) {
 	return "", false
 }
 
+// key reads the member name want and its colon. It compares bytes in
+// place: want is plain ASCII, so an escaped or otherwise different name
+// does not match (and the general decoder gets the input), as before.
 func (l *lexer) key(want string) bool {
-	s, ok := l.plainString()
-	return ok && s == want && l.eat(':')
+	n := len(want)
+	if l.i+n+3 > len(l.b) || l.b[l.i] != '"' || string(l.b[l.i+1:l.i+1+n]) != want || l.b[l.i+1+n] != '"' || l.b[l.i+2+n] != ':' {
+		return false
+	}
+	l.i += n + 3
+	return true
 }
 
 func (l *lexer) amount() (Amount, bool) {
