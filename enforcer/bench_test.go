@@ -10,14 +10,21 @@ import (
 	"github.com/tallyledger/tally/events"
 )
 
-// BenchmarkReserve is Decide+Apply of a granted reserve against a
-// 3-level hierarchy (tenant > workflow > run) with 2 units, then a commit
-// so the balances stay in range over any b.N.
-func BenchmarkReserveDecideApply(b *testing.B) {
+// benchHierarchy is a state with tenant > workflow > run:* budgets (monthly,
+// daily, none) in USD and tokens, limits far above any b.N.
+func benchHierarchy(b *testing.B) *harness {
 	h := newHarness(b)
 	h.step(events.OpBudgetSet, "tenant:acme", `{"idempotency_key":"b1","scope":"tenant:acme","name":"monthly","limits":{"USD":"1000000000000","tokens":"1000000000000000"},"period":"monthly"}`)
 	h.step(events.OpBudgetSet, "tenant:acme", `{"idempotency_key":"b2","scope":"tenant:acme/workflow:code-review","name":"wf","limits":{"USD":"1000000000000","tokens":"1000000000000000"},"period":"daily"}`)
 	h.step(events.OpBudgetSet, "tenant:acme", `{"idempotency_key":"b3","scope":"tenant:acme/workflow:code-review/run:*","name":"per-run","limits":{"USD":"1000000000000","tokens":"1000000000000000"}}`)
+	return h
+}
+
+// BenchmarkReserveDecideApply is Decide+Apply of a granted reserve against
+// a 3-level hierarchy (tenant > workflow > run) with 2 units. Nothing is
+// committed: each op leaves one more open reservation in the state.
+func BenchmarkReserveDecideApply(b *testing.B) {
+	h := benchHierarchy(b)
 	s := h.s
 	prio := events.PriorityNormal
 	b.ReportAllocs()
@@ -44,10 +51,7 @@ func BenchmarkReserveDecideApply(b *testing.B) {
 // idempotency keys and closed reservations stay within the configured
 // bounds, so the state does not grow without limit as it does above.
 func BenchmarkReserveCommitDecideApply(b *testing.B) {
-	h := newHarness(b)
-	h.step(events.OpBudgetSet, "tenant:acme", `{"idempotency_key":"b1","scope":"tenant:acme","name":"monthly","limits":{"USD":"1000000000000","tokens":"1000000000000000"},"period":"monthly"}`)
-	h.step(events.OpBudgetSet, "tenant:acme", `{"idempotency_key":"b2","scope":"tenant:acme/workflow:code-review","name":"wf","limits":{"USD":"1000000000000","tokens":"1000000000000000"},"period":"daily"}`)
-	h.step(events.OpBudgetSet, "tenant:acme", `{"idempotency_key":"b3","scope":"tenant:acme/workflow:code-review/run:*","name":"per-run","limits":{"USD":"1000000000000","tokens":"1000000000000000"}}`)
+	h := benchHierarchy(b)
 	s := h.s
 	prio := events.PriorityNormal
 	b.ReportAllocs()

@@ -438,19 +438,5 @@ func errAnswer(e *events.Error) []byte {
 	return b
 }
 
-// resultAnswer renders {"result":…} — what json.Marshal(events.Answer)
-// writes — without marshalling the result twice (the envelope would
-// re-scan the already compact result).
-func resultAnswer(v any) []byte {
-	b := make([]byte, 0, 2048)
-	b = append(b, `{"result":`...)
-	if r, ok := events.AppendResult(b, v); ok {
-		return append(r, '}')
-	}
-	r, err := json.Marshal(v)
-	if err != nil {
-		panic(fmt.Sprintf("enforcer: encode answer: %v", err))
-	}
-	b = append(b, r...)
-	return append(b, '}')
-}
+// resultAnswer renders {"result":…} for a result value.
+func resultAnswer(v any) []byte { return events.ResultAnswer(v) }

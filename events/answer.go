@@ -247,3 +247,21 @@ func RequestHash(op Op, req any) string {
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:16])
 }
+
+// ResultAnswer renders the answer {"result":…} for a result value — the
+// bytes json.Marshal(Answer{Result: …}) writes — with the hand-written
+// encoder where it covers the value and json.Marshal otherwise. It panics
+// if the value cannot be encoded, which no result type allows.
+func ResultAnswer(v any) []byte {
+	b := make([]byte, 0, 2048)
+	b = append(b, `{"result":`...)
+	if r, ok := AppendResult(b, v); ok {
+		return append(r, '}')
+	}
+	r, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("events: encode answer: %v", err))
+	}
+	b = append(b, r...)
+	return append(b, '}')
+}

@@ -78,51 +78,17 @@ func (l *decoder) intern(b []byte) string {
 	return s
 }
 
-// plainText reads what plainString reads (ASCII, no escapes, no control
-// characters), interned.
+// plainText reads what plainString reads, interned.
 func (l *decoder) plainText() (string, bool) {
-	if !l.eat('"') {
+	b, ok := l.plainBytes()
+	if !ok {
 		return "", false
 	}
-	start := l.i
-	for l.i < len(l.b) {
-		c := l.b[l.i]
-		if c == '"' {
-			s := l.intern(l.b[start:l.i])
-			l.i++
-			return s, true
-		}
-		if c == '\\' || c < 0x20 || c >= 0x80 {
-			return "", false
-		}
-		l.i++
-	}
-	return "", false
+	return l.intern(b), true
 }
 
 // unitObject is lexer.unitObject with interned unit names.
-func (l *decoder) unitObject(f func(unit string) bool) bool {
-	if !l.eat('{') {
-		return false
-	}
-	if l.eat('}') {
-		return true
-	}
-	prev := ""
-	for first := true; ; first = false {
-		u, ok := l.plainText()
-		if !ok || !first && u <= prev || ValidateUnit(u) != nil || !l.eat(':') || !f(u) {
-			return false
-		}
-		prev = u
-		if l.eat('}') {
-			return true
-		}
-		if !l.eat(',') {
-			return false
-		}
-	}
-}
+func (l *decoder) unitObject(f func(unit string) bool) bool { return l.units(l.plainText, f) }
 
 // fixed reads a JSON string holding an amount of the form
 // (0|[1-9][0-9]{0,18})(\.[0-9]{1,18})? below 10^19 without a string copy.

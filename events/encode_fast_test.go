@@ -793,22 +793,6 @@ func BenchmarkRequestHashReserveJSON(b *testing.B) {
 	}
 }
 
-// encResultAnswer is the body proposed for the enforcer's resultAnswer:
-// {"result":…} as json.Marshal(events.Answer{Result: …}) writes it.
-func encResultAnswer(v any) []byte {
-	b := make([]byte, 0, 2048)
-	b = append(b, `{"result":`...)
-	if r, ok := events.AppendResult(b, v); ok {
-		return append(r, '}')
-	}
-	r, err := json.Marshal(v)
-	if err != nil {
-		panic(fmt.Sprintf("enforcer: encode answer: %v", err))
-	}
-	b = append(b, r...)
-	return append(b, '}')
-}
-
 // encResultAnswerJSON is the enforcer's resultAnswer before AppendResult.
 func encResultAnswerJSON(v any) []byte {
 	r, err := json.Marshal(v)
@@ -837,7 +821,7 @@ func TestResultAnswerMatchesEnvelope(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := encResultAnswer(res); !bytes.Equal(got, want) {
+		if got := events.ResultAnswer(res); !bytes.Equal(got, want) {
 			t.Fatalf("%s:\ngot  %s\nwant %s", ev.Type, got, want)
 		}
 	}
@@ -860,7 +844,7 @@ func BenchmarkReserveAnswer(b *testing.B) {
 	res := benchReserveAnswer(b)
 	b.ReportAllocs()
 	for b.Loop() {
-		encSink = encResultAnswer(res)
+		encSink = events.ResultAnswer(res)
 	}
 	b.ReportMetric(float64(len(encSink)), "bytes/answer")
 }

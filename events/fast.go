@@ -30,25 +30,35 @@ func (l *lexer) eat(c byte) bool {
 	return false
 }
 
-// plainString reads a JSON string without escapes or control characters.
-func (l *lexer) plainString() (string, bool) {
+// plainBytes reads a JSON string of ASCII without escapes or control
+// characters; the bytes alias the input.
+func (l *lexer) plainBytes() ([]byte, bool) {
 	if !l.eat('"') {
-		return "", false
+		return nil, false
 	}
 	start := l.i
 	for l.i < len(l.b) {
 		c := l.b[l.i]
 		if c == '"' {
-			s := string(l.b[start:l.i])
+			b := l.b[start:l.i]
 			l.i++
-			return s, true
+			return b, true
 		}
 		if c == '\\' || c < 0x20 || c >= 0x80 {
-			return "", false
+			return nil, false
 		}
 		l.i++
 	}
-	return "", false
+	return nil, false
+}
+
+// plainString reads what plainBytes reads, as a string.
+func (l *lexer) plainString() (string, bool) {
+	b, ok := l.plainBytes()
+	if !ok {
+		return "", false
+	}
+	return string(b), true
 }
 
 // key reads the member name want and its colon. It compares bytes in
@@ -96,7 +106,10 @@ func (l *lexer) signed() (Signed, bool) {
 
 // object calls f for each key of a compact object whose keys are valid
 // units in strictly increasing order.
-func (l *lexer) unitObject(f func(unit string) bool) bool {
+func (l *lexer) unitObject(f func(unit string) bool) bool { return l.units(l.plainString, f) }
+
+// units is unitObject with the unit names read by read.
+func (l *lexer) units(read func() (string, bool), f func(unit string) bool) bool {
 	if !l.eat('{') {
 		return false
 	}
@@ -105,7 +118,7 @@ func (l *lexer) unitObject(f func(unit string) bool) bool {
 	}
 	prev := ""
 	for first := true; ; first = false {
-		u, ok := l.plainString()
+		u, ok := read()
 		if !ok || !first && u <= prev || ValidateUnit(u) != nil || !l.eat(':') || !f(u) {
 			return false
 		}
