@@ -156,7 +156,7 @@ func (p *partition) decideBatch(batch []*request) {
 				}
 			}
 		default:
-			e.answer = resultAnswer(d.Result)
+			e.answer = events.ResultAnswer(d.Result)
 		}
 		if len(msgs) > 0 {
 			e.waitSeq = p.state.LastSeq()
@@ -420,7 +420,7 @@ func (p *partition) answer(ctx context.Context, e *entry) {
 		p.reply(e.msg, e.op, e.received, e.answer)
 	case e.first != nil:
 		r, _ := events.ResultOf(*e.first, events.EventRef{Partition: p.n, Seq: e.seq})
-		p.reply(e.msg, e.op, e.received, resultAnswer(r))
+		p.reply(e.msg, e.op, e.received, events.ResultAnswer(r))
 	case e.dup > 0:
 		ev, err := p.eventAt(ctx, e.dup)
 		if err != nil {
@@ -432,7 +432,7 @@ func (p *partition) answer(ctx context.Context, e *entry) {
 			p.reply(e.msg, e.op, e.received, errAnswer(events.Errorf(events.CodeInternal, "event at seq %d is a %s, not an answer", e.dup, ev.Type)))
 			return
 		}
-		p.reply(e.msg, e.op, e.received, resultAnswer(r))
+		p.reply(e.msg, e.op, e.received, events.ResultAnswer(r))
 	}
 }
 
@@ -496,7 +496,7 @@ func (p *partition) recover(ctx context.Context) error {
 				ev, _ := p.eventAt(ctx, seq)
 				r, _ := events.ResultOf(ev, events.EventRef{Partition: p.n, Seq: seq})
 				if e.msg != nil {
-					p.reply(e.msg, e.op, e.received, resultAnswer(r))
+					p.reply(e.msg, e.op, e.received, events.ResultAnswer(r))
 				}
 				continue
 			}

@@ -437,6 +437,3 @@ func errAnswer(e *events.Error) []byte {
 	}
 	return b
 }
-
-// resultAnswer renders {"result":…} for a result value.
-func resultAnswer(v any) []byte { return events.ResultAnswer(v) }

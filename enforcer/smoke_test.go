@@ -127,7 +127,7 @@ func TestRemainingBeyond38DigitsIsRecorded(t *testing.T) {
 	}
 }
 
-// resultAnswer writes exactly what marshalling the answer envelope would.
+// events.ResultAnswer writes exactly what marshalling the answer envelope would.
 func TestResultAnswerMatchesEnvelope(t *testing.T) {
 	res := events.BalanceResult{Scope: "tenant:a", Instances: []events.InstanceView{{Budget: "b", Pattern: "tenant:a",
 		Scope: "tenant:a", Period: "none", Mode: events.ModeEnforce, Units: events.UnitBalances{{Unit: "USD"}}}}}
@@ -139,7 +139,7 @@ func TestResultAnswerMatchesEnvelope(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := resultAnswer(res); string(got) != string(want) {
+	if got := events.ResultAnswer(res); string(got) != string(want) {
 		t.Fatalf("got %s\nwant %s", got, want)
 	}
 }
