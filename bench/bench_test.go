@@ -2,9 +2,13 @@ package bench_test
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -452,5 +456,46 @@ func TestConfigValidate(t *testing.T) {
 				t.Fatalf("error %v, want one about %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// ProfileDir leaves a CPU profile, an execution trace and a heap profile of
+// every phase, each a well-formed file of its kind.
+func TestBenchProfileDir(t *testing.T) {
+	srv := natstest.RunServer(t, natstest.WithPartitions(testPartitions))
+	startTally(t, srv)
+	dir := t.TempDir()
+	if _, err := bench.Run(context.Background(), bench.Config{NATSURL: srv.ClientURL(), Clients: 2,
+		Duration: 300 * time.Millisecond, Roots: 2, Mix: bench.MixDecide, ProfileDir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"tally.cpu.prof", "tally.heap.prof"} {
+		// A pprof profile is a gzipped protocol buffer.
+		f, err := os.Open(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		zr, err := gzip.NewReader(f)
+		if err != nil {
+			f.Close()
+			t.Fatalf("%s: %v", name, err)
+		}
+		pb, err := io.ReadAll(zr)
+		f.Close()
+		if err != nil || len(pb) == 0 {
+			t.Errorf("%s: %d bytes of profile, %v", name, len(pb), err)
+		}
+	}
+	tr, err := os.ReadFile(filepath.Join(dir, "tally.trace"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(tr, []byte("go 1.")) {
+		t.Errorf("tally.trace does not start as an execution trace: %q", tr[:min(len(tr), 16)])
+	}
+	// The process profiles one phase at a time: a second run works too.
+	if _, err := bench.Run(context.Background(), bench.Config{NATSURL: srv.ClientURL(), Clients: 2,
+		Duration: 100 * time.Millisecond, Roots: 2, Mix: bench.MixDecide, ProfileDir: dir}); err != nil {
+		t.Fatalf("second profiled run: %v", err)
 	}
 }

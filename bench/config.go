@@ -151,6 +151,13 @@ type Config struct {
 	LiveProgress bool
 	// Logger receives the enforcer's and servers' logs; nil discards them.
 	Logger *slog.Logger
+	// ProfileDir, if not empty, receives a CPU profile of this process
+	// per phase (DIR/<phase>.cpu.prof: B0, B1, tally, ...), so the
+	// yardsticks' costs can be compared with tally's, an execution trace
+	// (DIR/<phase>.trace: where goroutines waited) and a heap profile as
+	// each phase ends (DIR/<phase>.heap.prof). The process must not be
+	// profiling or tracing already.
+	ProfileDir string
 	// OnGranted, if not nil, is called (from any client goroutine,
 	// concurrently) with the root and id of every reservation the bench
 	// got granted: tests check each one against the stream.

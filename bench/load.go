@@ -5,6 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"runtime/trace"
 	"sort"
 	"strings"
 	"sync"
@@ -206,9 +211,16 @@ type phase struct {
 // duration, every client finishes its step (a granted reservation is
 // always closed) and the phase ends when the last one has. Only
 // cancellation of ctx stops it early (with ctx's error).
-func (p phase) run(ctx context.Context) (loadResult, error) {
+func (p phase) run(ctx context.Context) (res loadResult, err error) {
+	if p.cfg.ProfileDir != "" {
+		stop, err := startProfile(p.cfg.ProfileDir, p.name)
+		if err != nil {
+			return res, err
+		}
+		defer stop()
+	}
 	start, cpuStart := time.Now(), processCPU()
-	res := loadResult{hist: NewHistogram(), clients: make([]*agent, len(p.conns))}
+	res = loadResult{hist: NewHistogram(), clients: make([]*agent, len(p.conns))}
 	var interval time.Duration
 	if p.cfg.Rate > 0 {
 		interval = time.Duration(float64(len(p.conns)) / p.cfg.Rate * float64(time.Second))
@@ -242,7 +254,7 @@ func (p phase) run(ctx context.Context) (loadResult, error) {
 		defer close(done)
 		return p.watch(gctx, start, res)
 	})
-	err := g.Wait()
+	err = g.Wait()
 	res.elapsed, res.cpu = time.Since(start), processCPU()-cpuStart
 	for _, c := range res.clients {
 		res.hist.Merge(c.hist)
@@ -342,4 +354,43 @@ func sortedCodes(w io.Writer, codes map[string]uint64) {
 		}
 		fmt.Fprintf(w, "%s %d", k, codes[k])
 	}
+}
+
+// startProfile starts a CPU profile of the process into dir/<name>.cpu.prof;
+// stop ends it and closes the file.
+func startProfile(dir, name string) (stop func(), err error) {
+	out, err := os.Create(filepath.Join(dir, name+".cpu.prof"))
+	if err != nil {
+		return nil, fmt.Errorf("bench: profile of phase %s: %w", name, err)
+	}
+	if err := pprof.StartCPUProfile(out); err != nil {
+		out.Close()
+		return nil, fmt.Errorf("bench: profile of phase %s: %w", name, err)
+	}
+	// An execution trace shows what a profile cannot: where goroutines
+	// waited (go tool trace -pprof=sched|syscall|sync FILE).
+	tr, err := os.Create(filepath.Join(dir, name+".trace"))
+	if err != nil {
+		pprof.StopCPUProfile()
+		out.Close()
+		return nil, fmt.Errorf("bench: trace of phase %s: %w", name, err)
+	}
+	if err := trace.Start(tr); err != nil {
+		tr.Close()
+		tr = nil
+	}
+	return func() {
+		if tr != nil {
+			trace.Stop()
+			tr.Close()
+		}
+		pprof.StopCPUProfile()
+		out.Close()
+		// The heap as the phase leaves it: what its load keeps alive.
+		if h, err := os.Create(filepath.Join(dir, name+".heap.prof")); err == nil {
+			runtime.GC()
+			_ = pprof.WriteHeapProfile(h)
+			h.Close()
+		}
+	}, nil
 }

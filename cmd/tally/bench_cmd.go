@@ -40,6 +40,7 @@ type benchFlags struct {
 
 	json        bool
 	cpuProfile  string
+	profileDir  string
 	grantedFile string
 	logLevel    string
 }
@@ -67,6 +68,7 @@ func runBench(ctx context.Context, e *env, args []string) int {
 	fs.DurationVar(&f.timeout, "timeout", bench.DefaultTimeout, "how long one attempt of a request waits for its answer")
 	fs.BoolVar(&f.json, "json", false, "print the report as JSON (stable field names)")
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of this process to FILE (with --embedded or --cluster3 it covers the servers and the enforcer)")
+	fs.StringVar(&f.profileDir, "profile-dir", "", "write a CPU profile, an execution trace and a heap profile of each phase to DIR/<phase>.{cpu.prof,trace,heap.prof} (compare tally's costs with B1's); not with --cpuprofile")
 	fs.StringVar(&f.grantedFile, "granted-file", "", "write the root and id of every granted reservation to FILE, one per line (for audits of the bench itself)")
 	fs.StringVar(&f.logLevel, "log-level", "warn", "log level of the servers and enforcer the bench starts: debug, info, warn or error")
 	if code := e.parse(fs, args); code >= 0 {
@@ -171,7 +173,10 @@ func (f *benchFlags) config(e *env) (bench.Config, int) {
 	cfg.Sync, cfg.GroupCommit, cfg.Partitions, cfg.DataDir = f.sync, f.groupCommit, f.partitions, f.dataDir
 	cfg.Clients, cfg.Duration, cfg.Roots, cfg.SingleRoot = f.clients, f.duration, f.roots, f.singleRoot
 	cfg.Mix, cfg.Rate, cfg.Baseline, cfg.Timeout = bench.Mix(f.mix), f.rate, f.baseline, f.timeout
-	cfg.B1AppendBytes = f.b1Append
+	cfg.B1AppendBytes, cfg.ProfileDir = f.b1Append, f.profileDir
+	if f.profileDir != "" && f.cpuProfile != "" {
+		return cfg, e.usageErr("--profile-dir and --cpuprofile both profile the process: choose one")
+	}
 	cfg.Progress, cfg.LiveProgress = e.stderr, benchTerminal(e.stderr)
 	if err := cfg.Validate(); err != nil {
 		return cfg, e.usageErr("%s", strings.TrimPrefix(err.Error(), "bench: "))
