@@ -202,7 +202,7 @@ func (p *partition) stage(ev events.Event) (uint64, *nats.Msg) {
 	seq := p.state.LastSeq() + 1
 	p.state.Apply(seq, ev)
 	p.hash = events.Hash(raw)
-	p.recent.put(seq, ev)
+	p.recent.put(seq, raw)
 	return seq, msg
 }
 
@@ -420,7 +420,10 @@ func (p *partition) answer(ctx context.Context, e *entry) {
 		p.reply(e.msg, e.op, e.received, e.answer)
 	case e.first != nil:
 		r, _ := events.ResultOf(*e.first, events.EventRef{Partition: p.n, Seq: e.seq})
-		p.reply(e.msg, e.op, e.received, events.ResultAnswer(r))
+		// The acker answers one entry at a time, and Respond copies the
+		// answer out before it returns: one buffer serves every answer.
+		p.answerBuf = events.AppendResultAnswer(p.answerBuf[:0], r)
+		p.reply(e.msg, e.op, e.received, p.answerBuf)
 	case e.dup > 0:
 		ev, err := p.eventAt(ctx, e.dup)
 		if err != nil {
@@ -438,8 +441,8 @@ func (p *partition) answer(ctx context.Context, e *entry) {
 
 // eventAt returns the event at seq, from memory when recent.
 func (p *partition) eventAt(ctx context.Context, seq uint64) (events.Event, error) {
-	if ev, ok := p.recent.get(seq); ok {
-		return ev, nil
+	if raw, ok := p.recent.get(seq); ok {
+		return events.Decode(raw)
 	}
 	stream, err := p.svc.js.Stream(ctx, streams.StreamName(p.n))
 	if err != nil {
@@ -516,38 +519,44 @@ func (p *partition) recover(ctx context.Context) error {
 	return nil
 }
 
-// recentEvents keeps the last events by sequence for duplicate answers.
+// recentEvents keeps the last events by sequence, as appended (encoded),
+// for duplicate answers: a retried request is answered without reading the
+// stream. Encoded events are single pointer-free allocations, where decoded
+// ones are trees of maps, strings and views — thousands of them kept alive
+// per partition made every garbage collection mark them.
 type recentEvents struct {
 	mu   sync.Mutex
 	size uint64
 	seqs []uint64
-	evs  []events.Event
+	raws [][]byte
 }
 
 func newRecentEvents(n int) recentEvents {
-	return recentEvents{size: uint64(n), seqs: make([]uint64, n), evs: make([]events.Event, n)}
+	return recentEvents{size: uint64(n), seqs: make([]uint64, n), raws: make([][]byte, n)}
 }
 
-func (r *recentEvents) put(seq uint64, ev events.Event) {
+// put keeps raw, the event appended at seq; raw must not change afterwards.
+func (r *recentEvents) put(seq uint64, raw []byte) {
 	r.mu.Lock()
 	i := seq % r.size
-	r.seqs[i], r.evs[i] = seq, ev
+	r.seqs[i], r.raws[i] = seq, raw
 	r.mu.Unlock()
 }
 
-func (r *recentEvents) get(seq uint64) (events.Event, bool) {
+// get returns the event at seq when it is still kept.
+func (r *recentEvents) get(seq uint64) ([]byte, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	i := seq % r.size
 	if r.seqs[i] != seq {
-		return events.Event{}, false
+		return nil, false
 	}
-	return r.evs[i], true
+	return r.raws[i], true
 }
 
 func (r *recentEvents) clear() {
 	r.mu.Lock()
 	clear(r.seqs)
-	clear(r.evs)
+	clear(r.raws)
 	r.mu.Unlock()
 }

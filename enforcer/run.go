@@ -207,6 +207,8 @@ type partition struct {
 	brokenCh  chan struct{}
 
 	recent recentEvents
+	// answerBuf is the acker's buffer for rendering answers (acker only).
+	answerBuf []byte
 
 	// prevID is the id of the last event published; prevOurs says it was
 	// published by this incarnation since the last load (decision loop only).

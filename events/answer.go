@@ -253,7 +253,11 @@ func RequestHash(op Op, req any) string {
 // encoder where it covers the value and json.Marshal otherwise. It panics
 // if the value cannot be encoded, which no result type allows.
 func ResultAnswer(v any) []byte {
-	b := make([]byte, 0, 2048)
+	return AppendResultAnswer(make([]byte, 0, 2048), v)
+}
+
+// AppendResultAnswer appends ResultAnswer(v) to b.
+func AppendResultAnswer(b []byte, v any) []byte {
 	b = append(b, `{"result":`...)
 	if r, ok := AppendResult(b, v); ok {
 		return append(r, '}')
