@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -32,11 +33,10 @@ const (
 	replayPull        = 1024 // messages the ordered consumer buffers
 )
 
-// Replay's patience with a stalled consumer.
-const (
-	replayStall  = 10 * time.Second
-	replayStalls = 5
-)
+// Replay's patience with a stalled consumer (a variable for tests).
+var replayStall = 10 * time.Second
+
+const replayStalls = 5
 
 // replayMsg is one message of the stream on its way to Apply.
 type replayMsg struct {
@@ -139,8 +139,8 @@ func replay(ctx context.Context, js jetstream.JetStream, n int, st *State, visit
 // readReplay reads the stream from seq from up to last and hands it out in
 // batches, round robin over ins, which it closes when it returns. Its last
 // batch either holds last or carries the error that stopped it. An
-// ordered consumer can stall while a cluster moves a stream's leader: it
-// waits a bounded time for each message, and on a stall starts a new
+// ordered consumer can stall while a cluster moves a stream's leader: when
+// no message comes for a replayStall (watchReplay), it starts a new
 // consumer at the next sequence needed (a few times, then fails).
 func readReplay(ctx context.Context, stream jetstream.Stream, from, last uint64, ins []chan *replayBatch) {
 	defer func() {
@@ -178,14 +178,27 @@ func readReplay(ctx context.Context, stream jetstream.Stream, from, last uint64,
 		fail(err)
 		return
 	}
-	defer func() { it.Stop() }()
+	// A watchdog, not a deadline on each Next (a timer per message was a
+	// few per cent of replay's CPU): when a whole replayStall passes
+	// without a message it stops the iterator, and the stopped Next is
+	// handled as a stall; it stops it at once when ctx ends.
+	var (
+		cur      atomic.Pointer[jetstream.MessagesContext]
+		progress atomic.Uint64
+		watched  sync.WaitGroup
+	)
+	cur.Store(&it)
+	done := make(chan struct{})
+	watched.Go(func() { watchReplay(ctx, done, &cur, &progress) })
+	defer func() {
+		close(done)
+		watched.Wait()
+		(*cur.Load()).Stop()
+	}()
 	read := from - 1 // the last sequence read
 	stalls := 0
-	// Made once: an option and a variadic slice built per call are two
-	// allocations per message.
-	wait := []jetstream.NextOpt{jetstream.NextMaxWait(replayStall)}
 	for {
-		msg, err := it.Next(wait...)
+		msg, err := it.Next()
 		if err != nil {
 			if ctx.Err() != nil {
 				fail(ctx.Err())
@@ -202,8 +215,10 @@ func readReplay(ctx context.Context, stream jetstream.Stream, from, last uint64,
 			}
 			it.Stop()
 			it = next
+			cur.Store(&next)
 			continue
 		}
+		progress.Add(1)
 		stalls = 0
 		md, err := msg.Metadata()
 		if err != nil {
@@ -222,18 +237,42 @@ func readReplay(ctx context.Context, stream jetstream.Stream, from, last uint64,
 	}
 }
 
+// watchReplay stops the reader's current iterator when a replayStall
+// passes without progress, or when ctx ends; it returns when done closes.
+func watchReplay(ctx context.Context, done <-chan struct{}, cur *atomic.Pointer[jetstream.MessagesContext], progress *atomic.Uint64) {
+	tick := time.NewTicker(replayStall)
+	defer tick.Stop()
+	seen := progress.Load()
+	for {
+		select {
+		case <-done:
+			return
+		case <-ctx.Done():
+			(*cur.Load()).Stop()
+			return
+		case <-tick.C:
+			if p := progress.Load(); p != seen {
+				seen = p
+				continue
+			}
+			(*cur.Load()).Stop()
+		}
+	}
+}
+
 // decodeReplay decodes and hashes the messages of each batch from in and
 // passes the batch on to out, which it closes when it returns. A message
 // that does not decode ends its batch, with the error.
 func decodeReplay(ctx context.Context, in <-chan *replayBatch, out chan<- *replayBatch) {
 	defer close(out)
+	var dec events.Decoder // shares the partition's repeating strings
 	for b := range in {
 		if ctx.Err() != nil {
 			return // Replay has returned: what is queued is not needed
 		}
 		for i := range b.msgs {
 			m := &b.msgs[i]
-			ev, err := events.Decode(m.raw)
+			ev, err := dec.Decode(m.raw)
 			if err != nil {
 				b.msgs, b.err = b.msgs[:i], fmt.Errorf("replay seq %d: %w", m.seq, err)
 				break

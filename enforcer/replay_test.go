@@ -228,3 +228,42 @@ func TestReplayStops(t *testing.T) {
 		}
 	})
 }
+
+// A reader whose consumer delivers nothing more gives up after
+// replayStalls stalls, each a new consumer at the next sequence, having
+// read everything there was; cancelling ctx during a stall ends it at once.
+func TestReplayStalls(t *testing.T) {
+	js, msgs := replayStream(t, 20, 0, nil)
+	stream, err := js.Stream(context.Background(), streams.StreamName(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const stall = 100 * time.Millisecond
+	start := time.Now()
+	n, err := enforcer.ReadReplayStalling(context.Background(), stream, uint64(len(msgs))+3, stall)
+	took := time.Since(start)
+	if n != len(msgs) {
+		t.Errorf("read %d messages, want %d", n, len(msgs))
+	}
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("no message after seq %d", len(msgs))) {
+		t.Errorf("err = %v, want no message after seq %d", err, len(msgs))
+	}
+	// Five stalls of at least one stall period each (at most two: the
+	// watchdog ticks once per period).
+	if took < 5*stall || took > 12*stall+2*time.Second {
+		t.Errorf("gave up after %s, want between %s and %s", took, 5*stall, 12*stall)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(300*time.Millisecond, cancel)
+	start = time.Now()
+	n, err = enforcer.ReadReplayStalling(ctx, stream, uint64(len(msgs))+3, time.Minute)
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("a cancelled reader took %s to stop, with a one-minute stall period", took)
+	}
+	// Once ctx ends the reader may drop its last batch (Replay has
+	// returned and needs none); what it does hand over is ctx's error.
+	if n > len(msgs) || err != nil && !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled: read %d (at most %d), err %v (want none or context.Canceled)", n, len(msgs), err)
+	}
+}

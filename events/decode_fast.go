@@ -25,8 +25,9 @@ import (
 // compares both paths.
 
 // decodeData decodes the data of a covered event type, or reports false.
-func decodeData(t Type, b []byte) (Data, bool) {
-	l := decoder{lexer: lexer{b: b}}
+// Strings are shared through shared when it is not nil.
+func decodeData(t Type, b []byte, shared *stringTable) (Data, bool) {
+	l := decoder{lexer: lexer{b: b}, shared: shared}
 	var (
 		d  Data
 		ok bool
@@ -59,8 +60,9 @@ func decodeData(t Type, b []byte) (Data, bool) {
 // immutable, so sharing them is invisible.)
 type decoder struct {
 	lexer
-	strs [24]string
-	n    int
+	strs   [24]string
+	n      int
+	shared *stringTable // strings of earlier events, if not nil
 }
 
 // intern returns b as a string, one it returned before when equal.
@@ -70,11 +72,35 @@ func (l *decoder) intern(b []byte) string {
 			return s
 		}
 	}
-	s := string(b)
+	s := l.shared.string(b)
 	if l.n < len(l.strs) {
 		l.strs[l.n] = s
 		l.n++
 	}
+	return s
+}
+
+// stringTable shares strings across the events one Decoder decodes: a
+// partition's events name the same budgets, scopes, periods and units
+// over and over, and replay allocated a copy of each in every event.
+type stringTable struct{ m map[string]string }
+
+// maxSharedStrings bounds a stringTable; when full it starts over.
+const maxSharedStrings = 1 << 14
+
+// string returns b as a string, shared when t has seen it (t may be nil).
+func (t *stringTable) string(b []byte) string {
+	if t == nil {
+		return string(b)
+	}
+	if s, ok := t.m[string(b)]; ok {
+		return s
+	}
+	if t.m == nil || len(t.m) >= maxSharedStrings {
+		t.m = make(map[string]string, 256)
+	}
+	s := string(b)
+	t.m[s] = s
 	return s
 }
 

@@ -3,6 +3,7 @@ package events
 import (
 	"bytes"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -150,13 +151,30 @@ func fastEncodeData(t testing.TB, d Data) []byte {
 	return bytes.Clone(w.b)
 }
 
+// sharedStrings is a string table shared by every checkFastData call.
+var (
+	sharedMu      sync.Mutex
+	sharedStrings stringTable
+)
+
 // checkFastData fails if decodeData accepts b as data of typ but the
 // general path refuses it or yields another value; it reports acceptance.
 func checkFastData(t *testing.T, typ Type, b []byte) bool {
 	t.Helper()
-	got, ok := decodeData(typ, b)
+	got, ok := decodeData(typ, b, nil)
+	// A Decoder's table holds the strings of every input before this one:
+	// sharing them must not change a value.
+	sharedMu.Lock()
+	withShared, sharedOK := decodeData(typ, b, &sharedStrings)
+	sharedMu.Unlock()
+	if sharedOK != ok {
+		t.Fatalf("%s data: accepted %t alone, %t with shared strings:\n%s", typ, ok, sharedOK, b)
+	}
 	if !ok {
 		return false
+	}
+	if diff := cmp.Diff(got, withShared, fastCmp); diff != "" {
+		t.Fatalf("%s data decoded differently with shared strings (-alone +shared):\n%s\ninput: %s", typ, diff, b)
 	}
 	p, err := newData(typ)
 	if err != nil {
@@ -194,7 +212,7 @@ func TestDecodeDataAcceptsEncoded(t *testing.T) {
 	}
 	// Types decodeData does not cover decline, whatever the bytes.
 	for _, typ := range Types {
-		if _, ok := decodeData(typ, fastEncodeData(t, fastGranted())); ok != (typ == TypeReservationGranted) {
+		if _, ok := decodeData(typ, fastEncodeData(t, fastGranted()), nil); ok != (typ == TypeReservationGranted) {
 			t.Errorf("%s: decodeData of granted data reports %v", typ, ok)
 		}
 	}
@@ -210,7 +228,7 @@ func TestDecodeFastRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%T: %v", d, err)
 		}
-		fast, ok := decodeFast(b)
+		fast, ok := decodeFast(b, nil)
 		if !ok {
 			t.Fatalf("%T: decodeFast refused what Encode wrote:\n%s", d, b)
 		}
@@ -267,7 +285,7 @@ func TestDecodeDataDeclines(t *testing.T) {
 		if in == g && name != "trailing data" {
 			t.Fatalf("%s: the edit does not apply", name)
 		}
-		if _, ok := decodeData(TypeReservationGranted, []byte(in)); ok {
+		if _, ok := decodeData(TypeReservationGranted, []byte(in), nil); ok {
 			t.Errorf("%s: accepted %s", name, in)
 		}
 	}
@@ -281,7 +299,7 @@ func TestDecodeDataDeclines(t *testing.T) {
 		if in == denied {
 			t.Fatalf("%s: the edit does not apply to %s", name, denied)
 		}
-		if _, ok := decodeData(TypeReservationDenied, []byte(in)); ok {
+		if _, ok := decodeData(TypeReservationDenied, []byte(in), nil); ok {
 			t.Errorf("%s: accepted %s", name, in)
 		}
 	}
@@ -326,7 +344,17 @@ func BenchmarkDecodeGrantedData(b *testing.B) {
 	b.Run("fast", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, ok := decodeData(TypeReservationGranted, data); !ok {
+			if _, ok := decodeData(TypeReservationGranted, data, nil); !ok {
+				b.Fatal("declined")
+			}
+		}
+	})
+	b.Run("fast-shared", func(b *testing.B) {
+		// As a Decoder decodes a run of events: strings seen before are shared.
+		b.ReportAllocs()
+		var t stringTable
+		for b.Loop() {
+			if _, ok := decodeData(TypeReservationGranted, data, &t); !ok {
 				b.Fatal("declined")
 			}
 		}

@@ -326,7 +326,22 @@ func typeOf(d Data) Type {
 // Decode parses stored event bytes strictly: unknown fields, unknown types
 // and unknown versions are errors.
 func Decode(b []byte) (Event, error) {
-	if ev, ok := decodeFast(b); ok {
+	if ev, ok := decodeFast(b, nil); ok {
+		return ev, nil
+	}
+	return decodeStrict(b)
+}
+
+// A Decoder decodes events as Decode does, sharing the strings it reads
+// (budget names, scopes, periods, units…) across the events it decodes: in
+// a long run of one partition's events most of them repeat. The values are
+// those Decode gives. A Decoder is not safe for concurrent use; its zero
+// value is ready.
+type Decoder struct{ strs stringTable }
+
+// Decode decodes one event (see the package function Decode).
+func (d *Decoder) Decode(b []byte) (Event, error) {
+	if ev, ok := decodeFast(b, &d.strs); ok {
 		return ev, nil
 	}
 	return decodeStrict(b)
@@ -334,7 +349,7 @@ func Decode(b []byte) (Event, error) {
 
 // decodeFast decodes an event in the exact form Encode writes; on anything
 // else it reports false and decodeStrict gives the verdict and the message.
-func decodeFast(b []byte) (Event, bool) {
+func decodeFast(b []byte, shared *stringTable) (Event, bool) {
 	var (
 		v    *int
 		ev   Event
@@ -347,7 +362,7 @@ func decodeFast(b []byte) (Event, bool) {
 	ev.V, ev.Type = *v, Type(typ)
 	// The hot types' data in the exact form Encode writes (decode_fast.go);
 	// anything else goes through encoding/json.
-	d, ok := decodeData(ev.Type, data)
+	d, ok := decodeData(ev.Type, data, shared)
 	if !ok {
 		p, err := newData(ev.Type)
 		if err != nil || strictUnmarshal(data, p) != nil {

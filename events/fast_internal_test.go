@@ -59,7 +59,7 @@ func TestFastPathsAgreeWithStrict(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, ok := decodeFast(raw)
+	f, ok := decodeFast(raw, nil)
 	if !ok {
 		t.Fatal("fast decoder refused an encoded event")
 	}

@@ -172,6 +172,7 @@ type part struct {
 	view     *View
 	flushed  Checkpoint
 	head     uint64
+	dec      events.Decoder
 }
 
 // project loads partition n's views and folds its stream into them until
@@ -248,7 +249,7 @@ func (p *Projector) project(ctx context.Context, n int, rebuild *bool, log *slog
 			}
 			seq := md.Sequence.Stream
 			pt.head = max(pt.head, seq+md.NumPending)
-			ev, err := events.Decode(m.Data())
+			ev, err := pt.dec.Decode(m.Data())
 			if err != nil {
 				return false, fmt.Errorf("%w: seq %d: %v", ErrCorrupt, seq, err)
 			}

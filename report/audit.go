@@ -51,6 +51,7 @@ type Checker struct {
 	expiredQ  []expiredID
 	Events    int
 	FirstTime time.Time
+	dec       events.Decoder
 }
 
 type resvState struct {
@@ -92,7 +93,7 @@ func (c *Checker) Check(seq uint64, subject string, data []byte) (ev events.Even
 	prevHash := c.prev
 	c.prev, c.lastSeq = events.Hash(data), seq
 
-	ev, err := events.Decode(data)
+	ev, err := c.dec.Decode(data)
 	if err != nil {
 		find(CheckSchema, "%v", err)
 		return ev, false, out

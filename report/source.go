@@ -117,8 +117,9 @@ func Read(ctx context.Context, js jetstream.JetStream, q Query, fn func(Record) 
 // event is an error naming its partition and sequence (the audit reads
 // records instead, to report it and go on).
 func ReadEvents(ctx context.Context, js jetstream.JetStream, q Query, fn func(Record, events.Event) error) error {
+	var dec events.Decoder // fn is called on one goroutine
 	return Read(ctx, js, q, func(r Record) error {
-		ev, err := events.Decode(r.Data)
+		ev, err := dec.Decode(r.Data)
 		if err != nil {
 			return fmt.Errorf("partition %d seq %d: %w (run tally audit verify)", r.Partition, r.Seq, err)
 		}
