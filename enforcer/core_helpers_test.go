@@ -214,7 +214,7 @@ func replayInto(t testing.TB, s *State, log []events.Event) *State {
 func (h *harness) checkReplay() {
 	h.t.Helper()
 	if got, want := string(h.replay().Snapshot()), string(h.s.Snapshot()); got != want {
-		h.t.Fatalf("replay differs from the live state:\n%s", cmp.Diff(want, got))
+		h.t.Fatalf("replay differs from the live state:\n%s", snapshotDiff([]byte(want), []byte(got)))
 	}
 }
 

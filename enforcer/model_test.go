@@ -942,16 +942,16 @@ func (mc *modelMachine) check(t *rapid.T) {
 		mc.compared = seq
 		want := string(mc.live.Snapshot())
 		if got := string(mc.replica.Snapshot()); got != want {
-			t.Fatalf("the replayed state differs from the live one:\n%s", cmp.Diff(want, got))
+			t.Fatalf("the replayed state differs from the live one:\n%s", snapshotDiff([]byte(want), []byte(got)))
 		}
 		if mc.clone != nil {
 			if got := string(mc.clone.Snapshot()); got != mc.cloneSnap {
-				t.Fatalf("a clone changed with the state it was taken from:\n%s", cmp.Diff(mc.cloneSnap, got))
+				t.Fatalf("a clone changed with the state it was taken from:\n%s", snapshotDiff([]byte(mc.cloneSnap), []byte(got)))
 			}
 		}
 		mc.clone, mc.cloneSnap = mc.live.Clone(), want
 		if got := string(mc.clone.Snapshot()); got != want {
-			t.Fatalf("a clone differs from its original:\n%s", cmp.Diff(want, got))
+			t.Fatalf("a clone differs from its original:\n%s", snapshotDiff([]byte(want), []byte(got)))
 		}
 	}
 }
@@ -1157,7 +1157,7 @@ func TestModel(t *testing.T) {
 					}
 				}
 				if after := string(mc.live.Snapshot()); after != before {
-					t.Fatalf("restart changed the state:\n%s", cmp.Diff(before, after))
+					t.Fatalf("restart changed the state:\n%s", snapshotDiff([]byte(before), []byte(after)))
 				}
 			},
 		}

@@ -3,6 +3,7 @@ package enforcer
 import (
 	"container/heap"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -11,8 +12,17 @@ import (
 	"github.com/tallyledger/tally/events"
 )
 
-// SnapshotVersion is the format of Snapshot's output.
-const SnapshotVersion = 1
+// Snapshot formats. Restore reads both; Snapshot writes SnapshotVersion.
+const (
+	// SnapshotVersionJSON is the first format: the snapshot struct below as
+	// a JSON document ({"v":1,…}). Snapshots stored by earlier builds are in
+	// it, and SnapshotJSON renders any snapshot in it for tools to read.
+	SnapshotVersionJSON = 1
+	// SnapshotVersion is the format of Snapshot's output: the same struct in
+	// the binary encoding of snapshot_bin.go, several times smaller and
+	// faster to write and read than the JSON.
+	SnapshotVersion = 2
+)
 
 // snapshot is the canonical, deterministic form of a State: two states
 // that would decide identically produce byte-identical snapshots.
@@ -83,11 +93,16 @@ type snapIdem struct {
 	At   time.Time `json:"at"`
 }
 
-// Snapshot renders the state canonically. Budget keys are "pattern\x00name".
+// Snapshot renders the state canonically, in format SnapshotVersion.
 func (s *State) Snapshot() []byte {
+	return appendSnapshot(nil, s.canonical())
+}
+
+// canonical builds the state's snapshot. Budget keys are "pattern\x00name".
+func (s *State) canonical() snapshot {
 	sn := snapshot{V: SnapshotVersion, Partition: s.cfg.Partition, LastSeq: s.lastSeq, LastAt: s.lastAt, ClaimedBy: s.claimedBy,
-		Budgets: []events.Budget{}, Instances: []snapInstance{}, Reservations: []snapReservation{},
-		Closed: []snapQueued{}, Idempotency: []snapIdem{}}
+		Budgets: []events.Budget{}, Instances: []snapInstance{}, Reservations: make([]snapReservation, 0, len(s.open)+s.closed.len()),
+		Closed: make([]snapQueued, 0, s.closed.len()), Idempotency: make([]snapIdem, 0, s.idem.len())}
 	budgets := make([]*budget, 0, len(s.budgets))
 	for _, b := range s.budgets {
 		budgets = append(budgets, b)
@@ -159,22 +174,65 @@ func (s *State) Snapshot() []byte {
 				Seq: rec.seq, At: rec.at.time()})
 		}
 	}
-	b, err := json.Marshal(sn)
-	if err != nil {
-		panic(fmt.Sprintf("enforcer: snapshot encoding: %v", err))
-	}
-	return b
+	return sn
 }
 
-// Restore rebuilds a state from a Snapshot.
+// Restore rebuilds a state from a Snapshot of either format: the binary
+// one (SnapshotVersion), or a JSON document of version 1, as earlier
+// builds stored.
 func Restore(cfg Config, b []byte) (*State, error) {
-	var sn snapshot
-	if err := json.Unmarshal(b, &sn); err != nil {
-		return nil, fmt.Errorf("enforcer: snapshot: %w", err)
+	sn, err := decodeSnapshot(b)
+	if err != nil {
+		return nil, err
 	}
-	if sn.V != SnapshotVersion {
-		return nil, fmt.Errorf("enforcer: snapshot version %d, this build reads %d", sn.V, SnapshotVersion)
+	return restore(cfg, sn)
+}
+
+// SnapshotJSON renders a snapshot of either format as a JSON document of
+// version SnapshotVersionJSON, for tools that read or print snapshots.
+func SnapshotJSON(b []byte) ([]byte, error) {
+	sn, err := decodeSnapshot(b)
+	if err != nil {
+		return nil, err
 	}
+	return encodeSnapshotJSON(sn)
+}
+
+// decodeSnapshot tells the formats apart by their first byte: binary
+// snapshots start with a zero byte (snapshotMagic), which no JSON document
+// can, and JSON ones with '{'.
+func decodeSnapshot(b []byte) (snapshot, error) {
+	switch {
+	case len(b) > 0 && b[0] == snapshotMagic[0]:
+		return decodeSnapshotBinary(b)
+	case len(b) > 0 && b[0] == '{':
+		var sn snapshot
+		if err := json.Unmarshal(b, &sn); err != nil {
+			return snapshot{}, fmt.Errorf("enforcer: snapshot: %w", err)
+		}
+		if sn.V != SnapshotVersionJSON {
+			return snapshot{}, fmt.Errorf("enforcer: JSON snapshot of version %d, this build reads JSON snapshots of version %d and binary ones of version %d",
+				sn.V, SnapshotVersionJSON, SnapshotVersion)
+		}
+		return sn, nil
+	case len(b) == 0:
+		return snapshot{}, errors.New("enforcer: snapshot: empty")
+	}
+	return snapshot{}, fmt.Errorf("enforcer: snapshot: starts with byte %#02x, neither a binary snapshot nor a JSON one", b[0])
+}
+
+// encodeSnapshotJSON encodes sn in the JSON format, version 1.
+func encodeSnapshotJSON(sn snapshot) ([]byte, error) {
+	sn.V = SnapshotVersionJSON
+	b, err := json.Marshal(sn)
+	if err != nil {
+		return nil, fmt.Errorf("enforcer: snapshot as JSON: %w", err)
+	}
+	return b, nil
+}
+
+// restore rebuilds a state from its snapshot.
+func restore(cfg Config, sn snapshot) (*State, error) {
 	if sn.Partition != cfg.Partition {
 		return nil, fmt.Errorf("enforcer: snapshot of partition %d restored into partition %d", sn.Partition, cfg.Partition)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/tallyledger/tally/enforcer"
 	"github.com/tallyledger/tally/events"
 	"github.com/tallyledger/tally/streams"
 )
@@ -201,8 +202,8 @@ func TestRedeliveryChangesNothing(t *testing.T) {
 	}
 }
 
-// snapInstance mirrors the enforcer snapshot's instance (enforcer.Snapshot
-// is canonical JSON, versioned).
+// snapInstance mirrors the enforcer snapshot's instance, as
+// enforcer.SnapshotJSON renders it.
 type snapInstance struct {
 	Budget string `json:"budget"`
 	Scope  string `json:"scope"`
@@ -227,7 +228,11 @@ func TestBalancesEqualEnforcer(t *testing.T) {
 			Budgets   []events.Budget `json:"budgets"`
 			Instances []snapInstance  `json:"instances"`
 		}
-		if err := json.Unmarshal(w.st.Snapshot(), &snap); err != nil {
+		doc, err := enforcer.SnapshotJSON(w.st.Snapshot())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(doc, &snap); err != nil {
 			t.Fatal(err)
 		}
 		defs := map[string]events.Budget{}

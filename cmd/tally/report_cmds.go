@@ -837,8 +837,9 @@ func auditPartition(ctx context.Context, l *ledgerConn, n int, idemWindow time.D
 	return out, findings, nil
 }
 
-// enforcerSnapshot mirrors the parts of enforcer.State.Snapshot the audit
-// reads (its format is versioned by enforcer.SnapshotVersion).
+// enforcerSnapshot mirrors the parts of an enforcer snapshot, rendered as
+// JSON by enforcer.SnapshotJSON (version enforcer.SnapshotVersionJSON),
+// that the audit reads.
 type enforcerSnapshot struct {
 	V         int             `json:"v"`
 	Budgets   []events.Budget `json:"budgets"`
@@ -858,12 +859,16 @@ type enforcerSnapshot struct {
 // balancesOf turns a rebuilt state into the balances of every unit each
 // instance's budget limits.
 func balancesOf(snap []byte) ([]report.InstanceBalance, []events.Budget, error) {
-	var sn enforcerSnapshot
-	if err := json.Unmarshal(snap, &sn); err != nil {
+	doc, err := enforcer.SnapshotJSON(snap)
+	if err != nil {
 		return nil, nil, fmt.Errorf("read the rebuilt state: %w", err)
 	}
-	if sn.V != enforcer.SnapshotVersion {
-		return nil, nil, fmt.Errorf("rebuilt state of version %d, the audit reads %d", sn.V, enforcer.SnapshotVersion)
+	var sn enforcerSnapshot
+	if err := json.Unmarshal(doc, &sn); err != nil {
+		return nil, nil, fmt.Errorf("read the rebuilt state: %w", err)
+	}
+	if sn.V != enforcer.SnapshotVersionJSON {
+		return nil, nil, fmt.Errorf("rebuilt state of version %d, the audit reads %d", sn.V, enforcer.SnapshotVersionJSON)
 	}
 	defs := map[string]events.Budget{}
 	for _, b := range sn.Budgets {

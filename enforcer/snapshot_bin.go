@@ -1,0 +1,678 @@
+package enforcer
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unsafe"
+
+	"github.com/tallyledger/tally/events"
+)
+
+// The binary snapshot format, version 2: the snapshot struct's fields in a
+// fixed order, with no names. A large partition's snapshot is mostly
+// retained reservations and idempotency keys, whose JSON repeated every
+// field name and quoted every figure.
+//
+//	snapshot    = magic version partition last_seq last_at claimed_by
+//	              count×budget count×instance count×reservation
+//	              count×queued count×idem
+//	magic       = "\x00TSNP"              (a zero byte never starts JSON)
+//	version     = uvarint                 (2)
+//	partition   = varint
+//	last_seq    = uvarint
+//	budget      = string                  (events.Budget as JSON, validated on restore)
+//	instance    = budget_ref scope period start end count×unit count×fired
+//	unit        = string(unit) amount(spent) amount(reserved) signed(adjust)
+//	fired       = string                  (unit "\x00" threshold)
+//	reservation = id root scope amounts priority varint(option) label labels
+//	              expires_at status closed_at count×hold
+//	hold        = budget_ref hold_scope period count×hold_unit
+//	hold_unit   = uvarint i: 1 ≤ i ≤ len(amounts), the reservation's i-th
+//	              unit (byte order) with its amount; or 0, string(unit) amount
+//	hold_scope  = uvarint n: n ≥ 1, the first n−1 bytes of the reservation's
+//	              scope; or 0, string
+//	budget_ref  = uvarint k: k ≥ 1, the key (pattern "\x00" name) of the
+//	              k-th budget; or 0, string
+//	queued      = string(id) uvarint(seq) time(at)
+//	idem        = string(root) string(op) string(key) hash uvarint(seq) time(at)
+//	hash        = 0x01 and 16 bytes (32 lowercase hex digits), or 0x00 string
+//	amounts     = count×(string(unit) amount), units in increasing byte order
+//	labels      = count×(string(key) string(value)), keys in increasing byte order
+//	amount      = string: the canonical decimal (Amount.String), '-' if negative
+//	time        = varint(Unix seconds) uvarint(nanoseconds < 10⁹), UTC
+//	string      = uvarint(length) bytes
+//	count       = uvarint, at most the bytes left
+//
+// The struct is canonical (sorted), so the encoding is deterministic: equal
+// states give equal bytes. The decoder checks every length and count
+// against the bytes left and names the field and offset of what is wrong;
+// nothing in the input can make it panic, and a corrupted count cannot make
+// it allocate ahead of the items it has read (room).
+
+// snapshotMagic starts every binary snapshot.
+const snapshotMagic = "\x00TSNP"
+
+// appendSnapshot appends sn in the binary format (version SnapshotVersion).
+func appendSnapshot(b []byte, sn snapshot) []byte {
+	b = slices.Grow(b, 64+512*len(sn.Budgets)+128*len(sn.Instances)+160*len(sn.Reservations)+
+		32*len(sn.Closed)+80*len(sn.Idempotency))
+	b = append(b, snapshotMagic...)
+	b = binary.AppendUvarint(b, SnapshotVersion)
+	b = binary.AppendVarint(b, int64(sn.Partition))
+	b = binary.AppendUvarint(b, sn.LastSeq)
+	b = appendTime(b, sn.LastAt)
+	b = appendString(b, sn.ClaimedBy)
+	b = binary.AppendUvarint(b, uint64(len(sn.Budgets)))
+	budgetIdx := make(map[string]int, len(sn.Budgets))
+	for i := range sn.Budgets {
+		def := &sn.Budgets[i]
+		raw, err := json.Marshal(def)
+		if err != nil {
+			panic(fmt.Sprintf("enforcer: snapshot of budget %s: %v", def.Name, err))
+		}
+		b = binary.AppendUvarint(b, uint64(len(raw)))
+		b = append(b, raw...)
+		budgetIdx[budgetKey(def.Scope, def.Name)] = i
+	}
+	appendBudgetRef := func(b []byte, key string) []byte {
+		if i, ok := budgetIdx[key]; ok {
+			return binary.AppendUvarint(b, uint64(i)+1)
+		}
+		return appendString(append(b, 0), key)
+	}
+	b = binary.AppendUvarint(b, uint64(len(sn.Instances)))
+	for i := range sn.Instances {
+		in := &sn.Instances[i]
+		b = appendBudgetRef(b, in.Budget)
+		b = appendString(b, in.Scope)
+		b = appendString(b, in.Period)
+		b = appendTime(b, in.Start)
+		b = appendTime(b, in.End)
+		b = binary.AppendUvarint(b, uint64(len(in.Units)))
+		for _, u := range in.Units {
+			b = appendString(b, u.Unit)
+			b = appendAmount(b, u.Spent)
+			b = appendAmount(b, u.Reserved)
+			b = appendAmount(b, u.Adjust.Amount)
+		}
+		b = binary.AppendUvarint(b, uint64(len(in.Fired)))
+		for _, f := range in.Fired {
+			b = appendString(b, f)
+		}
+	}
+	b = binary.AppendUvarint(b, uint64(len(sn.Reservations)))
+	var units, keys []string
+	for i := range sn.Reservations {
+		r := &sn.Reservations[i]
+		b = appendString(b, r.ID)
+		b = appendString(b, r.Root)
+		b = appendString(b, r.Scope)
+		units = appendSortedKeys(units[:0], r.Amounts)
+		b = binary.AppendUvarint(b, uint64(len(units)))
+		for _, u := range units {
+			b = appendString(b, u)
+			b = appendAmount(b, r.Amounts[u])
+		}
+		b = appendString(b, string(r.Priority))
+		b = binary.AppendVarint(b, int64(r.Option))
+		b = appendString(b, r.Label)
+		b = binary.AppendUvarint(b, uint64(len(r.Labels)))
+		keys = appendSortedKeys(keys[:0], r.Labels)
+		for _, k := range keys {
+			b = appendString(b, k)
+			b = appendString(b, r.Labels[k])
+		}
+		b = appendTime(b, r.ExpiresAt)
+		b = appendString(b, string(r.Status))
+		b = appendTime(b, r.ClosedAt)
+		b = binary.AppendUvarint(b, uint64(len(r.Holds)))
+		for _, h := range r.Holds {
+			b = appendBudgetRef(b, h.Budget)
+			if strings.HasPrefix(r.Scope, h.Scope) {
+				b = binary.AppendUvarint(b, uint64(len(h.Scope))+1)
+			} else {
+				b = appendString(append(b, 0), h.Scope)
+			}
+			b = appendString(b, h.Period)
+			b = binary.AppendUvarint(b, uint64(len(h.Units)))
+			keys = appendSortedKeys(keys[:0], h.Units)
+			for _, u := range keys {
+				a := h.Units[u]
+				if j, ok := slices.BinarySearch(units, u); ok && r.Amounts[u].Cmp(a) == 0 {
+					b = binary.AppendUvarint(b, uint64(j)+1)
+				} else {
+					b = appendAmount(appendString(append(b, 0), u), a)
+				}
+			}
+		}
+	}
+	b = binary.AppendUvarint(b, uint64(len(sn.Closed)))
+	for _, q := range sn.Closed {
+		b = appendString(b, q.ID)
+		b = binary.AppendUvarint(b, q.Seq)
+		b = appendTime(b, q.At)
+	}
+	b = binary.AppendUvarint(b, uint64(len(sn.Idempotency)))
+	for _, e := range sn.Idempotency {
+		b = appendString(b, e.Root)
+		b = appendString(b, string(e.Op))
+		b = appendString(b, e.Key)
+		start := len(b)
+		if b = appendHash(b, e.Hash); b[start] != hashHex {
+			b = appendString(append(b[:start], hashRaw), e.Hash)
+		}
+		b = binary.AppendUvarint(b, e.Seq)
+		b = appendTime(b, e.At)
+	}
+	return b
+}
+
+func appendTime(b []byte, t time.Time) []byte {
+	return binary.AppendUvarint(binary.AppendVarint(b, t.Unix()), uint64(t.Nanosecond()))
+}
+
+// appendSortedKeys appends m's keys to out, sorted.
+func appendSortedKeys[V any](out []string, m map[string]V) []string {
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// decodeSnapshotBinary decodes a binary snapshot; any malformation is an
+// error naming the field and its byte offset.
+func decodeSnapshotBinary(b []byte) (snapshot, error) {
+	if !bytes.HasPrefix(b, []byte(snapshotMagic)) {
+		return snapshot{}, fmt.Errorf("enforcer: snapshot: starts with %q, not the binary snapshot prefix %q", b[:min(len(b), len(snapshotMagic))], snapshotMagic)
+	}
+	r := snapReader{b: b, off: len(snapshotMagic), strs: map[string]string{}, room: roomPerByte * len(b)}
+	if v := r.uvarint("version"); r.err != nil {
+		return snapshot{}, r.err
+	} else if v != SnapshotVersion {
+		return snapshot{}, fmt.Errorf("enforcer: binary snapshot of version %d, this build reads version %d (and JSON snapshots of version %d)",
+			v, SnapshotVersion, SnapshotVersionJSON)
+	}
+	sn := snapshot{V: SnapshotVersion}
+	sn.Partition = r.int("partition")
+	sn.LastSeq = r.uvarint("last_seq")
+	sn.LastAt = r.time("last_at")
+	sn.ClaimedBy = r.string("claimed_by")
+
+	n := r.count("budgets")
+	sn.Budgets = make([]events.Budget, 0, room[events.Budget](&r, n))
+	keys := make([]string, 0, room[string](&r, n))
+	for i := 0; i < n && r.err == nil; i++ {
+		r.enter("budgets", i)
+		at := r.off
+		raw := r.bytes("")
+		var def events.Budget
+		if err := json.Unmarshal(raw, &def); err != nil && r.err == nil {
+			r.failAt(at, "", "%v", err)
+		}
+		sn.Budgets = append(sn.Budgets, def)
+		keys = append(keys, budgetKey(def.Scope, def.Name))
+		r.leave()
+	}
+
+	n = r.count("instances")
+	sn.Instances = make([]snapInstance, 0, room[snapInstance](&r, n))
+	for i := 0; i < n && r.err == nil; i++ {
+		r.enter("instances", i)
+		in := snapInstance{Budget: r.budgetRef("budget", keys), Scope: r.intern("scope"), Period: r.intern("period"),
+			Start: r.time("start"), End: r.time("end")}
+		m := r.count("units")
+		in.Units = make([]snapUnit, 0, room[snapUnit](&r, m))
+		for j := 0; j < m && r.err == nil; j++ {
+			r.enter("units", j)
+			in.Units = append(in.Units, snapUnit{Unit: r.intern("unit"), Spent: r.amount("spent", false),
+				Reserved: r.amount("reserved", false), Adjust: events.Signed{Amount: r.amount("adjust", true)}})
+			r.leave()
+		}
+		m = r.count("fired")
+		in.Fired = make([]string, 0, room[string](&r, m))
+		for j := 0; j < m && r.err == nil; j++ {
+			r.enter("fired", j)
+			in.Fired = append(in.Fired, r.intern(""))
+			r.leave()
+		}
+		sn.Instances = append(sn.Instances, in)
+		r.leave()
+	}
+
+	n = r.count("reservations")
+	sn.Reservations = make([]snapReservation, 0, room[snapReservation](&r, n))
+	var units []string
+	for i := 0; i < n && r.err == nil; i++ {
+		r.enter("reservations", i)
+		sr := snapReservation{ID: r.string("id"), Root: r.intern("root"), Scope: r.intern("scope")}
+		sr.Amounts, units = r.amounts("amounts", units[:0])
+		sr.Priority = events.Priority(r.intern("priority"))
+		sr.Option = r.int("option")
+		sr.Label = r.intern("label")
+		sr.Labels = r.labels("labels")
+		sr.ExpiresAt = r.time("expires_at")
+		sr.Status = events.ReservationStatus(r.intern("status"))
+		sr.ClosedAt = r.time("closed_at")
+		m := r.count("holds")
+		sr.Holds = make([]snapHold, 0, room[snapHold](&r, m))
+		for j := 0; j < m && r.err == nil; j++ {
+			r.enter("holds", j)
+			h := snapHold{Budget: r.budgetRef("budget", keys)}
+			at := r.off
+			if k := r.uvarint("scope"); k > 0 {
+				if k-1 > uint64(len(sr.Scope)) {
+					r.failAt(at, "scope", "prefix of %d bytes of the reservation's scope of %d", k-1, len(sr.Scope))
+				} else {
+					h.Scope = sr.Scope[:k-1]
+				}
+			} else {
+				h.Scope = r.intern("scope")
+			}
+			h.Period = r.intern("period")
+			h.Units = r.holdUnits("units", units, sr.Amounts)
+			sr.Holds = append(sr.Holds, h)
+			r.leave()
+		}
+		sn.Reservations = append(sn.Reservations, sr)
+		r.leave()
+	}
+
+	n = r.count("closed")
+	sn.Closed = make([]snapQueued, 0, room[snapQueued](&r, n))
+	for i := 0; i < n && r.err == nil; i++ {
+		r.enter("closed", i)
+		sn.Closed = append(sn.Closed, snapQueued{ID: r.string("id"), Seq: r.uvarint("seq"), At: r.time("at")})
+		r.leave()
+	}
+
+	n = r.count("idempotency")
+	sn.Idempotency = make([]snapIdem, 0, room[snapIdem](&r, n))
+	for i := 0; i < n && r.err == nil; i++ {
+		r.enter("idempotency", i)
+		sn.Idempotency = append(sn.Idempotency, snapIdem{Root: r.intern("root"), Op: events.Op(r.intern("op")),
+			Key: r.string("key"), Hash: r.hash("hash"), Seq: r.uvarint("seq"), At: r.time("at")})
+		r.leave()
+	}
+
+	if r.err == nil && r.off != len(r.b) {
+		r.fail("", "%d bytes left over after the snapshot", len(r.b)-r.off)
+	}
+	if r.err != nil {
+		return snapshot{}, r.err
+	}
+	return sn, nil
+}
+
+// A count is at most the bytes left, but an item decodes to many times the
+// bytes it takes, so a corrupted count must not size what is allocated
+// ahead: all the room made ahead of reading items, over the whole
+// snapshot, is at most roomPerByte bytes per byte of input (real snapshots
+// need about 3); past it, lists grow as items are read.
+const roomPerByte = 8
+
+// room returns the capacity to make for a list of n items of type T, and
+// takes it from what r has left to make.
+func room[T any](r *snapReader, n int) int {
+	size := int(unsafe.Sizeof(*new(T)))
+	n = min(n, r.room/size)
+	r.room -= n * size
+	return n
+}
+
+// Interning: a snapshot repeats a few roots, scopes, units, periods and
+// labels many times; decoding each once saves allocations and memory.
+const (
+	maxInterned   = 4096 // distinct strings
+	maxInternedAt = 128  // bytes per string
+)
+
+// snapReader reads a binary snapshot. Its first error sticks: every read
+// after it returns a zero value, so a decoder reads on unconditionally and
+// checks the error where it matters (loops stop on it).
+type snapReader struct {
+	b    []byte
+	off  int
+	err  error
+	path []pathElem // where the reader is, for errors
+	strs map[string]string
+	buf  []byte // scratch for amounts
+	room int    // bytes that may still be allocated ahead (room)
+}
+
+type pathElem struct {
+	name string
+	i    int
+}
+
+func (r *snapReader) enter(name string, i int) { r.path = append(r.path, pathElem{name, i}) }
+
+func (r *snapReader) leave() { r.path = r.path[:len(r.path)-1] }
+
+// fail records an error about field at the current offset, unless one is
+// recorded already.
+func (r *snapReader) fail(field, format string, args ...any) {
+	r.failAt(r.off, field, format, args...)
+}
+
+// failAt records an error about field, which starts at offset at.
+func (r *snapReader) failAt(at int, field, format string, args ...any) {
+	if r.err != nil {
+		return
+	}
+	var where strings.Builder
+	for _, e := range r.path {
+		if where.Len() > 0 {
+			where.WriteByte('.')
+		}
+		where.WriteString(e.name)
+		where.WriteByte('[')
+		where.WriteString(strconv.Itoa(e.i))
+		where.WriteByte(']')
+	}
+	if field != "" {
+		if where.Len() > 0 {
+			where.WriteByte('.')
+		}
+		where.WriteString(field)
+	}
+	if where.Len() == 0 {
+		where.WriteString("snapshot")
+	}
+	r.err = fmt.Errorf("enforcer: snapshot: %s: %s at offset %d", where.String(), fmt.Sprintf(format, args...), at)
+}
+
+func (r *snapReader) left() int { return len(r.b) - r.off }
+
+func (r *snapReader) uvarint(field string) uint64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(r.b[r.off:])
+	switch {
+	case n == 0:
+		r.fail(field, "truncated uvarint")
+		return 0
+	case n < 0:
+		r.fail(field, "uvarint overflows 64 bits")
+		return 0
+	}
+	r.off += n
+	return v
+}
+
+func (r *snapReader) varint(field string) int64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(r.b[r.off:])
+	switch {
+	case n == 0:
+		r.fail(field, "truncated varint")
+		return 0
+	case n < 0:
+		r.fail(field, "varint overflows 64 bits")
+		return 0
+	}
+	r.off += n
+	return v
+}
+
+func (r *snapReader) int(field string) int {
+	at := r.off
+	v := r.varint(field)
+	if int64(int(v)) != v {
+		r.failAt(at, field, "%d does not fit an int", v)
+		return 0
+	}
+	return int(v)
+}
+
+// count reads the length of a list, which cannot exceed the bytes left
+// (every item takes at least one).
+func (r *snapReader) count(field string) int {
+	at := r.off
+	v := r.uvarint(field)
+	if v > uint64(r.left()) {
+		r.failAt(at, field, "count %d exceeds the %d bytes left", v, r.left())
+		return 0
+	}
+	return int(v)
+}
+
+// bytes reads a length-prefixed string as a slice of the input.
+func (r *snapReader) bytes(field string) []byte {
+	at := r.off
+	v := r.uvarint(field)
+	if v > uint64(r.left()) {
+		r.failAt(at, field, "length %d exceeds the %d bytes left", v, r.left())
+		return nil
+	}
+	if r.err != nil {
+		return nil
+	}
+	s := r.b[r.off : r.off+int(v) : r.off+int(v)]
+	r.off += int(v)
+	return s
+}
+
+func (r *snapReader) string(field string) string { return string(r.bytes(field)) }
+
+// intern reads a string that is likely to repeat.
+func (r *snapReader) intern(field string) string {
+	b := r.bytes(field)
+	if s, ok := r.strs[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	if len(r.strs) < maxInterned && len(s) <= maxInternedAt {
+		r.strs[s] = s
+	}
+	return s
+}
+
+func (r *snapReader) time(field string) time.Time {
+	sec := r.varint(field)
+	at := r.off
+	nsec := r.uvarint(field)
+	if nsec >= 1e9 {
+		r.failAt(at, field, "%d nanoseconds", nsec)
+		return time.Time{}
+	}
+	if r.err != nil {
+		return time.Time{}
+	}
+	return time.Unix(sec, int64(nsec)).UTC()
+}
+
+// amount reads a single figure as the JSON format reads it (within the wide
+// bounds an event's figures may take), optionally signed.
+func (r *snapReader) amount(field string, signed bool) events.Amount {
+	at := r.off
+	txt := r.bytes(field)
+	if r.err != nil {
+		return events.Amount{}
+	}
+	// Only digits, '.' and '-' can make an amount; so checked, the text
+	// can be quoted as JSON as it is.
+	for _, c := range txt {
+		if (c < '0' || c > '9') && c != '.' && c != '-' {
+			r.failAt(at, field, "%q is not an amount", txt)
+			return events.Amount{}
+		}
+	}
+	r.buf = append(append(append(r.buf[:0], '"'), txt...), '"')
+	var err error
+	var a events.Amount
+	if signed {
+		var s events.Signed
+		err = s.UnmarshalJSON(r.buf)
+		a = s.Amount
+	} else {
+		err = a.UnmarshalJSON(r.buf)
+	}
+	if err != nil {
+		r.failAt(at, field, "%v", err)
+		return events.Amount{}
+	}
+	return a
+}
+
+// amounts reads a unit → amount map as the JSON format reads one (unit
+// names checked, amounts within the request bounds), appending its units,
+// in order, to units.
+func (r *snapReader) amounts(field string, units []string) (events.Amounts, []string) {
+	n := r.count(field)
+	m := make(events.Amounts, min(n, events.MaxUnits))
+	for i := 0; i < n && r.err == nil; i++ {
+		at := r.off
+		u := r.intern(field)
+		if err := events.ValidateUnit(u); err != nil {
+			r.failAt(at, field, "%v", err)
+		} else if i > 0 && u <= units[len(units)-1] {
+			r.failAt(at, field, "unit %q after %q: units are in increasing byte order", u, units[len(units)-1])
+		}
+		m[u] = r.requestAmount(field, u)
+		units = append(units, u)
+	}
+	return m, units
+}
+
+// requestAmount reads the amount of unit u of a map.
+func (r *snapReader) requestAmount(field, u string) events.Amount {
+	at := r.off
+	txt := r.bytes(field)
+	if r.err != nil {
+		return events.Amount{}
+	}
+	a, err := events.ParseAmount(string(txt))
+	if err != nil {
+		r.failAt(at, field, "%s: %v", u, err)
+	}
+	return a
+}
+
+// holdUnits reads the units of a hold, each a reference to one of the
+// reservation's units (with its amount) or a unit and amount of its own.
+// A hold usually holds all the reservation's units: it then shares the
+// reservation's map, which the decoded snapshot's readers only read.
+func (r *snapReader) holdUnits(field string, units []string, amounts events.Amounts) events.Amounts {
+	n := r.count(field)
+	var m events.Amounts // nil while the units read are the reservation's first ones
+	prev := ""
+	for i := 0; i < n && r.err == nil; i++ {
+		at := r.off
+		k := r.uvarint(field)
+		if m == nil && k == uint64(i)+1 && i < len(units) {
+			prev = units[i]
+			continue
+		}
+		if m == nil {
+			m = make(events.Amounts, min(n, events.MaxUnits))
+			for _, u := range units[:i] {
+				m[u] = amounts[u]
+			}
+		}
+		var u string
+		switch {
+		case k > uint64(len(units)):
+			r.failAt(at, field, "unit %d of a reservation of %d", k, len(units))
+			return m
+		case k > 0:
+			u = units[k-1]
+			m[u] = amounts[u]
+		default:
+			at = r.off
+			u = r.intern(field)
+			if err := events.ValidateUnit(u); err != nil {
+				r.failAt(at, field, "%v", err)
+			}
+			m[u] = r.requestAmount(field, u)
+		}
+		if i > 0 && u <= prev {
+			r.failAt(at, field, "unit %q after %q: units are in increasing byte order", u, prev)
+		}
+		prev = u
+	}
+	switch {
+	case m != nil || r.err != nil:
+		return m
+	case n == len(units):
+		return amounts
+	}
+	m = make(events.Amounts, n)
+	for _, u := range units[:n] {
+		m[u] = amounts[u]
+	}
+	return m
+}
+
+// labels reads a labels map; none is nil, as the JSON format reads it.
+func (r *snapReader) labels(field string) events.Labels {
+	n := r.count(field)
+	if n == 0 {
+		return nil
+	}
+	m := make(events.Labels, min(n, events.MaxLabels))
+	prev := ""
+	for i := 0; i < n && r.err == nil; i++ {
+		at := r.off
+		k := r.intern(field)
+		if i > 0 && k <= prev {
+			r.failAt(at, field, "label %q after %q: labels are in increasing byte order", k, prev)
+		}
+		m[k] = r.intern(field)
+		prev = k
+	}
+	return m
+}
+
+// budgetRef reads a budget key: a reference to one of the budgets, or a
+// key of its own.
+func (r *snapReader) budgetRef(field string, keys []string) string {
+	at := r.off
+	k := r.uvarint(field)
+	switch {
+	case k > uint64(len(keys)):
+		r.failAt(at, field, "budget %d of %d", k, len(keys))
+		return ""
+	case k > 0:
+		return keys[k-1]
+	}
+	return r.intern(field)
+}
+
+// hash reads a request hash: 16 bytes behind tag hashHex, or a string
+// behind tag hashRaw.
+func (r *snapReader) hash(field string) string {
+	if r.err != nil {
+		return ""
+	}
+	if r.left() == 0 {
+		r.fail(field, "truncated")
+		return ""
+	}
+	at := r.off
+	tag := r.b[r.off]
+	r.off++
+	switch tag {
+	case hashHex:
+		if r.left() < 16 {
+			r.failAt(at, field, "%d bytes left of a 16-byte hash", r.left())
+			return ""
+		}
+		h := decodeHash(r.b[at : at+17])
+		r.off += 16
+		return h
+	case hashRaw:
+		return r.string(field)
+	}
+	r.failAt(at, field, "unknown tag %d", tag)
+	return ""
+}
