@@ -1,6 +1,7 @@
 package events
 
 import (
+	"hash/maphash"
 	"math/bits"
 	"time"
 	"unicode/utf8"
@@ -82,25 +83,32 @@ func (l *decoder) intern(b []byte) string {
 
 // stringTable shares strings across the events one Decoder decodes: a
 // partition's events name the same budgets, scopes, periods and units
-// over and over, and replay allocated a copy of each in every event.
-type stringTable struct{ m map[string]string }
+// over and over, and replay allocated a copy of each in every event. It is
+// a direct-mapped cache: a string seen before is found with one hash and
+// one comparison, and a new one takes its slot, so strings that never
+// repeat (a run's scope) cost no more than the copy they always did.
+type stringTable struct {
+	seed  maphash.Seed
+	slots []string
+}
 
-// maxSharedStrings bounds a stringTable; when full it starts over.
-const maxSharedStrings = 1 << 14
+// stringSlots is a stringTable's size (a power of two).
+const stringSlots = 1 << 12
 
 // string returns b as a string, shared when t has seen it (t may be nil).
 func (t *stringTable) string(b []byte) string {
 	if t == nil {
 		return string(b)
 	}
-	if s, ok := t.m[string(b)]; ok {
-		return s
+	if t.slots == nil {
+		t.seed, t.slots = maphash.MakeSeed(), make([]string, stringSlots)
 	}
-	if t.m == nil || len(t.m) >= maxSharedStrings {
-		t.m = make(map[string]string, 256)
+	slot := &t.slots[maphash.Bytes(t.seed, b)&(stringSlots-1)]
+	if *slot == string(b) {
+		return *slot
 	}
 	s := string(b)
-	t.m[s] = s
+	*slot = s
 	return s
 }
 
