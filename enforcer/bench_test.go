@@ -123,4 +123,14 @@ func BenchmarkSnapshotPause(b *testing.B) {
 			}
 		}
 	})
+	// What a new owner pays before replaying the tail.
+	snap := s.Snapshot()
+	b.Run("restore", func(b *testing.B) {
+		for b.Loop() {
+			r, err := Restore(s.cfg, snap)
+			if err != nil || r.LastSeq() != s.LastSeq() {
+				b.Fatalf("restore: %v", err)
+			}
+		}
+	})
 }

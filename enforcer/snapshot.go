@@ -151,11 +151,17 @@ func (s *State) canonical() snapshot {
 	for _, r := range rs {
 		sr := snapReservation{ID: r.id, Root: r.root, Scope: r.scope, Amounts: r.amounts, Priority: r.priority,
 			Option: r.option, Label: r.label, Labels: r.labels, ExpiresAt: r.expiresAt, Status: r.status,
-			ClosedAt: r.closedAt, Holds: []snapHold{}}
+			ClosedAt: r.closedAt, Holds: make([]snapHold, 0, len(r.holds))}
 		for _, h := range r.holds {
-			units := events.Amounts{}
-			for _, u := range h.units {
-				units[u] = r.amounts[u]
+			// A hold's units are some of the reservation's; when they are
+			// all of them (the usual case) the snapshot, which is only
+			// read, shares the reservation's map instead of copying it.
+			units := r.amounts
+			if len(h.units) == 0 || len(h.units) != len(r.amounts) {
+				units = make(events.Amounts, len(h.units))
+				for _, u := range h.units {
+					units[u] = r.amounts[u]
+				}
 			}
 			sr.Holds = append(sr.Holds, snapHold{Budget: h.b.key, Scope: h.scope, Period: h.period, Units: units})
 		}
