@@ -187,7 +187,8 @@ func readReplay(ctx context.Context, stream jetstream.Stream, from, last uint64,
 		progress atomic.Uint64
 		watched  sync.WaitGroup
 	)
-	cur.Store(&it)
+	first := it // the watchdog reads its own copy, never the reader's variable
+	cur.Store(&first)
 	done := make(chan struct{})
 	watched.Go(func() { watchReplay(ctx, done, &cur, &progress) })
 	defer func() {
