@@ -325,12 +325,7 @@ func typeOf(d Data) Type {
 
 // Decode parses stored event bytes strictly: unknown fields, unknown types
 // and unknown versions are errors.
-func Decode(b []byte) (Event, error) {
-	if ev, ok := decodeFast(b, nil); ok {
-		return ev, nil
-	}
-	return decodeStrict(b)
-}
+func Decode(b []byte) (Event, error) { return decode(b, nil) }
 
 // A Decoder decodes events as Decode does, sharing the strings it reads
 // (budget names, scopes, periods, units…) across the events it decodes: in
@@ -340,8 +335,11 @@ func Decode(b []byte) (Event, error) {
 type Decoder struct{ strs stringTable }
 
 // Decode decodes one event (see the package function Decode).
-func (d *Decoder) Decode(b []byte) (Event, error) {
-	if ev, ok := decodeFast(b, &d.strs); ok {
+func (d *Decoder) Decode(b []byte) (Event, error) { return decode(b, &d.strs) }
+
+// decode is Decode, sharing strings through shared when it is not nil.
+func decode(b []byte, shared *stringTable) (Event, error) {
+	if ev, ok := decodeFast(b, shared); ok {
 		return ev, nil
 	}
 	return decodeStrict(b)
