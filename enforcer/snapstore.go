@@ -27,6 +27,10 @@ const (
 	metaHash     = "tally-hash"
 	metaVersion  = "tally-version"  // the data's format; informational, Restore tells them apart itself
 	metaEncoding = "tally-encoding" // "gzip"
+	metaSize     = "tally-size"     // bytes of the snapshot before compression
+	// maxSizeHint bounds how much LoadSnapshot reserves up front from
+	// metaSize (a larger snapshot still loads, growing as it reads).
+	maxSizeHint = 1 << 30
 	// snapshotIOTimeout bounds storing or loading one snapshot when the
 	// caller gives no deadline: nats.go otherwise allows its 5 s API
 	// timeout for the whole object, too little for a large partition.
@@ -73,7 +77,7 @@ func SaveSnapshot(ctx context.Context, js jetstream.JetStream, n int, data []byt
 	}
 	_, err = obs.Put(ctx, jetstream.ObjectMeta{Name: SnapshotName(n), Metadata: map[string]string{
 		metaSeq: strconv.FormatUint(seq, 10), metaHash: hash, metaVersion: strconv.Itoa(version),
-		metaEncoding: "gzip"}}, &zbuf)
+		metaEncoding: "gzip", metaSize: strconv.Itoa(len(data))}}, &zbuf)
 	return err
 }
 
@@ -131,6 +135,12 @@ func LoadSnapshot(ctx context.Context, js jetstream.JetStream, n int, cfg Config
 		return nil, "", fmt.Errorf("snapshot of partition %d claims seq %d with hash %s, the stream's message hashes to %s", n, seq, hash, got)
 	}
 	var buf bytes.Buffer
+	// Reserving the whole snapshot at once spares the buffer's doublings:
+	// they were most of a load, each one fresh memory to fault in and
+	// zero (a 36 MB snapshot: 0.85 s of 1.9 s).
+	if size, err := strconv.Atoi(info.Metadata[metaSize]); err == nil && size > 0 {
+		buf.Grow(min(size, maxSizeHint) + bytes.MinRead)
+	}
 	var src io.Reader = res
 	if info.Metadata[metaEncoding] == "gzip" {
 		zr, err := gzip.NewReader(res)
