@@ -20,6 +20,18 @@ func benchHierarchy(b *testing.B) *harness {
 	return h
 }
 
+// decideApply decides cmd at now and applies its events, as the decision
+// loop does; a decision without events (an error) fails the benchmark.
+func decideApply(b *testing.B, s *State, cmd Command, now time.Time) {
+	d := s.Decide(cmd, now)
+	if len(d.Events) == 0 {
+		b.Fatalf("%s: no events: %+v", cmd.Op, d.Err)
+	}
+	for _, ev := range d.Events {
+		s.Apply(s.LastSeq()+1, ev)
+	}
+}
+
 // BenchmarkReserveDecideApply is Decide+Apply of a granted reserve against
 // a 3-level hierarchy (tenant > workflow > run) with 2 units. Nothing is
 // committed: each op leaves one more open reservation in the state.
@@ -34,13 +46,7 @@ func BenchmarkReserveDecideApply(b *testing.B) {
 		i++
 		req := &events.ReserveRequest{IdempotencyKey: fmt.Sprintf("k%d", i), Scope: "tenant:acme/workflow:code-review/run:r-42",
 			Amounts: events.Amounts{"USD": events.MustAmount("0.42"), "tokens": events.MustAmount("12000")}, Priority: &prio}
-		d := s.Decide(Command{Op: events.OpReserve, Root: "tenant:acme", Request: req, NewID: fmt.Sprintf("R%d", i)}, now)
-		if len(d.Events) == 0 {
-			b.Fatalf("no events: %+v", d.Err)
-		}
-		for _, ev := range d.Events {
-			s.Apply(s.LastSeq()+1, ev)
-		}
+		decideApply(b, s, Command{Op: events.OpReserve, Root: "tenant:acme", Request: req, NewID: fmt.Sprintf("R%d", i)}, now)
 		now = now.Add(time.Microsecond)
 	}
 }
@@ -62,22 +68,10 @@ func BenchmarkReserveCommitDecideApply(b *testing.B) {
 		req := &events.ReserveRequest{IdempotencyKey: fmt.Sprintf("k%d", i), Scope: "tenant:acme/workflow:code-review/run:r-42",
 			Amounts: events.Amounts{"USD": events.MustAmount("0.42"), "tokens": events.MustAmount("12000")}, Priority: &prio}
 		id := fmt.Sprintf("R%d", i)
-		d := s.Decide(Command{Op: events.OpReserve, Root: "tenant:acme", Request: req, NewID: id}, now)
-		if len(d.Events) == 0 {
-			b.Fatalf("no events: %+v", d.Err)
-		}
-		for _, ev := range d.Events {
-			s.Apply(s.LastSeq()+1, ev)
-		}
+		decideApply(b, s, Command{Op: events.OpReserve, Root: "tenant:acme", Request: req, NewID: id}, now)
 		c := &events.CommitRequest{IdempotencyKey: fmt.Sprintf("c%d", i), ReservationID: id,
 			Actual: events.Amounts{"USD": events.MustAmount("0.40"), "tokens": events.MustAmount("11000")}}
-		d = s.Decide(Command{Op: events.OpCommit, Root: "tenant:acme", Request: c}, now)
-		if len(d.Events) == 0 {
-			b.Fatalf("no commit events: %+v", d.Err)
-		}
-		for _, ev := range d.Events {
-			s.Apply(s.LastSeq()+1, ev)
-		}
+		decideApply(b, s, Command{Op: events.OpCommit, Root: "tenant:acme", Request: c}, now)
 		now = now.Add(time.Microsecond)
 	}
 }
