@@ -391,33 +391,25 @@ func (r *snapReader) failAt(at int, field, format string, args ...any) {
 func (r *snapReader) left() int { return len(r.b) - r.off }
 
 func (r *snapReader) uvarint(field string) uint64 {
-	if r.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(r.b[r.off:])
-	switch {
-	case n == 0:
-		r.fail(field, "truncated uvarint")
-		return 0
-	case n < 0:
-		r.fail(field, "uvarint overflows 64 bits")
-		return 0
-	}
-	r.off += n
-	return v
+	return readVarint(r, field, "uvarint", binary.Uvarint)
 }
 
 func (r *snapReader) varint(field string) int64 {
+	return readVarint(r, field, "varint", binary.Varint)
+}
+
+// readVarint reads one (u)varint with decode, binary.Uvarint or Varint.
+func readVarint[T uint64 | int64](r *snapReader, field, kind string, decode func([]byte) (T, int)) T {
 	if r.err != nil {
 		return 0
 	}
-	v, n := binary.Varint(r.b[r.off:])
+	v, n := decode(r.b[r.off:])
 	switch {
 	case n == 0:
-		r.fail(field, "truncated varint")
+		r.fail(field, "truncated %s", kind)
 		return 0
 	case n < 0:
-		r.fail(field, "varint overflows 64 bits")
+		r.fail(field, "%s overflows 64 bits", kind)
 		return 0
 	}
 	r.off += n
