@@ -30,16 +30,7 @@ const testPartitions = 4
 // test ends.
 func startTally(t *testing.T, srv *server.Server) {
 	t.Helper()
-	nc := natstest.Connect(t, srv)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := streams.Ensure(ctx, js, streams.Config{Partitions: testPartitions}); err != nil {
-		t.Fatal(err)
-	}
+	nc, _ := natstest.Ledger(t, srv, testPartitions)
 	svc, err := enforcer.NewService(nc, enforcer.ServiceConfig{Partitions: testPartitions, GroupCommit: true})
 	if err != nil {
 		t.Fatal(err)

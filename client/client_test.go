@@ -24,16 +24,7 @@ const testPartitions = 2
 func ledger(t *testing.T) (*server.Server, *nats.Conn) {
 	t.Helper()
 	srv := natstest.RunServer(t, natstest.WithPartitions(testPartitions))
-	nc := natstest.Connect(t, srv)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := streams.Ensure(ctx, js, streams.Config{Partitions: testPartitions}); err != nil {
-		t.Fatal(err)
-	}
+	nc, _ := natstest.Ledger(t, srv, testPartitions)
 	return srv, nc
 }
 

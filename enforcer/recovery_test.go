@@ -32,15 +32,8 @@ func TestRecoveryTime(t *testing.T) {
 		t.Skip("set TALLY_RECOVERY_EVENTS=1000000 (make bench-recovery) to measure recovery time")
 	}
 	srv := natstest.RunServer(t, natstest.WithPartitions(1))
-	nc := natstest.Connect(t, srv)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := natstest.Ledger(t, srv, 1)
 	ctx := context.Background()
-	if _, err := streams.Ensure(ctx, js, streams.Config{Partitions: 1}); err != nil {
-		t.Fatal(err)
-	}
 	st := enforcer.New(enforcer.Config{Partition: 0})
 	root := "tenant:big"
 	now := time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC)

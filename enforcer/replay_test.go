@@ -24,14 +24,7 @@ import (
 func replayStream(t *testing.T, n, bad int, corrupt func(raw []byte) []byte) (jetstream.JetStream, [][]byte) {
 	t.Helper()
 	srv := natstest.RunServer(t, natstest.WithPartitions(1))
-	js, err := jetstream.New(natstest.Connect(t, srv))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	if _, err := streams.Ensure(ctx, js, streams.Config{Partitions: 1}); err != nil {
-		t.Fatal(err)
-	}
+	_, js := natstest.Ledger(t, srv, 1)
 	at := time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC)
 	prev := ""
 	var msgs [][]byte

@@ -13,7 +13,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tallyledger/tally/events"
 	"github.com/tallyledger/tally/internal/natstest"
@@ -402,14 +401,8 @@ func TestRestoreErrorNamesTheField(t *testing.T) {
 // version 1): after an upgrade, both restore to the partition's state.
 func TestLoadSnapshotOfEitherFormat(t *testing.T) {
 	srv := natstest.RunServer(t, natstest.WithPartitions(1))
-	js, err := jetstream.New(natstest.Connect(t, srv))
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := natstest.Ledger(t, srv, 1)
 	ctx := context.Background()
-	if _, err := streams.Ensure(ctx, js, streams.Config{Partitions: 1}); err != nil {
-		t.Fatal(err)
-	}
 	h := newHarnessCfg(t, Config{Partition: 0})
 	h.set(acme, "b", `"limits":{"USD":"10"},"period":"daily"`)
 	r := h.res("tenant:acme/run:r1", `{"USD":"2"}`, `"labels":{"model":"m"}`)

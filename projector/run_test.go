@@ -37,16 +37,7 @@ func allPartitions() []int {
 func startLedger(t *testing.T) (*server.Server, *nats.Conn, jetstream.JetStream) {
 	t.Helper()
 	srv := natstest.RunServer(t, natstest.WithPartitions(testPartitions))
-	nc := natstest.Connect(t, srv)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := streams.Ensure(ctx, js, streams.Config{Partitions: testPartitions}); err != nil {
-		t.Fatal(err)
-	}
+	nc, js := natstest.Ledger(t, srv, testPartitions)
 	svc, err := enforcer.NewService(nc, enforcer.ServiceConfig{Partitions: testPartitions})
 	if err != nil {
 		t.Fatal(err)
@@ -63,7 +54,7 @@ func startLedger(t *testing.T) (*server.Server, *nats.Conn, jetstream.JetStream)
 	c := client.New(nc)
 	natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		for n := range testPartitions {
-			if _, err := c.Budgets(ctx, rootOn(n, 0)); err != nil {
+			if _, err := c.Budgets(context.Background(), rootOn(n, 0)); err != nil {
 				return err
 			}
 		}

@@ -6,27 +6,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/tallyledger/tally/events"
 	"github.com/tallyledger/tally/internal/natstest"
 	"github.com/tallyledger/tally/report"
-	"github.com/tallyledger/tally/streams"
 )
 
 // TestRead stores a history in a real partition stream and reads it back
 // with every filter.
 func TestRead(t *testing.T) {
 	srv := natstest.RunServer(t, natstest.WithPartitions(1))
-	js, err := jetstream.New(natstest.Connect(t, srv))
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := natstest.Ledger(t, srv, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if _, err := streams.Ensure(ctx, js, streams.Config{Partitions: 1}); err != nil {
-		t.Fatal(err)
-	}
 	// Empty stream: nothing, at once.
 	if err := report.Read(ctx, js, report.Query{}, func(report.Record) error { t.Fatal("record from an empty stream"); return nil }); err != nil {
 		t.Fatal(err)

@@ -20,7 +20,6 @@ import (
 	"github.com/tallyledger/tally/events"
 	"github.com/tallyledger/tally/internal/natstest"
 	"github.com/tallyledger/tally/projector"
-	"github.com/tallyledger/tally/streams"
 )
 
 // The tests of report, audit, events dump, projector and serve's metrics
@@ -43,16 +42,8 @@ type rptLedger struct {
 func startRptLedger(t *testing.T) *rptLedger {
 	t.Helper()
 	srv := natstest.RunServer(t, natstest.WithPartitions(rptPartitions))
-	l := &rptLedger{t: t, srv: srv, url: srv.ClientURL(), nc: natstest.Connect(t, srv)}
-	var err error
-	if l.js, err = jetstream.New(l.nc); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := streams.Ensure(ctx, l.js, streams.Config{Partitions: rptPartitions}); err != nil {
-		t.Fatal(err)
-	}
+	l := &rptLedger{t: t, srv: srv, url: srv.ClientURL()}
+	l.nc, l.js = natstest.Ledger(t, srv, rptPartitions)
 	l.c = client.New(l.nc)
 	l.startEnforcer()
 	t.Cleanup(l.stopAll)

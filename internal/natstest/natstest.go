@@ -1,6 +1,7 @@
 // Package natstest starts real nats-server instances for tests: a single
 // in-process JetStream server (RunServer) or a 3-node JetStream cluster on
-// loopback (RunCluster), both with tally's request mapping, and CheckFor to
+// loopback (RunCluster), both with tally's request mapping, Ledger to create
+// the ledger's streams and buckets on one, and CheckFor to
 // poll for a condition instead of sleeping.
 //
 // It is imported only by tests. Every server lives in t.TempDir() and is
@@ -8,11 +9,13 @@
 package natstest
 
 import (
+	"context"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tallyledger/tally/streams"
 )
@@ -78,6 +81,24 @@ func Connect(t testing.TB, s *server.Server, opts ...nats.Option) *nats.Conn {
 	}
 	t.Cleanup(nc.Close)
 	return nc
+}
+
+// Ledger connects to s in-process (Connect) and creates the ledger's
+// streams and buckets for p partitions (streams.Ensure), as tally serve
+// does when it starts; it returns the connection and its JetStream.
+func Ledger(t testing.TB, s *server.Server, p int) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc := Connect(t, s)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("natstest: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := streams.Ensure(ctx, js, streams.Config{Partitions: p}); err != nil {
+		t.Fatalf("natstest: create the ledger: %v", err)
+	}
+	return nc, js
 }
 
 // CheckFor calls f every interval until it returns nil, and fails the test
