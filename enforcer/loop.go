@@ -477,11 +477,11 @@ func (p *partition) recover(ctx context.Context) error {
 	landed := map[string]uint64{}
 	// Start from the newest verified snapshot when it precedes everything
 	// in doubt (snapshots are stored only once acknowledged), else from 1.
-	st, _, err := LoadSnapshot(ctx, p.svc.js, p.n, p.svc.cfg.Core)
+	st, _, err := LoadSnapshot(ctx, p.svc.rjs, p.n, p.svc.cfg.Core)
 	if err != nil || minSeq > 0 && st.LastSeq() >= minSeq {
 		st = New(p.coreConfig())
 	}
-	hash, err := Replay(ctx, p.svc.js, p.n, st, func(seq uint64, ev events.Event, _ []byte) {
+	hash, err := Replay(ctx, p.svc.rjs, p.n, st, func(seq uint64, ev events.Event, _ []byte) {
 		if minSeq > 0 && seq >= minSeq {
 			landed[ev.ID] = seq
 		}

@@ -63,8 +63,17 @@ type ServiceConfig struct {
 	// SnapshotEvery is the number of events between snapshots; negative
 	// turns snapshots off.
 	SnapshotEvery int
-	Logger        *slog.Logger
-	Metrics       *Metrics
+	// ReplayConn, if not nil, is the connection partitions are replayed
+	// through (takeover, claim, reload), instead of the service's own. An
+	// in-process connection to an embedded server is an unbuffered pipe:
+	// bulk reads over it keep the server's writer and the client's reader
+	// waiting on each other, and a replay through it ran at 0.44–0.48 of
+	// the raw ordered-consumer rate against 0.51 through TCP loopback
+	// (BENCHMARKS.md). tally serve passes a loopback TCP connection to its
+	// embedded server.
+	ReplayConn *nats.Conn
+	Logger     *slog.Logger
+	Metrics    *Metrics
 }
 
 func (c ServiceConfig) withDefaults() ServiceConfig {
@@ -126,6 +135,7 @@ const (
 type Service struct {
 	nc  *nats.Conn
 	js  jetstream.JetStream
+	rjs jetstream.JetStream // replays read through it (ServiceConfig.ReplayConn)
 	cfg ServiceConfig
 }
 
@@ -139,7 +149,13 @@ func NewService(nc *nats.Conn, cfg ServiceConfig) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Service{nc: nc, js: js, cfg: cfg.withDefaults()}, nil
+	rjs := js
+	if cfg.ReplayConn != nil {
+		if rjs, err = jetstream.New(cfg.ReplayConn); err != nil {
+			return nil, err
+		}
+	}
+	return &Service{nc: nc, js: js, rjs: rjs, cfg: cfg.withDefaults()}, nil
 }
 
 // Run serves partitions until ctx ends: the pinned ones (Own), or those
@@ -269,7 +285,7 @@ func (p *partition) run(ctx context.Context) error {
 
 // load rebuilds the state from the newest valid snapshot and the tail.
 func (p *partition) load(ctx context.Context) error {
-	st, hash, err := Recover(ctx, p.svc.js, p.n, p.svc.cfg.Core, func(err error) {
+	st, hash, err := Recover(ctx, p.svc.rjs, p.n, p.svc.cfg.Core, func(err error) {
 		p.log.Warn("snapshot not used; replaying the whole stream", logErr, err)
 	})
 	if err != nil {
@@ -309,7 +325,7 @@ func (p *partition) claim(ctx context.Context) error {
 		msg.Header.Set(jetstream.ExpectedLastSeqHeader, strconv.FormatUint(head, 10))
 		_, err = p.svc.js.PublishMsg(ctx, msg)
 		if err == nil {
-			hash, rerr := Replay(ctx, p.svc.js, p.n, p.state, nil)
+			hash, rerr := Replay(ctx, p.svc.rjs, p.n, p.state, nil)
 			if rerr != nil {
 				return rerr
 			}

@@ -217,7 +217,12 @@ func TestServiceCrashRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv2.Shutdown(); srv2.WaitForShutdown() })
-	l2 := startLedger(t, srv2)
+	// The new owner replays through TCP loopback, as tally serve does.
+	replayConn := natstest.ConnectTCP(t, srv2)
+	l2 := startLedger(t, srv2, func(c *enforcer.ServiceConfig) { c.ReplayConn = replayConn })
+	if replayConn.Stats().InMsgs < 400 {
+		t.Fatalf("the restart read %d messages through ReplayConn, not the %d+ events", replayConn.Stats().InMsgs, len(done))
+	}
 
 	// Every answered decision is in the stream where its answer says.
 	for _, d := range done {
@@ -299,7 +304,9 @@ func mustJSON(t testing.TB, v any) string {
 // reloads, answers that request UNAVAILABLE, and serves on consistently.
 func TestServiceFenceReload(t *testing.T) {
 	srv := natstest.RunServer(t, natstest.WithPartitions(testPartitions))
-	l := startLedger(t, srv, func(c *enforcer.ServiceConfig) { c.Owner = "me" })
+	// The reload replays through TCP loopback, as in tally serve.
+	replayConn := natstest.ConnectTCP(t, srv)
+	l := startLedger(t, srv, func(c *enforcer.ServiceConfig) { c.Owner, c.ReplayConn = "me", replayConn })
 	root := "tenant:fence"
 	mustOK(t, call(t, l.nc, root, "budget-set", `{"idempotency_key":"b","scope":"tenant:fence","name":"m","limits":{"USD":"10"}}`), nil)
 	n := streams.Partition(root, testPartitions)
@@ -324,6 +331,7 @@ func TestServiceFenceReload(t *testing.T) {
 	if _, err := l.js.Publish(context.Background(), streams.EventSubject(n, "_", string(ev.Type)), raw); err != nil {
 		t.Fatal(err)
 	}
+	before := replayConn.Stats().InMsgs
 	body := `{"idempotency_key":"k","scope":"tenant:fence","amounts":{"USD":"4"}}`
 	a := call(t, l.nc, root, "reserve", body)
 	mustCode(t, a, events.CodeUnavailable)
@@ -336,5 +344,8 @@ func TestServiceFenceReload(t *testing.T) {
 	mustOK(t, call(t, l.nc, root, "balance", `{"scope":"tenant:fence"}`), &b)
 	if u, _ := b.Instances[0].Units.Get("USD"); u.Reserved.String() != "4" {
 		t.Fatalf("reserved %s after reload, want 4 (once)", u.Reserved)
+	}
+	if replayConn.Stats().InMsgs == before {
+		t.Fatal("the reload did not read through ReplayConn")
 	}
 }

@@ -150,8 +150,20 @@ func (e *env) serve(ctx context.Context, f serveFlags, embedded bool) int {
 	cancel()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Replays (taking a partition over) read the embedded server through
+	// TCP loopback: the in-process connection is an unbuffered pipe, slower
+	// for bulk reads (enforcer.ServiceConfig.ReplayConn).
+	var replayConn *nats.Conn
+	if ns != nil {
+		if replayConn, err = nats.Connect(ns.ClientURL(), nats.Name("tally-replay")); err != nil {
+			log.Warn("replays use the in-process connection: no loopback connection to the embedded server", "err", err)
+			replayConn = nil
+		} else {
+			defer replayConn.Close()
+		}
+	}
 	svc, err := enforcer.NewService(nc, enforcer.ServiceConfig{Partitions: layout.Partitions, Owner: f.owner,
-		GroupCommit: groupCommit, Logger: log, Metrics: enforcer.NewMetrics(reg)})
+		GroupCommit: groupCommit, ReplayConn: replayConn, Logger: log, Metrics: enforcer.NewMetrics(reg)})
 	if err != nil {
 		return e.fail(err, "")
 	}

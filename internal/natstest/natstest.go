@@ -83,6 +83,20 @@ func Connect(t testing.TB, s *server.Server, opts ...nats.Option) *nats.Conn {
 	return nc
 }
 
+// ConnectTCP opens a connection to s through its loopback client port, as
+// tally serve's replays read its embedded server; it is closed when the
+// test ends.
+func ConnectTCP(t testing.TB, s *server.Server, opts ...nats.Option) *nats.Conn {
+	t.Helper()
+	opts = append([]nats.Option{nats.Name(t.Name())}, opts...)
+	nc, err := nats.Connect(s.ClientURL(), opts...)
+	if err != nil {
+		t.Fatalf("natstest: connect to %s: %v", s.ClientURL(), err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
 // Ledger connects to s in-process (Connect) and creates the ledger's
 // streams and buckets for p partitions (streams.Ensure), as tally serve
 // does when it starts; it returns the connection and its JetStream.
