@@ -3,7 +3,6 @@ package enforcer
 import (
 	"container/heap"
 	"fmt"
-	"maps"
 	"slices"
 	"time"
 
@@ -20,10 +19,27 @@ type Command struct {
 	// Root is the root of the request subject; the payload's scope must
 	// have the same root.
 	Root string
-	// Request is the parsed, validated request (events.ParseRequest).
+	// Request is the parsed, validated request (events.ParseRequest). The
+	// decision's events may share its maps and strings (a grant's amounts,
+	// a commit's charged amounts), and the state keeps some of them: it
+	// must not be changed after Decide.
 	Request any
 	// NewID is a fresh ULID: the reservation id if a reserve is granted.
 	NewID string
+	// Hash is events.RequestHash(Op, Request) of a mutating request when
+	// the caller has computed it; empty, Decide computes it. The service
+	// computes it on the subscription's goroutine, with the parse, so
+	// that the partition's single decision loop does not.
+	Hash string
+}
+
+// requestHash is the request's idempotency fingerprint: cmd.Hash, or
+// computed for op.
+func (cmd *Command) requestHash(op events.Op, req any) string {
+	if cmd.Hash != "" {
+		return cmd.Hash
+	}
+	return events.RequestHash(op, req)
 }
 
 // Decision is the outcome of Decide. Exactly one of these holds:
@@ -114,7 +130,7 @@ func (s *State) admit(cmd Command, scope string, op events.Op, key string, req a
 	if e := s.checkRoot(cmd, scope, "scope"); e != nil {
 		return "", &Decision{Err: e}
 	}
-	hash := events.RequestHash(op, req)
+	hash := cmd.requestHash(op, req)
 	if d, ok := s.lookupKey(cmd, key, hash, now); !ok {
 		return "", &d
 	}
@@ -362,8 +378,9 @@ func (s *State) decideReserve(cmd Command, req *events.ReserveRequest, now time.
 	if e := s.checkRoot(cmd, req.Scope, "scope"); e != nil {
 		return Decision{Err: e}
 	}
-	hash := events.RequestHash(events.OpReserve, req)
+	var hash string
 	if !dry {
+		hash = cmd.requestHash(events.OpReserve, req)
 		if d, ok := s.lookupKey(cmd, req.IdempotencyKey, hash, now); !ok {
 			return d
 		}
@@ -610,7 +627,7 @@ func closedErr(r *reservation) Decision {
 }
 
 func (s *State) decideCommit(cmd Command, req *events.CommitRequest, now time.Time) Decision {
-	hash := events.RequestHash(events.OpCommit, req)
+	hash := cmd.requestHash(events.OpCommit, req)
 	if d, ok := s.lookupKey(cmd, req.IdempotencyKey, hash, now); !ok {
 		return d
 	}
@@ -640,14 +657,14 @@ func (s *State) decideCommit(cmd Command, req *events.CommitRequest, now time.Ti
 		return Decision{Err: e}
 	}
 	data := events.ReservationCommitted{Mutation: events.Mutation{IdempotencyKey: req.IdempotencyKey, RequestHash: hash},
-		ReservationID: r.id, Scope: r.scope, Charged: maps.Clone(req.Actual), Released: released, Overage: overage,
+		ReservationID: r.id, Scope: r.scope, Charged: req.Actual, Released: released, Overage: overage,
 		Late: late, Labels: req.Labels, OverLimit: s.overLimit(ts), Instances: s.views(ts)}
 	evs := []events.Event{s.event(cmd.Root, now, data)}
 	return Decision{Events: s.appendAlerts(evs, cmd.Root, now, ts, nil)}
 }
 
 func (s *State) decideRelease(cmd Command, req *events.ReleaseRequest, now time.Time) Decision {
-	hash := events.RequestHash(events.OpRelease, req)
+	hash := cmd.requestHash(events.OpRelease, req)
 	if d, ok := s.lookupKey(cmd, req.IdempotencyKey, hash, now); !ok {
 		return d
 	}
@@ -672,7 +689,7 @@ func (s *State) decideRelease(cmd Command, req *events.ReleaseRequest, now time.
 }
 
 func (s *State) decideExtend(cmd Command, req *events.ExtendRequest, now time.Time) Decision {
-	hash := events.RequestHash(events.OpExtend, req)
+	hash := cmd.requestHash(events.OpExtend, req)
 	if d, ok := s.lookupKey(cmd, req.IdempotencyKey, hash, now); !ok {
 		return d
 	}
@@ -754,7 +771,7 @@ func (s *State) decideBudgetSet(cmd Command, req *events.BudgetSetRequest, now t
 	if e := s.checkRoot(cmd, def.Scope, "scope"); e != nil {
 		return Decision{Err: e}
 	}
-	hash := events.RequestHash(events.OpBudgetSet, req)
+	hash := cmd.requestHash(events.OpBudgetSet, req)
 	if d, ok := s.lookupKey(cmd, req.IdempotencyKey, hash, now); !ok {
 		return d
 	}
@@ -813,7 +830,7 @@ func (s *State) decideBudgetDelete(cmd Command, ref *events.BudgetRef, now time.
 	if e := s.checkRoot(cmd, ref.Scope, "scope"); e != nil {
 		return Decision{Err: e}
 	}
-	hash := events.RequestHash(events.OpBudgetDelete, ref)
+	hash := cmd.requestHash(events.OpBudgetDelete, ref)
 	if d, ok := s.lookupKey(cmd, ref.IdempotencyKey, hash, now); !ok {
 		return d
 	}

@@ -845,7 +845,11 @@ func (mc *modelMachine) do(t *rapid.T, q mReq, st mStyle) {
 	newID := fmt.Sprintf("R%05d", mc.ids)
 	want, entry := mc.m.exec(q, newID, mc.now)
 	first := mc.live.LastSeq() + 1
-	d := mc.live.Step(Command{Op: q.op, Root: q.root, Request: req, NewID: newID}, mc.now)
+	cmd := Command{Op: q.op, Root: q.root, Request: req, NewID: newID}
+	if q.op.Mutating() && rapid.Bool().Draw(t, "prehashed") {
+		cmd.Hash = events.RequestHash(q.op, req) // as the service's subscription goroutine does
+	}
+	d := mc.live.Step(cmd, mc.now)
 	mc.appendChecked(t, d, first)
 	got := modelSummary(d)
 	t.Logf("%s %s\n  → %s", q.op, body, strings.ReplaceAll(got, "\n", "\n    "))

@@ -1236,6 +1236,34 @@ func TestRuleIdempotency(t *testing.T) {
 			}
 		})
 	}
+	t.Run("a precomputed hash is the one used and recorded", func(t *testing.T) {
+		// The service hashes requests on the subscription goroutine
+		// (Command.Hash); Decide must take that hash, not recompute it.
+		h := setup(t, Config{Partition: 3})
+		req, err := events.ParseRequest(events.OpReserve, []byte(reserve))
+		if err != nil {
+			t.Fatal(err)
+		}
+		hash := events.RequestHash(events.OpReserve, req)
+		d := h.s.Step(Command{Op: events.OpReserve, Root: acme, Request: req, NewID: "R1", Hash: hash}, h.now)
+		if len(d.Events) == 0 {
+			t.Fatalf("%s", describe(d))
+		}
+		h.record(d)
+		if got := d.Events[0].Data.(events.ReservationGranted).RequestHash; got != hash {
+			t.Fatalf("event records hash %q, the command carried %q", got, hash)
+		}
+		// A retry carrying another hash conflicts: the hash decides, even
+		// for the same payload.
+		other := Command{Op: events.OpReserve, Root: acme, Request: req, NewID: "R2", Hash: "00000000000000000000000000000000"}
+		if d := h.s.Decide(other, h.now); d.Err == nil || d.Err.Code != events.CodeIdempotencyConflict {
+			t.Fatalf("retry with another hash: %s", describe(d))
+		}
+		// Without one, Decide computes the same hash: a duplicate.
+		if d := h.s.Decide(Command{Op: events.OpReserve, Root: acme, Request: req, NewID: "R3"}, h.now); d.Duplicate == 0 {
+			t.Fatalf("retry without a hash: %s", describe(d))
+		}
+	})
 	t.Run("keys are scoped per root and operation", func(t *testing.T) {
 		h := setup(t, Config{Partition: 3})
 		h.set("tenant:other", "b", `"limits":{"USD":"1"}`)

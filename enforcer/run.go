@@ -429,7 +429,13 @@ func (p *partition) onRequest(msg *nats.Msg) {
 	}
 	// Queued even while the partition reloads: the decision loop decides
 	// it once the reload is done.
-	r := &request{msg: msg, cmd: Command{Op: op, Root: root, Request: req}, received: received}
+	cmd := Command{Op: op, Root: root, Request: req}
+	if op.Mutating() {
+		// Here, not in the partition's single decision loop: this
+		// goroutine works beside it.
+		cmd.Hash = events.RequestHash(op, req)
+	}
+	r := &request{msg: msg, cmd: cmd, received: received}
 	select {
 	case p.in <- r:
 	default:
