@@ -173,7 +173,7 @@ func (l *decoder) fixedFrom(start int) (Amount, bool) {
 		return Amount{}, false
 	}
 	l.i = i + 1
-	return Amount{mag: m}, true
+	return Amount{v: m}, true
 }
 
 // amount reads an amount within the request bounds (ParseAmount).

@@ -120,15 +120,15 @@ func parseFixed(s string) (Amount, bool) {
 	if m.cmp(fixedLimit) >= 0 {
 		return Amount{}, false
 	}
-	return Amount{mag: m}, true
+	return Amount{v: m}, true
 }
 
 // appendFixed appends the canonical form of a compact amount.
 func appendFixed(b []byte, a Amount) []byte {
-	if a.neg {
+	if a.neg() {
 		b = append(b, '-')
 	}
-	ip, frac := a.mag.split()
+	ip, frac := a.mag().split()
 	b = strconv.AppendUint(b, ip, 10)
 	if frac == 0 {
 		return b
@@ -148,18 +148,19 @@ func appendFixed(b []byte, a Amount) []byte {
 
 // addFixed adds two compact amounts; false if the sum has no compact form.
 func addFixed(a, b Amount) (Amount, bool) {
-	if a.neg == b.neg {
-		m := a.mag.add(b.mag)
+	am, bm, an := a.mag(), b.mag(), a.neg()
+	if an == b.neg() {
+		m := am.add(bm)
 		if m.cmp(fixedLimit) >= 0 {
 			return Amount{}, false
 		}
-		return Amount{mag: m, neg: a.neg}, true
+		return compact(m, an), true
 	}
-	switch c := a.mag.cmp(b.mag); {
+	switch c := am.cmp(bm); {
 	case c > 0:
-		return Amount{mag: a.mag.sub(b.mag), neg: a.neg}, true
+		return compact(am.sub(bm), an), true
 	case c < 0:
-		return Amount{mag: b.mag.sub(a.mag), neg: b.neg}, true
+		return compact(bm.sub(am), !an), true
 	}
 	return Amount{}, true
 }
@@ -172,17 +173,17 @@ func cmpFixed(a, b Amount) int {
 	case sa > sb:
 		return 1
 	}
-	if a.neg {
-		return -a.mag.cmp(b.mag)
+	if sa < 0 {
+		return -a.mag().cmp(b.mag())
 	}
-	return a.mag.cmp(b.mag)
+	return a.mag().cmp(b.mag())
 }
 
 func (a Amount) signFixed() int {
 	switch {
-	case a.mag.isZero():
+	case a.v.isZero():
 		return 0
-	case a.neg:
+	case a.neg():
 		return -1
 	}
 	return 1
@@ -191,7 +192,7 @@ func (a Amount) signFixed() int {
 // coefficient returns c and f with a = c × 10^-f (c < 2^64, f ≤ 18) for a
 // compact amount whose digits fit 64 bits.
 func (a Amount) coefficient() (c uint64, f int, ok bool) {
-	ip, frac := a.mag.split()
+	ip, frac := a.mag().split()
 	if frac == 0 {
 		return ip, 0, true
 	}
@@ -213,9 +214,10 @@ func mulFixed(a, b Amount) (Amount, bool) {
 	if !ok {
 		return Amount{}, false
 	}
-	// p = a.mag × c, 192 bits (p2:p1:p0).
-	h1, p0 := bits.Mul64(a.mag.lo, c)
-	h2, l1 := bits.Mul64(a.mag.hi, c)
+	// p = |a| × c, 192 bits (p2:p1:p0).
+	am := a.mag()
+	h1, p0 := bits.Mul64(am.lo, c)
+	h2, l1 := bits.Mul64(am.hi, c)
 	p1, carry := bits.Add64(h1, l1, 0)
 	p2 := h2 + carry
 	// q = p / 10^f, exactly.
@@ -235,5 +237,5 @@ func mulFixed(a, b Amount) (Amount, bool) {
 	if m.isZero() {
 		return Amount{}, true
 	}
-	return Amount{mag: m, neg: a.neg != b.neg}, true
+	return compact(m, a.neg() != b.neg()), true
 }

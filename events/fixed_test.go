@@ -154,7 +154,7 @@ func TestFixedEdges(t *testing.T) {
 			t.Errorf("%s %s %s = %s, want %s", tc.a, tc.op, tc.b, got, tc.want)
 		}
 	}
-	if z := MustAmount("0").Neg(); z.neg || z.String() != "0" {
-		t.Errorf("−0 = %q (neg %v)", z, z.neg)
+	if z := MustAmount("0").Neg(); z.neg() || z.String() != "0" {
+		t.Errorf("−0 = %q (neg %v)", z, z.neg())
 	}
 }
