@@ -68,6 +68,12 @@ type decoder struct {
 
 // intern returns b as a string, one it returned before when equal.
 func (l *decoder) intern(b []byte) string {
+	if l.shared != nil {
+		// The shared table holds this event's strings as well: a repeat
+		// within the event is found there with one hash and one compare,
+		// cheaper than the scan below.
+		return l.shared.string(b)
+	}
 	for _, s := range l.strs[:l.n] {
 		if s == string(b) {
 			return s
