@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -28,6 +29,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	if cfg.ProfileDir != "" {
+		// Created (or found) now, not after the first phase has run.
+		if err := os.MkdirAll(cfg.ProfileDir, 0o755); err != nil {
+			return nil, fmt.Errorf("bench: profile directory: %w", err)
+		}
+	}
 	rep := &Report{Version: ReportVersion, Started: time.Now().UTC().Round(time.Millisecond), Machine: machine()}
 	use := startUsage()
 	dep, err := deploy(ctx, cfg)

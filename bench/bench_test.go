@@ -455,7 +455,7 @@ func TestConfigValidate(t *testing.T) {
 func TestBenchProfileDir(t *testing.T) {
 	srv := natstest.RunServer(t, natstest.WithPartitions(testPartitions))
 	startTally(t, srv)
-	dir := t.TempDir()
+	dir := filepath.Join(t.TempDir(), "profiles", "run1") // made by the run
 	if _, err := bench.Run(context.Background(), bench.Config{NATSURL: srv.ClientURL(), Clients: 2,
 		Duration: 300 * time.Millisecond, Roots: 2, Mix: bench.MixDecide, ProfileDir: dir}); err != nil {
 		t.Fatal(err)
