@@ -268,11 +268,20 @@ func restore(cfg Config, sn snapshot) (*State, error) {
 			in.fire(u, th)
 		}
 	}
-	closed := map[string]*reservation{}
+	closed := make(map[string]*reservation, len(sn.Reservations))
 	for _, sr := range sn.Reservations {
-		r := &reservation{id: sr.ID, root: sr.Root, scope: sr.Scope, amounts: sr.Amounts, units: events.SortedUnits(sr.Amounts),
+		r := &reservation{id: sr.ID, root: sr.Root, scope: sr.Scope, amounts: sr.Amounts,
 			priority: sr.Priority, option: sr.Option, label: sr.Label, labels: sr.Labels, expiresAt: sr.ExpiresAt.UTC(),
 			status: sr.Status, closedAt: sr.ClosedAt.UTC()}
+		// Units and holds in the reservation's own room when they fit, as
+		// a grant does: most of a restore's reservations are closed ones,
+		// built only to be encoded into the closed queue.
+		r.units = r.unitBuf[:0]
+		for u := range sr.Amounts {
+			r.units = append(r.units, u)
+		}
+		slices.Sort(r.units)
+		r.holds = r.holdBuf[:0]
 		if !slices.Contains(statusCodes, r.status) {
 			return nil, fmt.Errorf("enforcer: snapshot reservation %s has status %q", r.id, r.status)
 		}
@@ -284,8 +293,12 @@ func restore(cfg Config, sn snapshot) (*State, error) {
 			if b == nil {
 				return nil, fmt.Errorf("enforcer: snapshot reservation %s holds on unknown budget %q", r.id, h.Budget)
 			}
+			units := r.units // shared when the hold holds every unit, as a grant shares them
+			if !sameKeys(h.Units, r.units) {
+				units = events.SortedUnits(h.Units)
+			}
 			r.holds = append(r.holds, hold{b: b, scope: h.Scope, period: h.Period, in: b.instances[instRef{h.Scope, h.Period}],
-				units: events.SortedUnits(h.Units)})
+				units: units})
 		}
 		if r.status == events.StatusOpen {
 			s.open[r.id] = r
@@ -313,6 +326,19 @@ func restore(cfg Config, sn snapshot) (*State, error) {
 		s.idem.put(s.scratch.key, s.scratch.val, e.Seq, stampOf(e.At.UTC()))
 	}
 	return s, nil
+}
+
+// sameKeys reports whether m's keys are exactly keys (which has no repeats).
+func sameKeys[V any](m map[string]V, keys []string) bool {
+	if len(m) != len(keys) {
+		return false
+	}
+	for _, k := range keys {
+		if _, ok := m[k]; !ok {
+			return false
+		}
+	}
+	return true
 }
 
 func sortedKeysOf[V any](m map[string]V) []string {
