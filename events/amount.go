@@ -63,7 +63,7 @@ func (a Amount) dec() *apd.Decimal {
 	}
 	d := new(apd.Decimal)
 	if _, _, err := d.SetString(string(appendFixed(nil, a))); err != nil {
-		panic(fmt.Sprintf("events: compact amount %v: %v", a.v, err))
+		panic(fmt.Sprintf("events: compact amount %v (negative %v): %v", a.mag(), a.neg(), err))
 	}
 	return d
 }
