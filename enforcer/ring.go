@@ -225,6 +225,18 @@ func (f *fifo) pop() {
 	}
 }
 
+// reserve sizes the index for n keys at once, so that putting them does
+// not rehash it on the way (a restore knows its count).
+func (f *fifo) reserve(n int) {
+	want := 16
+	for want*5 < n*8 {
+		want *= 2
+	}
+	if want > len(f.table) {
+		f.rehash(want)
+	}
+}
+
 // rehash rebuilds the index with n slots (a power of two above f.n).
 func (f *fifo) rehash(n int) {
 	bits := uint(0)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tallyledger/tally/events"
@@ -243,6 +244,12 @@ func restore(cfg Config, sn snapshot) (*State, error) {
 		return nil, fmt.Errorf("enforcer: snapshot of partition %d restored into partition %d", sn.Partition, cfg.Partition)
 	}
 	s := New(cfg)
+	// The idempotency keys, as many as events in a snapshot's window, go
+	// into their own fifo on another goroutine: restoring is most of what
+	// a takeover waits for before the tail.
+	var idem sync.WaitGroup
+	idem.Go(func() { restoreIdempotency(s, sn.Idempotency) })
+	defer idem.Wait()
 	s.lastSeq, s.lastAt, s.claimedBy = sn.LastSeq, sn.LastAt.UTC(), sn.ClaimedBy
 	for _, def := range sn.Budgets {
 		if err := def.Validate(); err != nil {
@@ -309,6 +316,7 @@ func restore(cfg Config, sn snapshot) (*State, error) {
 	}
 	// The closed queue: each closed reservation at least once, at the time
 	// it closed (twice when it closed twice at one instant).
+	s.closed.reserve(len(closed))
 	for _, q := range sn.Closed {
 		r := closed[q.ID]
 		if r == nil || !r.closedAt.Equal(q.At) {
@@ -320,12 +328,19 @@ func restore(cfg Config, sn snapshot) (*State, error) {
 	if s.closed.len() != len(closed) {
 		return nil, fmt.Errorf("enforcer: snapshot has %d closed reservations, %d in the closed queue", len(closed), s.closed.len())
 	}
-	for _, e := range sn.Idempotency {
-		s.scratch.key = idemKey(s.scratch.key[:0], e.Root, e.Op, e.Key)
-		s.scratch.val = appendHash(s.scratch.val[:0], e.Hash)
-		s.idem.put(s.scratch.key, s.scratch.val, e.Seq, stampOf(e.At.UTC()))
-	}
 	return s, nil
+}
+
+// restoreIdempotency fills s.idem with the snapshot's keys. It touches
+// nothing else of s, so restore runs it beside the rest.
+func restoreIdempotency(s *State, keys []snapIdem) {
+	s.idem.reserve(len(keys))
+	var key, val []byte
+	for _, e := range keys {
+		key = idemKey(key[:0], e.Root, e.Op, e.Key)
+		val = appendHash(val[:0], e.Hash)
+		s.idem.put(key, val, e.Seq, stampOf(e.At.UTC()))
+	}
 }
 
 // sameKeys reports whether m's keys are exactly keys (which has no repeats).
