@@ -945,6 +945,11 @@ func (mc *modelMachine) check(t *rapid.T) {
 	if seq := mc.live.LastSeq(); seq != mc.compared || seq == 0 {
 		mc.compared = seq
 		want := string(mc.live.Snapshot())
+		// Snapshot writes the retained keys straight from the fifos: the
+		// same bytes as encoding the canonical form.
+		if ref := string(appendSnapshot(nil, mc.live.canonical())); ref != want {
+			t.Fatalf("Snapshot differs from the canonical form's encoding:\n%s", snapshotDiff([]byte(ref), []byte(want)))
+		}
 		if got := string(mc.replica.Snapshot()); got != want {
 			t.Fatalf("the replayed state differs from the live one:\n%s", snapshotDiff([]byte(want), []byte(got)))
 		}

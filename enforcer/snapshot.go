@@ -94,16 +94,41 @@ type snapIdem struct {
 	At   time.Time `json:"at"`
 }
 
-// Snapshot renders the state canonically, in format SnapshotVersion.
+// Snapshot renders the state canonically, in format SnapshotVersion: the
+// bytes of appendSnapshot(nil, s.canonical()), with the retained keys
+// written straight from their fifos.
 func (s *State) Snapshot() []byte {
-	return appendSnapshot(nil, s.canonical())
+	sn := s.canonicalHead()
+	b := appendSnapshotHead(nil, sn, s.closed.len(), s.idem.len())
+	return s.appendRetained(b)
 }
 
 // canonical builds the state's snapshot. Budget keys are "pattern\x00name".
 func (s *State) canonical() snapshot {
+	sn := s.canonicalHead()
+	sn.Closed = make([]snapQueued, 0, s.closed.len())
+	sn.Idempotency = make([]snapIdem, 0, s.idem.len())
+	for pos := s.closed.head; pos < s.closed.tail; pos++ {
+		rec := s.closed.at(pos)
+		if cur := s.closed.current(rec); cur != nil && cur.at == rec.at {
+			sn.Closed = append(sn.Closed, snapQueued{ID: string(s.closed.key(rec)), Seq: rec.seq, At: rec.at.time()})
+		}
+	}
+	for pos := s.idem.head; pos < s.idem.tail; pos++ {
+		if rec := s.idem.at(pos); s.idem.current(rec) == rec {
+			root, op, key := parseIdemKey(s.idem.key(rec))
+			sn.Idempotency = append(sn.Idempotency, snapIdem{Root: root, Op: op, Key: key, Hash: decodeHash(s.idem.value(rec)),
+				Seq: rec.seq, At: rec.at.time()})
+		}
+	}
+	return sn
+}
+
+// canonicalHead is canonical without the closed queue and the idempotency
+// keys (nil).
+func (s *State) canonicalHead() snapshot {
 	sn := snapshot{V: SnapshotVersion, Partition: s.cfg.Partition, LastSeq: s.lastSeq, LastAt: s.lastAt, ClaimedBy: s.claimedBy,
-		Budgets: []events.Budget{}, Instances: []snapInstance{}, Reservations: make([]snapReservation, 0, len(s.open)+s.closed.len()),
-		Closed: make([]snapQueued, 0, s.closed.len()), Idempotency: make([]snapIdem, 0, s.idem.len())}
+		Budgets: []events.Budget{}, Instances: []snapInstance{}, Reservations: make([]snapReservation, 0, len(s.open)+s.closed.len())}
 	budgets := make([]*budget, 0, len(s.budgets))
 	for _, b := range s.budgets {
 		budgets = append(budgets, b)
@@ -167,19 +192,6 @@ func (s *State) canonical() snapshot {
 			sr.Holds = append(sr.Holds, snapHold{Budget: h.b.key, Scope: h.scope, Period: h.period, Units: units})
 		}
 		sn.Reservations = append(sn.Reservations, sr)
-	}
-	for pos := s.closed.head; pos < s.closed.tail; pos++ {
-		rec := s.closed.at(pos)
-		if cur := s.closed.current(rec); cur != nil && cur.at == rec.at {
-			sn.Closed = append(sn.Closed, snapQueued{ID: string(s.closed.key(rec)), Seq: rec.seq, At: rec.at.time()})
-		}
-	}
-	for pos := s.idem.head; pos < s.idem.tail; pos++ {
-		if rec := s.idem.at(pos); s.idem.current(rec) == rec {
-			root, op, key := parseIdemKey(s.idem.key(rec))
-			sn.Idempotency = append(sn.Idempotency, snapIdem{Root: root, Op: op, Key: key, Hash: decodeHash(s.idem.value(rec)),
-				Seq: rec.seq, At: rec.at.time()})
-		}
 	}
 	return sn
 }
