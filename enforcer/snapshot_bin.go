@@ -60,14 +60,32 @@ const snapshotMagic = "\x00TSNP"
 
 // appendSnapshot appends sn in the binary format (version SnapshotVersion).
 func appendSnapshot(b []byte, sn snapshot) []byte {
-	return appendSnapshotRetained(appendSnapshotHead(b, sn, len(sn.Closed), len(sn.Idempotency)), sn)
+	b, refs := appendSnapshotTop(b, sn, len(sn.Reservations), len(sn.Closed), len(sn.Idempotency))
+	b = binary.AppendUvarint(b, uint64(len(sn.Reservations)))
+	w := reservationWriter{refs: refs}
+	for i := range sn.Reservations {
+		b = w.append(b, &sn.Reservations[i])
+	}
+	return appendSnapshotRetained(b, sn)
 }
 
-// appendSnapshotHead appends sn's sections up to and including the
-// reservations, with room for closed queue entries and idempotency keys
-// to follow.
-func appendSnapshotHead(b []byte, sn snapshot, closed, idem int) []byte {
-	b = slices.Grow(b, 64+512*len(sn.Budgets)+128*len(sn.Instances)+160*len(sn.Reservations)+
+// budgetRefs numbers a snapshot's budgets by key, as written.
+type budgetRefs map[string]int
+
+// append writes a reference to the budget of key: its number, or the key
+// itself for a budget the snapshot does not hold.
+func (refs budgetRefs) append(b []byte, key string) []byte {
+	if i, ok := refs[key]; ok {
+		return binary.AppendUvarint(b, uint64(i)+1)
+	}
+	return appendString(append(b, 0), key)
+}
+
+// appendSnapshotTop appends sn's sections up to the reservations: the
+// header, the budgets and the instances; it returns how the budgets are
+// referred to. The counts size the buffer for the sections to follow.
+func appendSnapshotTop(b []byte, sn snapshot, reservations, closed, idem int) ([]byte, budgetRefs) {
+	b = slices.Grow(b, 64+512*len(sn.Budgets)+128*len(sn.Instances)+160*reservations+
 		32*closed+80*idem)
 	b = append(b, snapshotMagic...)
 	b = binary.AppendUvarint(b, SnapshotVersion)
@@ -76,7 +94,7 @@ func appendSnapshotHead(b []byte, sn snapshot, closed, idem int) []byte {
 	b = appendTime(b, sn.LastAt)
 	b = appendString(b, sn.ClaimedBy)
 	b = binary.AppendUvarint(b, uint64(len(sn.Budgets)))
-	budgetIdx := make(map[string]int, len(sn.Budgets))
+	refs := make(budgetRefs, len(sn.Budgets))
 	for i := range sn.Budgets {
 		def := &sn.Budgets[i]
 		raw, err := json.Marshal(def)
@@ -85,18 +103,12 @@ func appendSnapshotHead(b []byte, sn snapshot, closed, idem int) []byte {
 		}
 		b = binary.AppendUvarint(b, uint64(len(raw)))
 		b = append(b, raw...)
-		budgetIdx[budgetKey(def.Scope, def.Name)] = i
-	}
-	appendBudgetRef := func(b []byte, key string) []byte {
-		if i, ok := budgetIdx[key]; ok {
-			return binary.AppendUvarint(b, uint64(i)+1)
-		}
-		return appendString(append(b, 0), key)
+		refs[budgetKey(def.Scope, def.Name)] = i
 	}
 	b = binary.AppendUvarint(b, uint64(len(sn.Instances)))
 	for i := range sn.Instances {
 		in := &sn.Instances[i]
-		b = appendBudgetRef(b, in.Budget)
+		b = refs.append(b, in.Budget)
 		b = appendString(b, in.Scope)
 		b = appendString(b, in.Period)
 		b = appendTime(b, in.Start)
@@ -113,49 +125,55 @@ func appendSnapshotHead(b []byte, sn snapshot, closed, idem int) []byte {
 			b = appendString(b, f)
 		}
 	}
-	b = binary.AppendUvarint(b, uint64(len(sn.Reservations)))
-	var units, keys []string
-	for i := range sn.Reservations {
-		r := &sn.Reservations[i]
-		b = appendString(b, r.ID)
-		b = appendString(b, r.Root)
-		b = appendString(b, r.Scope)
-		units = appendSortedKeys(units[:0], r.Amounts)
-		b = binary.AppendUvarint(b, uint64(len(units)))
-		for _, u := range units {
-			b = appendString(b, u)
-			b = appendAmount(b, r.Amounts[u])
+	return b, refs
+}
+
+// reservationWriter writes reservations, with scratch room for their keys.
+type reservationWriter struct {
+	refs        budgetRefs
+	units, keys []string
+}
+
+// append writes one reservation of the reservations section.
+func (w *reservationWriter) append(b []byte, r *snapReservation) []byte {
+	b = appendString(b, r.ID)
+	b = appendString(b, r.Root)
+	b = appendString(b, r.Scope)
+	w.units = appendSortedKeys(w.units[:0], r.Amounts)
+	b = binary.AppendUvarint(b, uint64(len(w.units)))
+	for _, u := range w.units {
+		b = appendString(b, u)
+		b = appendAmount(b, r.Amounts[u])
+	}
+	b = appendString(b, string(r.Priority))
+	b = binary.AppendVarint(b, int64(r.Option))
+	b = appendString(b, r.Label)
+	b = binary.AppendUvarint(b, uint64(len(r.Labels)))
+	w.keys = appendSortedKeys(w.keys[:0], r.Labels)
+	for _, k := range w.keys {
+		b = appendString(b, k)
+		b = appendString(b, r.Labels[k])
+	}
+	b = appendTime(b, r.ExpiresAt)
+	b = appendString(b, string(r.Status))
+	b = appendTime(b, r.ClosedAt)
+	b = binary.AppendUvarint(b, uint64(len(r.Holds)))
+	for _, h := range r.Holds {
+		b = w.refs.append(b, h.Budget)
+		if strings.HasPrefix(r.Scope, h.Scope) {
+			b = binary.AppendUvarint(b, uint64(len(h.Scope))+1)
+		} else {
+			b = appendString(append(b, 0), h.Scope)
 		}
-		b = appendString(b, string(r.Priority))
-		b = binary.AppendVarint(b, int64(r.Option))
-		b = appendString(b, r.Label)
-		b = binary.AppendUvarint(b, uint64(len(r.Labels)))
-		keys = appendSortedKeys(keys[:0], r.Labels)
-		for _, k := range keys {
-			b = appendString(b, k)
-			b = appendString(b, r.Labels[k])
-		}
-		b = appendTime(b, r.ExpiresAt)
-		b = appendString(b, string(r.Status))
-		b = appendTime(b, r.ClosedAt)
-		b = binary.AppendUvarint(b, uint64(len(r.Holds)))
-		for _, h := range r.Holds {
-			b = appendBudgetRef(b, h.Budget)
-			if strings.HasPrefix(r.Scope, h.Scope) {
-				b = binary.AppendUvarint(b, uint64(len(h.Scope))+1)
+		b = appendString(b, h.Period)
+		b = binary.AppendUvarint(b, uint64(len(h.Units)))
+		w.keys = appendSortedKeys(w.keys[:0], h.Units)
+		for _, u := range w.keys {
+			a := h.Units[u]
+			if j, ok := slices.BinarySearch(w.units, u); ok && r.Amounts[u].Cmp(a) == 0 {
+				b = binary.AppendUvarint(b, uint64(j)+1)
 			} else {
-				b = appendString(append(b, 0), h.Scope)
-			}
-			b = appendString(b, h.Period)
-			b = binary.AppendUvarint(b, uint64(len(h.Units)))
-			keys = appendSortedKeys(keys[:0], h.Units)
-			for _, u := range keys {
-				a := h.Units[u]
-				if j, ok := slices.BinarySearch(units, u); ok && r.Amounts[u].Cmp(a) == 0 {
-					b = binary.AppendUvarint(b, uint64(j)+1)
-				} else {
-					b = appendAmount(appendString(append(b, 0), u), a)
-				}
+				b = appendAmount(appendString(append(b, 0), u), a)
 			}
 		}
 	}
@@ -241,6 +259,125 @@ func (s *State) appendRetained(b []byte) []byte {
 		b = binary.AppendUvarint(b, rec.seq)
 		b = appendStamp(b, rec.at)
 	}
+	return b
+}
+
+// closedWriter is a reservationWriter with scratch room for transcoding
+// retained reservations.
+type closedWriter struct {
+	reservationWriter
+	units [][]byte     // the reservation's units, in byte order
+	holds []closedHold // its holds whose budgets still exist
+	hunit [][]byte     // a hold's units
+}
+
+type closedHold struct {
+	budget        *budget
+	scope, period []byte // the hold's scope and period as encoded (verbatim)
+	units         [][]byte
+}
+
+// appendClosedReservation writes the retained reservation of rec as
+// reservationWriter.append writes readClosed(rec) — the same bytes —
+// reading its fifo encoding (appendClosed) without building it: most
+// fields have the same encoding in both and are copied.
+func (s *State) appendClosedReservation(b []byte, rec *fifoRec, w *closedWriter) []byte {
+	d := decoder{b: s.closed.value(rec)}
+	expires := d.b
+	d.varint()
+	d.uvarint()
+	expires = expires[:len(expires)-len(d.b)]
+	status := statusCodes[d.byte()]
+	root, scope, priority, label := d.bytes(), d.bytes(), d.bytes(), d.bytes()
+	option := d.varint()
+	// The amounts: units in byte order, each with its amount, in the
+	// snapshot's encoding already.
+	w.units = w.units[:0]
+	n := d.uvarint()
+	amounts := d.b
+	for range max(n, 1) - 1 {
+		w.units = append(w.units, d.bytes())
+		d.bytes()
+	}
+	amounts = amounts[:len(amounts)-len(d.b)]
+	// The labels: keys in byte order, each with its value.
+	m := d.uvarint()
+	labels := d.b
+	for range max(m, 1) - 1 {
+		d.bytes()
+		d.bytes()
+	}
+	labels = labels[:len(labels)-len(d.b)]
+	// The holds, less those on budgets deleted since (as readClosed).
+	w.holds = w.holds[:0]
+	for range d.uvarint() {
+		h := closedHold{budget: s.byID[d.uvarint()]}
+		sc := d.b
+		if d.uvarint() == 0 {
+			d.bytes()
+		}
+		h.scope = sc[:len(sc)-len(d.b)]
+		pe := d.b
+		d.bytes()
+		h.period = pe[:len(pe)-len(d.b)]
+		start := len(w.hunit)
+		for range d.uvarint() {
+			if i := int(d.uvarint()); i < len(w.units) {
+				w.hunit = append(w.hunit, w.units[i])
+			} else {
+				w.hunit = append(w.hunit, d.bytes())
+			}
+		}
+		h.units = w.hunit[start:len(w.hunit):len(w.hunit)]
+		if h.budget != nil {
+			w.holds = append(w.holds, h)
+		}
+	}
+	if len(d.b) != 0 {
+		panic(fmt.Sprintf("enforcer: closed reservation %s: %d bytes left after decoding", s.closed.key(rec), len(d.b)))
+	}
+
+	b = appendBytes(b, s.closed.key(rec))
+	b = appendBytes(b, root)
+	b = appendBytes(b, scope)
+	b = binary.AppendUvarint(b, uint64(len(w.units)))
+	b = append(b, amounts...)
+	b = appendBytes(b, priority)
+	b = binary.AppendVarint(b, option)
+	b = appendBytes(b, label)
+	b = binary.AppendUvarint(b, max(m, 1)-1)
+	b = append(b, labels...)
+	b = append(b, expires...)
+	b = appendString(b, string(status))
+	b = appendStamp(b, rec.at)
+	b = binary.AppendUvarint(b, uint64(len(w.holds)))
+	for _, h := range w.holds {
+		b = w.refs.append(b, h.budget.key)
+		b = append(b, h.scope...)
+		b = append(b, h.period...)
+		// snapReservationOf gives a hold of as many units as the
+		// reservation all of the reservation's units; any other hold its
+		// own units, each with the reservation's amount of it (zero for a
+		// unit it does not have).
+		if len(h.units) > 0 && len(h.units) == len(w.units) {
+			b = binary.AppendUvarint(b, uint64(len(w.units)))
+			for j := range w.units {
+				b = binary.AppendUvarint(b, uint64(j)+1)
+			}
+			continue
+		}
+		units := slices.SortedFunc(slices.Values(h.units), bytes.Compare)
+		units = slices.CompactFunc(units, bytes.Equal)
+		b = binary.AppendUvarint(b, uint64(len(units)))
+		for _, u := range units {
+			if j, ok := slices.BinarySearchFunc(w.units, u, bytes.Compare); ok {
+				b = binary.AppendUvarint(b, uint64(j)+1)
+			} else {
+				b = appendAmount(appendBytes(append(b, 0), u), events.Amount{})
+			}
+		}
+	}
+	w.hunit = w.hunit[:0]
 	return b
 }
 

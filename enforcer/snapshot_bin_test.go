@@ -136,6 +136,11 @@ func TestSnapshotBinaryRoundTrip(t *testing.T) {
 			if !bytes.HasPrefix(snap, []byte(snapshotMagic)) {
 				t.Fatalf("snapshot starts with %q", snap[:min(8, len(snap))])
 			}
+			// Snapshot writes retained reservations and keys from the
+			// fifos' bytes: the canonical form's encoding, exactly.
+			if want := appendSnapshot(nil, h.s.canonical()); !bytes.Equal(snap, want) {
+				t.Fatalf("Snapshot differs from the canonical form's encoding:\n%s", snapshotDiff(want, snap))
+			}
 			r, err := Restore(h.s.cfg, snap)
 			if err != nil {
 				t.Fatal(err)
