@@ -122,11 +122,7 @@ func appendClosed(b []byte, r *reservation) []byte {
 	b = binary.AppendUvarint(b, uint64(len(r.holds)))
 	for _, h := range r.holds {
 		b = binary.AppendUvarint(b, h.b.id)
-		if strings.HasPrefix(r.scope, h.scope) {
-			b = binary.AppendUvarint(b, uint64(len(h.scope))+1)
-		} else {
-			b = appendString(append(b, 0), h.scope)
-		}
+		b = appendHoldScope(b, r.scope, h.scope)
 		b = appendString(b, h.period)
 		b = binary.AppendUvarint(b, uint64(len(h.units)))
 		for _, u := range h.units {
@@ -204,6 +200,18 @@ func (s *State) readClosed(rec *fifoRec) *reservation {
 		panic(fmt.Sprintf("enforcer: closed reservation %s: %d bytes left after decoding", r.id, len(d.b)))
 	}
 	return r
+}
+
+// appendHoldScope appends the scope of a hold of a reservation on scope,
+// as both the retained and the snapshot encoding write it: one more than
+// its length when it is a prefix of the reservation's scope (the usual
+// case: a hold on an ancestor), else 0 and the scope. A snapshot copies it
+// from the retained encoding as it stands.
+func appendHoldScope(b []byte, scope, holdScope string) []byte {
+	if strings.HasPrefix(scope, holdScope) {
+		return binary.AppendUvarint(b, uint64(len(holdScope))+1)
+	}
+	return appendString(append(b, 0), holdScope)
 }
 
 func appendString(b []byte, s string) []byte {

@@ -160,11 +160,7 @@ func (w *reservationWriter) append(b []byte, r *snapReservation) []byte {
 	b = binary.AppendUvarint(b, uint64(len(r.Holds)))
 	for _, h := range r.Holds {
 		b = w.refs.append(b, h.Budget)
-		if strings.HasPrefix(r.Scope, h.Scope) {
-			b = binary.AppendUvarint(b, uint64(len(h.Scope))+1)
-		} else {
-			b = appendString(append(b, 0), h.Scope)
-		}
+		b = appendHoldScope(b, r.Scope, h.Scope)
 		b = appendString(b, h.Period)
 		b = binary.AppendUvarint(b, uint64(len(h.Units)))
 		w.keys = appendSortedKeys(w.keys[:0], h.Units)
