@@ -9,11 +9,24 @@ import (
 // decision loop clones its state (a copy of memory, cheap next to encoding)
 // and the snapshot is encoded from the copy on another goroutine, so a
 // large snapshot does not hold up decisions.
-func (s *State) Clone() *State {
+func (s *State) Clone() *State { return s.CloneInto(nil) }
+
+// CloneInto is Clone copying the retained records, their index and their
+// bytes into the memory of old, an earlier copy that nothing uses any more
+// and that must not be used afterwards (nil: new memory). The decision
+// loop clones for every snapshot: into the previous snapshot's copy, the
+// copy lands in memory that is already faulted in (20–31 ms under load in
+// new memory against 4 ms in warm), and the collector does not see tens
+// of megabytes allocated at once in the middle of the load.
+func (s *State) CloneInto(old *State) *State {
+	var closed, idem *fifo
+	if old != nil {
+		closed, idem = &old.closed, &old.idem
+	}
 	c := &State{cfg: s.cfg, lastAt: s.lastAt, lastSeq: s.lastSeq, claimedBy: s.claimedBy, lastID: s.lastID,
 		budgets: make(map[budgetRef]*budget, len(s.budgets)), byRoot: make(map[string][]*budget, len(s.byRoot)),
 		byID: make(map[uint64]*budget, len(s.byID)), open: make(map[string]*reservation, len(s.open)),
-		closed: s.closed.clone(), idem: s.idem.clone()}
+		closed: s.closed.cloneInto(closed), idem: s.idem.cloneInto(idem)}
 	k := cloner{budgets: map[*budget]*budget{}, instances: map[*instance]*instance{}}
 	for ref, b := range s.budgets {
 		c.budgets[ref] = k.budget(b)
@@ -99,20 +112,52 @@ func (k *cloner) reservation(r *reservation) *reservation {
 	return nr
 }
 
-// clone copies the fifo: records, index and bytes.
-func (f *fifo) clone() fifo {
+// cloneInto copies the fifo: records, index and bytes, into the memory of
+// old (a fifo nothing uses any more) where it has room, else new memory.
+func (f *fifo) cloneInto(old *fifo) fifo {
+	var segs [][]fifoRec
+	var chunks [][]byte
+	var table []uint64
+	if old != nil {
+		for _, s := range old.segs {
+			if s != nil {
+				segs = append(segs, s)
+			}
+		}
+		if old.spare != nil {
+			segs = append(segs, old.spare)
+		}
+		chunks = append(append(chunks, old.arena.chunks...), old.arena.spare...)
+		table = old.table
+	}
 	c := *f
 	c.segs = make([][]fifoRec, len(f.segs))
 	for i, s := range f.segs {
 		if s != nil {
-			c.segs[i] = append(make([]fifoRec, 0, cap(s)), s...)
+			c.segs[i] = append(reuse(&segs, cap(s)), s...)
 		}
 	}
 	c.spare = nil
-	c.table = slices.Clone(f.table)
+	if cap(table) >= len(f.table) {
+		c.table = table[:len(f.table)]
+		copy(c.table, f.table)
+	} else {
+		c.table = slices.Clone(f.table)
+	}
 	c.arena = arena{base: f.arena.base, chunks: make([][]byte, len(f.arena.chunks))}
 	for i, ch := range f.arena.chunks {
-		c.arena.chunks[i] = append(make([]byte, 0, cap(ch)), ch...)
+		c.arena.chunks[i] = append(reuse(&chunks, cap(ch)), ch...)
 	}
 	return c
+}
+
+// reuse takes a slice of capacity n or more from the back of *room,
+// emptied, or makes one of capacity n.
+func reuse[S ~[]E, E any](room *[]S, n int) S {
+	if k := len(*room); k > 0 && cap((*room)[k-1]) >= n {
+		s := (*room)[k-1][:0]
+		*room = (*room)[:k-1]
+		return s
+	}
+	return make(S, 0, n)
 }

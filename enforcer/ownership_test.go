@@ -71,16 +71,29 @@ func setBudgets(t testing.TB, nc *nats.Conn, roots []string) {
 // Snapshot + tail recovery equals full replay, on a random history; a
 // snapshot whose claimed position does not match the stream is refused.
 func TestSnapshotTailEqualsFullReplay(t *testing.T) {
+	t.Run("default retention", func(t *testing.T) { testSnapshotTailEqualsFullReplay(t, 0) })
+	// Snapshots are spaced by at least the retained keys: with few kept,
+	// they recur, each copied into the last one's memory.
+	t.Run("snapshots recurring", func(t *testing.T) { testSnapshotTailEqualsFullReplay(t, 30) })
+}
+
+func testSnapshotTailEqualsFullReplay(t *testing.T, retain int) {
 	srv := natstest.RunServer(t, natstest.WithPartitions(testPartitions))
-	l := startLedger(t, srv, func(c *enforcer.ServiceConfig) { c.SnapshotEvery = 37 })
+	l := startLedger(t, srv, func(c *enforcer.ServiceConfig) {
+		c.SnapshotEvery = 37
+		c.Core.MaxIdempotencyKeys, c.Core.MaxClosedReservations = retain, retain
+	})
 	roots := []string{rootOf(0), rootOf(1), rootOf(2), rootOf(3)}
 	setBudgets(t, l.nc, roots)
 	randomLoad(t, l.nc, roots, 600, 7)
 	l.stop()
 	ctx := context.Background()
 	tails := 0
+	// Rebuilt with the enforcer's retention: a fold keeps what its
+	// configuration keeps.
+	core := enforcer.Config{MaxIdempotencyKeys: retain, MaxClosedReservations: retain}
 	for n := 0; n < testPartitions; n++ {
-		snap, _, err := enforcer.LoadSnapshot(ctx, l.js, n, enforcer.Config{})
+		snap, _, err := enforcer.LoadSnapshot(ctx, l.js, n, core)
 		if err != nil {
 			t.Fatalf("partition %d: %v", n, err)
 		}
@@ -88,7 +101,9 @@ func TestSnapshotTailEqualsFullReplay(t *testing.T) {
 		if _, err := enforcer.Replay(ctx, l.js, n, snap, nil); err != nil {
 			t.Fatal(err)
 		}
-		full := enforcer.New(enforcer.Config{Partition: n})
+		fullCfg := core
+		fullCfg.Partition = n
+		full := enforcer.New(fullCfg)
 		if _, err := enforcer.Replay(ctx, l.js, n, full, nil); err != nil {
 			t.Fatal(err)
 		}

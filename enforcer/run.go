@@ -237,6 +237,11 @@ type partition struct {
 	snaps   sync.WaitGroup
 	// snapBusy is set while a snapshot is encoded and stored.
 	snapBusy atomic.Bool
+	// snapCopy and snapBuf are the last snapshot's state copy and encoding,
+	// handed back for the next one to reuse; only the holder of snapBusy
+	// touches them.
+	snapCopy *State
+	snapBuf  []byte
 }
 
 func (s *Service) newPartition(n int) *partition {

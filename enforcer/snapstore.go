@@ -192,12 +192,20 @@ func (p *partition) snapshot(ctx context.Context) {
 		return
 	}
 	start := time.Now()
-	st, seq, hash := p.state.Clone(), p.state.LastSeq(), p.hash
+	// Into the previous snapshot's copy and buffer: that goroutine handed
+	// them back before it let go of snapBusy, which this one holds now.
+	st, seq, hash := p.state.CloneInto(p.snapCopy), p.state.LastSeq(), p.hash
+	buf := p.snapBuf
+	p.snapCopy, p.snapBuf = nil, nil
 	p.snapSeq = seq
 	cloned := time.Since(start)
 	p.snaps.Go(func() {
-		defer p.snapBusy.Store(false)
-		data := st.Snapshot()
+		var data []byte
+		defer func() {
+			p.snapCopy, p.snapBuf = st, data
+			p.snapBusy.Store(false)
+		}()
+		data = st.AppendSnapshot(buf[:0])
 		p.log.Debug("snapshot encoded", logSeq, seq, "bytes", len(data), "clone", cloned, "encode", time.Since(start)-cloned)
 		deadline := time.Now().Add(p.svc.cfg.AppendTimeout)
 		for p.acked.Load() < seq {
