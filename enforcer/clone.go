@@ -19,6 +19,9 @@ func (s *State) Clone() *State { return s.CloneInto(nil) }
 // new memory against 4 ms in warm), and the collector does not see tens
 // of megabytes allocated at once in the middle of the load.
 func (s *State) CloneInto(old *State) *State {
+	if old == s {
+		panic("enforcer: CloneInto the state it copies")
+	}
 	var closed, idem *fifo
 	if old != nil {
 		closed, idem = &old.closed, &old.idem
