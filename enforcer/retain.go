@@ -257,6 +257,10 @@ func (d *decoder) byte() byte {
 	return c
 }
 
+// since returns the bytes read from start (an earlier d.b) up to now: a
+// field's encoding as it stands, for copying.
+func (d *decoder) since(start []byte) []byte { return start[:len(start)-len(d.b)] }
+
 func (d *decoder) bytes() []byte {
 	n := d.uvarint()
 	v := d.b[:n]

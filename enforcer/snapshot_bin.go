@@ -262,9 +262,9 @@ func (s *State) appendRetained(b []byte) []byte {
 // retained reservations.
 type closedWriter struct {
 	reservationWriter
-	units [][]byte     // the reservation's units, in byte order
-	holds []closedHold // its holds whose budgets still exist
-	hunit [][]byte     // a hold's units
+	resUnits [][]byte     // the reservation's units, in byte order
+	holds    []closedHold // its holds whose budgets still exist
+	hunit    [][]byte     // a hold's units
 }
 
 type closedHold struct {
@@ -282,20 +282,20 @@ func (s *State) appendClosedReservation(b []byte, rec *fifoRec, w *closedWriter)
 	expires := d.b
 	d.varint()
 	d.uvarint()
-	expires = expires[:len(expires)-len(d.b)]
+	expires = d.since(expires)
 	status := statusCodes[d.byte()]
 	root, scope, priority, label := d.bytes(), d.bytes(), d.bytes(), d.bytes()
 	option := d.varint()
 	// The amounts: units in byte order, each with its amount, in the
 	// snapshot's encoding already.
-	w.units = w.units[:0]
+	w.resUnits = w.resUnits[:0]
 	n := d.uvarint()
 	amounts := d.b
 	for range max(n, 1) - 1 {
-		w.units = append(w.units, d.bytes())
+		w.resUnits = append(w.resUnits, d.bytes())
 		d.bytes()
 	}
-	amounts = amounts[:len(amounts)-len(d.b)]
+	amounts = d.since(amounts)
 	// The labels: keys in byte order, each with its value.
 	m := d.uvarint()
 	labels := d.b
@@ -303,7 +303,7 @@ func (s *State) appendClosedReservation(b []byte, rec *fifoRec, w *closedWriter)
 		d.bytes()
 		d.bytes()
 	}
-	labels = labels[:len(labels)-len(d.b)]
+	labels = d.since(labels)
 	// The holds, less those on budgets deleted since (as readClosed).
 	w.holds = w.holds[:0]
 	for range d.uvarint() {
@@ -312,14 +312,14 @@ func (s *State) appendClosedReservation(b []byte, rec *fifoRec, w *closedWriter)
 		if d.uvarint() == 0 {
 			d.bytes()
 		}
-		h.scope = sc[:len(sc)-len(d.b)]
+		h.scope = d.since(sc)
 		pe := d.b
 		d.bytes()
-		h.period = pe[:len(pe)-len(d.b)]
+		h.period = d.since(pe)
 		start := len(w.hunit)
 		for range d.uvarint() {
-			if i := int(d.uvarint()); i < len(w.units) {
-				w.hunit = append(w.hunit, w.units[i])
+			if i := int(d.uvarint()); i < len(w.resUnits) {
+				w.hunit = append(w.hunit, w.resUnits[i])
 			} else {
 				w.hunit = append(w.hunit, d.bytes())
 			}
@@ -336,7 +336,7 @@ func (s *State) appendClosedReservation(b []byte, rec *fifoRec, w *closedWriter)
 	b = appendBytes(b, s.closed.key(rec))
 	b = appendBytes(b, root)
 	b = appendBytes(b, scope)
-	b = binary.AppendUvarint(b, uint64(len(w.units)))
+	b = binary.AppendUvarint(b, uint64(len(w.resUnits)))
 	b = append(b, amounts...)
 	b = appendBytes(b, priority)
 	b = binary.AppendVarint(b, option)
@@ -355,9 +355,9 @@ func (s *State) appendClosedReservation(b []byte, rec *fifoRec, w *closedWriter)
 		// reservation all of the reservation's units; any other hold its
 		// own units, each with the reservation's amount of it (zero for a
 		// unit it does not have).
-		if len(h.units) > 0 && len(h.units) == len(w.units) {
-			b = binary.AppendUvarint(b, uint64(len(w.units)))
-			for j := range w.units {
+		if len(h.units) > 0 && len(h.units) == len(w.resUnits) {
+			b = binary.AppendUvarint(b, uint64(len(w.resUnits)))
+			for j := range w.resUnits {
 				b = binary.AppendUvarint(b, uint64(j)+1)
 			}
 			continue
@@ -366,7 +366,7 @@ func (s *State) appendClosedReservation(b []byte, rec *fifoRec, w *closedWriter)
 		units = slices.CompactFunc(units, bytes.Equal)
 		b = binary.AppendUvarint(b, uint64(len(units)))
 		for _, u := range units {
-			if j, ok := slices.BinarySearchFunc(w.units, u, bytes.Compare); ok {
+			if j, ok := slices.BinarySearchFunc(w.resUnits, u, bytes.Compare); ok {
 				b = binary.AppendUvarint(b, uint64(j)+1)
 			} else {
 				b = appendAmount(appendBytes(append(b, 0), u), events.Amount{})
@@ -387,9 +387,7 @@ func appendStamp(b []byte, at stamp) []byte {
 	return binary.AppendUvarint(binary.AppendVarint(b, at.sec), uint64(at.nsec))
 }
 
-func appendTime(b []byte, t time.Time) []byte {
-	return binary.AppendUvarint(binary.AppendVarint(b, t.Unix()), uint64(t.Nanosecond()))
-}
+func appendTime(b []byte, t time.Time) []byte { return appendStamp(b, stampOf(t)) }
 
 // appendSortedKeys appends m's keys to out, sorted.
 func appendSortedKeys[V any](out []string, m map[string]V) []string {
