@@ -84,6 +84,7 @@ func (p *partition) decideLoop(ctx context.Context, sub *nats.Subscription) erro
 				return err
 			}
 		}
+		p.yield(ctx)
 		p.decideBatch(batch)
 		// A snapshot is built here, in the decision loop, and costs in
 		// proportion to the retained keys and reservations: spacing

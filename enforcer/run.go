@@ -232,6 +232,10 @@ type partition struct {
 	prevOurs bool
 	lastUnit *appendUnit // the last append published (decision loop only)
 
+	// yieldUntil (Unix nanoseconds) is set when another enforcer asks to
+	// claim this partition: until then no new append is sent.
+	yieldUntil atomic.Int64
+
 	acked   atomic.Uint64 // highest sequence acknowledged by JetStream
 	snapSeq uint64        // sequence of the last snapshot taken
 	snaps   sync.WaitGroup
@@ -269,6 +273,11 @@ func (p *partition) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	claims, err := p.svc.nc.Subscribe(streams.ClaimSubject(p.n), p.onClaim)
+	if err != nil {
+		return err
+	}
+	defer claims.Unsubscribe()
 	p.svc.cfg.Metrics.partitionOwned(p.n, true)
 	defer p.svc.cfg.Metrics.partitionOwned(p.n, false)
 	p.log.Info("serving", logSeq, p.state.LastSeq(), "open", p.state.OpenReservations())
@@ -312,58 +321,199 @@ func (p *partition) coreConfig() Config {
 }
 
 // claim appends partition.claimed: the first append of a new owner, which
-// also proves the fence is ours. If the stream moved since the load (the
-// previous owner is still appending), the fence error names the real head
-// N: the claim is retried directly on top of N — chained to message N's
-// hash, read alone — and once it lands the tail up to and including the
-// claim is replayed. The claim that lands makes every other writer's next
-// append fail.
+// also proves the fence is ours. The first try goes on top of the loaded
+// state. If the stream moved since the load (a previous owner is still
+// appending), the fence error names the real head: the claim then watches
+// the stream from there and, each time the newest message arrives, tries
+// again at once on top of it — chained to that message's hash — so it takes
+// the first gap between the other writer's appends instead of chasing them
+// a round trip behind. Once a claim lands, the tail up to and including it
+// is replayed. The claim that lands makes every other writer's next append
+// fail.
 func (p *partition) claim(ctx context.Context) error {
-	const attempts = 200
-	head, prev, at := p.state.LastSeq(), p.hash, p.now()
-	var err error
-	for range attempts {
+	ids := map[string]bool{}
+	try := func(head uint64, prev string, at time.Time) error {
 		ev := events.Event{V: events.Version, Type: events.TypePartitionClaimed, Partition: p.n, At: at,
 			Data: events.PartitionClaimed{Owner: p.svc.cfg.Owner, Epoch: head + 1}}
 		p.hash = prev
 		msg, _ := p.seal(&ev)
+		ids[ev.ID] = true
 		msg.Header.Set(jetstream.ExpectedLastSeqHeader, strconv.FormatUint(head, 10))
-		_, err = p.svc.js.PublishMsg(ctx, msg)
-		if err == nil {
-			hash, rerr := Replay(ctx, p.svc.rjs, p.n, p.state, nil)
-			if rerr != nil {
-				return rerr
-			}
-			if p.state.ClaimedBy() != p.svc.cfg.Owner {
-				return fmt.Errorf("%w while claiming", ErrLostOwnership)
-			}
-			p.hash = hash
-			p.acked.Store(p.state.LastSeq())
-			return nil
-		}
-		var apiErr *jetstream.APIError
-		if !errors.As(err, &apiErr) || apiErr.ErrorCode != errCodeWrongLastSeq {
-			return err
-		}
-		n, perr := strconv.ParseUint(strings.TrimPrefix(apiErr.Description, "wrong last sequence: "), 10, 64)
-		if perr != nil {
-			return err
-		}
-		stream, serr := p.svc.js.Stream(ctx, streams.StreamName(p.n))
-		if serr != nil {
-			return serr
-		}
-		m, gerr := stream.GetMsg(ctx, n)
-		if gerr != nil {
-			return gerr
-		}
-		last, derr := events.Decode(m.Data)
-		if derr != nil {
-			return fmt.Errorf("claim: message %d: %w", n, derr)
-		}
-		head, prev, at = n, events.Hash(m.Data), maxTime(time.Now().UTC().Round(0), last.At)
+		_, err := p.svc.js.PublishMsg(ctx, msg)
+		return err
 	}
-	return fmt.Errorf("the stream kept moving during %d claims: %w", attempts, err)
+	err := try(p.state.LastSeq(), p.hash, p.now())
+	if err == nil {
+		return p.claimed(ctx)
+	}
+	head, ok := wrongLastSeq(err)
+	if !ok {
+		if !lostAck(err) {
+			return err
+		}
+		// No answer in time (a server with a deep queue of the other
+		// writer's appends): watch from our head; if our claim landed
+		// after all, the consumer shows it.
+		head = max(p.state.LastSeq(), 1)
+	}
+	ctx, cancel := context.WithTimeout(ctx, claimTimeout)
+	defer cancel()
+	// A writer whose appends are always in flight (or queued in the
+	// server) never leaves a gap: ask it to pause (onClaim), again and
+	// again while claiming. Safety does not depend on it obeying.
+	go func() {
+		t := time.NewTicker(claimPause / 4)
+		defer t.Stop()
+		for {
+			if err := p.svc.nc.Publish(streams.ClaimSubject(p.n), []byte(p.svc.cfg.Owner)); err != nil {
+				p.log.Debug("claim intent not sent", logErr, err)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	cons, err := p.svc.rjs.OrderedConsumer(ctx, streams.StreamName(p.n), jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: head})
+	if err != nil {
+		return err
+	}
+	// The consumer keeps only the newest message: older ones are not the
+	// head any more.
+	var (
+		mu     sync.Mutex
+		newest jetstream.Msg
+		fresh  = make(chan struct{}, 1)
+	)
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		mu.Lock()
+		newest = m
+		mu.Unlock()
+		select {
+		case fresh <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil {
+		return err
+	}
+	defer cc.Stop()
+	tries := 1
+	for {
+		select {
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.Canceled) {
+				return ctx.Err()
+			}
+			return fmt.Errorf("the stream kept moving during %d claims in %v: %w", tries, claimTimeout, err)
+		case <-fresh:
+		}
+		mu.Lock()
+		m := newest
+		mu.Unlock()
+		meta, merr := m.Metadata()
+		if merr != nil {
+			return merr
+		}
+		if ids[m.Headers().Get(jetstream.MsgIDHeader)] {
+			// One of ours landed although its publish reported an error.
+			return p.claimed(ctx)
+		}
+		if meta.NumPending > 0 {
+			continue // a newer message is on its way
+		}
+		last, derr := events.Decode(m.Data())
+		if derr != nil {
+			return fmt.Errorf("message %d: %w", meta.Sequence.Stream, derr)
+		}
+		tries++
+		err = try(meta.Sequence.Stream, events.Hash(m.Data()), maxTime(time.Now().UTC().Round(0), last.At))
+		if err == nil {
+			p.log.Info("claimed between another writer's appends", "tries", tries)
+			return p.claimed(ctx)
+		}
+		if !isWrongSequence(err) && !lostAck(err) {
+			return err
+		}
+		// A lost race or a lost ack: the consumer shows which.
+	}
+}
+
+const (
+	// claimTimeout bounds how long a new owner tries to get its claim in
+	// between another writer's appends.
+	claimTimeout = 30 * time.Second
+	// claimPause is how long an owner holds its appends back when another
+	// enforcer asks to claim its partition.
+	claimPause = 200 * time.Millisecond
+)
+
+// onClaim runs when another enforcer wants this partition (a split brain,
+// or a takeover from an owner that lost its lease without noticing). The
+// fence already guarantees that only one of the two appends; the pause
+// only makes sure the other's claim finds a gap. If the claim lands, this
+// owner's next append fails and it stops serving; if not, it goes on.
+func (p *partition) onClaim(msg *nats.Msg) {
+	if string(msg.Data) == p.svc.cfg.Owner {
+		return
+	}
+	now := time.Now()
+	if prev := p.yieldUntil.Swap(now.Add(claimPause).UnixNano()); prev < now.UnixNano() {
+		p.log.Warn("another enforcer is claiming this partition; pausing appends", "by", string(msg.Data))
+	}
+}
+
+// yield holds the decision loop while another enforcer claims: it waits
+// until everything sent is acknowledged (nothing of ours in flight) and
+// then until the pause ends.
+func (p *partition) yield(ctx context.Context) {
+	until := p.yieldUntil.Load()
+	if until == 0 || time.Now().UnixNano() >= until {
+		return
+	}
+	if p.lastUnit != nil {
+		_ = p.wait(p.lastUnit)
+	}
+	t := time.NewTimer(time.Until(time.Unix(0, until)))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// claimed replays the tail up to and including the claim that just landed
+// and checks that the partition is ours.
+func (p *partition) claimed(ctx context.Context) error {
+	hash, err := Replay(ctx, p.svc.rjs, p.n, p.state, nil)
+	if err != nil {
+		return err
+	}
+	if p.state.ClaimedBy() != p.svc.cfg.Owner {
+		return fmt.Errorf("%w while claiming", ErrLostOwnership)
+	}
+	p.hash = hash
+	p.acked.Store(p.state.LastSeq())
+	return nil
+}
+
+// lostAck reports a publish whose answer did not come in time: it may or
+// may not have landed.
+func lostAck(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse)
+}
+
+// wrongLastSeq reports the stream's real head from a fence error.
+func wrongLastSeq(err error) (uint64, bool) {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) || apiErr.ErrorCode != errCodeWrongLastSeq {
+		return 0, false
+	}
+	n, perr := strconv.ParseUint(strings.TrimPrefix(apiErr.Description, "wrong last sequence: "), 10, 64)
+	return n, perr == nil
 }
 
 func maxTime(a, b time.Time) time.Time {

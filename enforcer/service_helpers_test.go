@@ -41,7 +41,12 @@ type ledgerOpt func(*enforcer.ServiceConfig)
 
 func startLedger(t testing.TB, srv *server.Server, opts ...ledgerOpt) *ledger {
 	t.Helper()
-	nc := natstest.Connect(t, srv)
+	return startLedgerOn(t, srv, natstest.Connect(t, srv), opts...)
+}
+
+// startLedgerOn is startLedger on the given connection.
+func startLedgerOn(t testing.TB, srv *server.Server, nc *nats.Conn, opts ...ledgerOpt) *ledger {
+	t.Helper()
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)

@@ -424,6 +424,20 @@ func TestTenantIsolation(t *testing.T) {
 		expectRefused(ctx, t, acmeErrs, slices.Concat(sdkRefusals(acmeRoot, budgetCalls(c, acmeRoot)), sdkRefusals(globexRoot, budgetCalls(c, globexRoot))))
 	})
 
+	t.Run("agent-acme cannot make an enforcer pause", func(t *testing.T) {
+		// An enforcer holds its appends back when another asks to claim
+		// its partition: only the tally service may ask.
+		subject := streams.ClaimSubject(pa)
+		expectRefused(ctx, t, acmeErrs, []refusal{{name: "claim " + subject, subject: subject,
+			send: func(context.Context) error {
+				if err := acme.Publish(subject, []byte("acme")); err != nil {
+					return err
+				}
+				// A refused publish only shows on the error handler.
+				return errors.New("published")
+			}}})
+	})
+
 	t.Run("tenant:globex is untouched", func(t *testing.T) {
 		if seq := lastSeq(ctx, t, js, pg); seq != globexSeq {
 			t.Errorf("partition %d (tenant:globex) moved from seq %d to %d during acme's attempts", pg, globexSeq, seq)

@@ -14,9 +14,10 @@ const Prefix = "tally.v1"
 
 // Subject families below Prefix.
 const (
-	reqToken       = "req" // tally.v1.req.<root>.<op>: what agents publish
-	partitionToken = "p"   // tally.v1.p.<n>.<root>.<op>: what the mapping produces
-	eventToken     = "ev"  // tally.v1.ev.<n>.<root>.<type>: events in stream TALLY_P<n>
+	reqToken       = "req"   // tally.v1.req.<root>.<op>: what agents publish
+	partitionToken = "p"     // tally.v1.p.<n>.<root>.<op>: what the mapping produces
+	eventToken     = "ev"    // tally.v1.ev.<n>.<root>.<type>: events in stream TALLY_P<n>
+	claimToken     = "claim" // tally.v1.claim.<n>: enforcer to enforcer, never agents
 )
 
 // Names of the JetStream assets. Partition streams are named by StreamName.
@@ -70,6 +71,14 @@ func EventSubject(n int, root, typ string) string {
 // subject of stream StreamName(n).
 func EventWildcard(n int) string {
 	return Prefix + "." + eventToken + "." + strconv.Itoa(n) + ".>"
+}
+
+// ClaimSubject is where a new owner of partition n, whose claim keeps
+// losing the race against another writer's appends, asks that writer to
+// pause: tally.v1.claim.<n>, payload the new owner's name. Only enforcers
+// should be allowed to publish to it: a pause delays decisions.
+func ClaimSubject(n int) string {
+	return Prefix + "." + claimToken + "." + strconv.Itoa(n)
 }
 
 // StreamName is the name of partition n's stream: TALLY_P<n>.

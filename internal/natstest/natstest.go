@@ -10,6 +10,7 @@ package natstest
 
 import (
 	"context"
+	"net"
 	"testing"
 	"time"
 
@@ -131,4 +132,39 @@ func CheckFor(t testing.TB, total, interval time.Duration, f func() error) {
 		}
 		time.Sleep(interval)
 	}
+}
+
+// ConnectFar opens a TCP connection to s whose every write reaches the
+// server delay late, as from an enforcer on a distant machine: what it
+// sends loses every race against a nearby client. It is closed when the
+// test ends.
+func ConnectFar(t testing.TB, s *server.Server, delay time.Duration, opts ...nats.Option) *nats.Conn {
+	t.Helper()
+	opts = append([]nats.Option{nats.Name(t.Name()), nats.SetCustomDialer(farDialer{delay})}, opts...)
+	nc, err := nats.Connect(s.ClientURL(), opts...)
+	if err != nil {
+		t.Fatalf("natstest: connect to %s: %v", s.ClientURL(), err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+type farDialer struct{ delay time.Duration }
+
+func (d farDialer) Dial(network, address string) (net.Conn, error) {
+	c, err := net.Dial(network, address)
+	if err != nil {
+		return nil, err
+	}
+	return farConn{c, d.delay}, nil
+}
+
+type farConn struct {
+	net.Conn
+	delay time.Duration
+}
+
+func (c farConn) Write(b []byte) (int, error) {
+	time.Sleep(c.delay)
+	return c.Conn.Write(b)
 }
