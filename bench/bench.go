@@ -88,7 +88,7 @@ func measure(ctx context.Context, cfg Config, dep *deployment, rep *Report) erro
 	payload := load.reserveBody(&agent{cycle: 1}, load.roots[0], true)
 	rep.Setup = Setup{Target: string(cfg.Target), NATSURL: cfg.NATSURL, Servers: len(dep.urls), Partitions: dep.partitions,
 		Replicas: dep.replicas, Sync: dep.sync, GroupCommit: dep.groupCommit, Clients: cfg.Clients, Connections: len(conns),
-		Roots: cfg.Roots, SingleRoot: cfg.SingleRoot, Mix: string(cfg.Mix), DurationS: cfg.Duration.Seconds(),
+		Roots: cfg.Roots, SingleRoot: cfg.SingleRoot, Mix: string(cfg.Mix), DurationS: cfg.Duration.Seconds(), WarmupS: cfg.Warmup.Seconds(),
 		TargetRate: cfg.Rate, PayloadBytes: len(payload)}
 
 	if cfg.Baseline {

@@ -114,6 +114,11 @@ type Config struct {
 	Clients int
 	// Duration of each measured phase.
 	Duration time.Duration
+	// Warmup, if positive, runs each phase's load this long before it is
+	// measured, with the same clients continuing into the measurement: a
+	// fresh process first grows its heap and JetStream its write caches
+	// (page faults), which a long-running deployment has done long ago.
+	Warmup time.Duration
 	// Roots is the number of tenants the load is spread over.
 	Roots int
 	// SingleRoot puts all load on one root (one partition's decision loop).
@@ -235,6 +240,9 @@ func (c Config) Validate() error {
 	}
 	if c.Clients < 1 || c.Clients > MaxClients {
 		return fmt.Errorf("bench: clients %d: must be 1..%d", c.Clients, MaxClients)
+	}
+	if c.Warmup < 0 || c.Warmup > MaxDuration {
+		return fmt.Errorf("bench: warmup %s: must be 0..%s", c.Warmup, MaxDuration)
 	}
 	if c.Duration < MinDuration || c.Duration > MaxDuration {
 		return fmt.Errorf("bench: duration %s: must be %s..%s", c.Duration, MinDuration, MaxDuration)

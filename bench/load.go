@@ -52,6 +52,18 @@ type counters struct {
 	codes map[string]uint64 // failed attempts by code
 }
 
+// reset zeroes the counts and the histogram (after a warm-up; no step is
+// running).
+func (c *agent) reset() {
+	for _, n := range []*atomic.Uint64{&c.answered, &c.failed, &c.reserves, &c.granted, &c.denied, &c.commits, &c.releases, &c.decides} {
+		n.Store(0)
+	}
+	c.mu.Lock()
+	c.codes = nil
+	c.mu.Unlock()
+	c.hist = NewHistogram()
+}
+
 func (c *counters) fail(code string) {
 	c.failed.Add(1)
 	c.mu.Lock()
@@ -209,9 +221,32 @@ type phase struct {
 
 // run measures the phase. Each client runs on its own goroutine; after the
 // duration, every client finishes its step (a granted reservation is
-// always closed) and the phase ends when the last one has. Only
-// cancellation of ctx stops it early (with ctx's error).
+// always closed) and the phase ends when the last one has. With a warm-up
+// the same clients first run as long again unmeasured, then their counts
+// and histograms start afresh. Only cancellation of ctx stops it early
+// (with ctx's error).
 func (p phase) run(ctx context.Context) (res loadResult, err error) {
+	res = loadResult{hist: NewHistogram(), clients: make([]*agent, len(p.conns))}
+	var interval time.Duration
+	if p.cfg.Rate > 0 {
+		interval = time.Duration(float64(len(p.conns)) / p.cfg.Rate * float64(time.Second))
+	}
+	start := time.Now()
+	for i, nc := range p.conns {
+		res.clients[i] = &agent{id: i, nc: nc, timeout: p.cfg.Timeout, hist: NewHistogram(), interval: interval,
+			// Stagger the first sends over one interval.
+			next: start.Add(interval * time.Duration(i) / time.Duration(len(p.conns)))}
+	}
+	if p.cfg.Warmup > 0 {
+		warm := p
+		warm.name, warm.cfg.Duration = p.name+" warm-up", p.cfg.Warmup
+		if err := warm.drive(ctx, time.Now(), res); err != nil {
+			return res, err
+		}
+		for _, c := range res.clients {
+			c.reset()
+		}
+	}
 	if p.cfg.ProfileDir != "" {
 		stop, err := startProfile(p.cfg.ProfileDir, p.name)
 		if err != nil {
@@ -220,23 +255,31 @@ func (p phase) run(ctx context.Context) (res loadResult, err error) {
 		defer stop()
 	}
 	start, cpuStart := time.Now(), processCPU()
-	res = loadResult{hist: NewHistogram(), clients: make([]*agent, len(p.conns))}
-	var interval time.Duration
-	if p.cfg.Rate > 0 {
-		interval = time.Duration(float64(len(p.conns)) / p.cfg.Rate * float64(time.Second))
+	err = p.drive(ctx, start, res)
+	res.elapsed, res.cpu = time.Since(start), processCPU()-cpuStart
+	for _, c := range res.clients {
+		res.hist.Merge(c.hist)
 	}
-	for i, nc := range p.conns {
-		res.clients[i] = &agent{id: i, nc: nc, timeout: p.cfg.Timeout, hist: NewHistogram(), interval: interval,
-			// Stagger the first sends over one interval.
-			next: start.Add(interval * time.Duration(i) / time.Duration(len(p.conns)))}
+	if err != nil {
+		return res, err
 	}
+	if w := p.cfg.Progress; w != nil {
+		if p.cfg.LiveProgress {
+			fmt.Fprint(w, "\r\x1b[K")
+		}
+		fmt.Fprintf(w, "%s: %.1fs, %.0f %s/s, %d errors, p50 %s, p99 %s, max %s\n", p.name, res.elapsed.Seconds(),
+			res.perSecond(res.answered()), p.unit, res.failed(), fmtDuration(res.hist.Quantile(0.5)),
+			fmtDuration(res.hist.Quantile(0.99)), fmtDuration(res.hist.Max()))
+	}
+	return res, nil
+}
+
+// drive runs res's clients for the phase's duration from start.
+func (p phase) drive(ctx context.Context, start time.Time, res loadResult) error {
 	done := make(chan struct{})
 	g, gctx := errgroup.WithContext(ctx)
-	var running atomic.Int32
 	for _, c := range res.clients {
-		running.Add(1)
 		g.Go(func() error {
-			defer running.Add(-1)
 			for {
 				select {
 				case <-done:
@@ -254,23 +297,7 @@ func (p phase) run(ctx context.Context) (res loadResult, err error) {
 		defer close(done)
 		return p.watch(gctx, start, res)
 	})
-	err = g.Wait()
-	res.elapsed, res.cpu = time.Since(start), processCPU()-cpuStart
-	for _, c := range res.clients {
-		res.hist.Merge(c.hist)
-	}
-	if err != nil {
-		return res, err
-	}
-	if w := p.cfg.Progress; w != nil {
-		if p.cfg.LiveProgress {
-			fmt.Fprint(w, "\r\x1b[K")
-		}
-		fmt.Fprintf(w, "%s: %.1fs, %.0f %s/s, %d errors, p50 %s, p99 %s, max %s\n", p.name, res.elapsed.Seconds(),
-			res.perSecond(res.answered()), p.unit, res.failed(), fmtDuration(res.hist.Quantile(0.5)),
-			fmtDuration(res.hist.Quantile(0.99)), fmtDuration(res.hist.Max()))
-	}
-	return res, nil
+	return g.Wait()
 }
 
 // watch waits for the phase's duration, writing the live progress line

@@ -54,6 +54,7 @@ type Setup struct {
 	SingleRoot   bool    `json:"single_root"`
 	Mix          string  `json:"mix"`
 	DurationS    float64 `json:"duration_s"`
+	WarmupS      float64 `json:"warmup_s,omitempty"`
 	TargetRate   float64 `json:"target_rate"`
 	PayloadBytes int     `json:"payload_bytes"`
 	// Responders is the number of B0/B1 responder subscriptions (one per
@@ -238,6 +239,9 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	fmt.Fprintf(&b, "\n%d clients (one connection each), %d roots, mix %s, %gs per phase, payload %d B",
 		s.Clients, s.Roots, s.Mix, s.DurationS, s.PayloadBytes)
+	if s.WarmupS > 0 {
+		fmt.Fprintf(&b, ", after a %gs warm-up", s.WarmupS)
+	}
 	if s.TargetRate > 0 {
 		fmt.Fprintf(&b, ", open loop at %g decisions/s", s.TargetRate)
 	} else {

@@ -30,6 +30,7 @@ type benchFlags struct {
 
 	clients    int
 	duration   time.Duration
+	warmup     time.Duration
 	roots      int
 	singleRoot bool
 	mix        string
@@ -59,6 +60,7 @@ func runBench(ctx context.Context, e *env, args []string) int {
 	fs.StringVar(&f.dataDir, "data-dir", "", "with --embedded or --cluster3: store directory; empty: a temporary one, removed at the end")
 	fs.IntVar(&f.clients, "clients", bench.DefaultClients, "simulated agents, each on its own NATS connection")
 	fs.DurationVar(&f.duration, "duration", bench.DefaultDuration, "length of each measured phase")
+	fs.DurationVar(&f.warmup, "warmup", 0, "run each phase's load this long before measuring it (a fresh process grows its heap and the streams' write caches first; a long-running deployment has)")
 	fs.IntVar(&f.roots, "roots", bench.DefaultRoots, "tenants (roots) the load is spread over, each with tenant > workflow > run:* budgets in USD and tokens")
 	fs.BoolVar(&f.singleRoot, "single-root", false, "put all load on one root: one partition's decision loop")
 	fs.StringVar(&f.mix, "mix", string(bench.DefaultMix), "what each agent does: reserve-commit, reserve-release or decide")
@@ -172,6 +174,7 @@ func (f *benchFlags) config(e *env) (bench.Config, int) {
 	cfg.Logger = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: lvl}))
 	cfg.Sync, cfg.GroupCommit, cfg.Partitions, cfg.DataDir = f.sync, f.groupCommit, f.partitions, f.dataDir
 	cfg.Clients, cfg.Duration, cfg.Roots, cfg.SingleRoot = f.clients, f.duration, f.roots, f.singleRoot
+	cfg.Warmup = f.warmup
 	cfg.Mix, cfg.Rate, cfg.Baseline, cfg.Timeout = bench.Mix(f.mix), f.rate, f.baseline, f.timeout
 	cfg.B1AppendBytes, cfg.ProfileDir = f.b1Append, f.profileDir
 	if f.profileDir != "" && f.cpuProfile != "" {
