@@ -165,7 +165,8 @@ type Config struct {
 	ProfileDir string
 	// OnGranted, if not nil, is called (from any client goroutine,
 	// concurrently) with the root and id of every reservation the bench
-	// got granted: tests check each one against the stream.
+	// got granted, in a warm-up too: tests check each one against the
+	// stream.
 	OnGranted func(root, reservationID string)
 }
 

@@ -222,9 +222,10 @@ type phase struct {
 // run measures the phase. Each client runs on its own goroutine; after the
 // duration, every client finishes its step (a granted reservation is
 // always closed) and the phase ends when the last one has. With a warm-up
-// the same clients first run as long again unmeasured, then their counts
-// and histograms start afresh. Only cancellation of ctx stops it early
-// (with ctx's error).
+// the same clients first run for cfg.Warmup unmeasured, then their counts
+// and histograms start afresh; an open-loop schedule goes on, so a lag the
+// warm-up left is measured. Only cancellation of ctx stops it early (with
+// ctx's error).
 func (p phase) run(ctx context.Context) (res loadResult, err error) {
 	res = loadResult{hist: NewHistogram(), clients: make([]*agent, len(p.conns))}
 	var interval time.Duration

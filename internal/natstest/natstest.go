@@ -136,8 +136,8 @@ func CheckFor(t testing.TB, total, interval time.Duration, f func() error) {
 
 // ConnectFar opens a TCP connection to s whose every write reaches the
 // server delay late, as from an enforcer on a distant machine: what it
-// sends loses every race against a nearby client. It is closed when the
-// test ends.
+// sends loses nearly every race against a nearby client. It is closed
+// when the test ends.
 func ConnectFar(t testing.TB, s *server.Server, delay time.Duration, opts ...nats.Option) *nats.Conn {
 	t.Helper()
 	opts = append([]nats.Option{nats.Name(t.Name()), nats.SetCustomDialer(farDialer{delay})}, opts...)
