@@ -342,14 +342,15 @@ func (p *partition) claim(ctx context.Context) error {
 		_, err := p.svc.js.PublishMsg(ctx, msg)
 		return err
 	}
-	err := try(p.state.LastSeq(), p.hash, p.now())
-	if err == nil {
+	loadedHead, loadedHash := p.state.LastSeq(), p.hash
+	tryErr := try(loadedHead, loadedHash, p.now()) // the last try's error
+	if tryErr == nil {
 		return p.claimed(ctx)
 	}
-	head, ok := wrongLastSeq(err)
+	head, ok := wrongLastSeq(tryErr)
 	if !ok {
-		if !lostAck(err) {
-			return err
+		if !lostAck(tryErr) {
+			return tryErr
 		}
 		// No answer in time (a server with a deep queue of the other
 		// writer's appends): watch from our head; if our claim landed
@@ -401,43 +402,61 @@ func (p *partition) claim(ctx context.Context) error {
 	}
 	defer cc.Stop()
 	tries := 1
+	// After a try whose answer was lost, nothing new may arrive (the other
+	// writer is paused and ours did not land): try again on the newest
+	// message after a while.
+	var again <-chan time.Time
+	if lostAck(tryErr) {
+		again = time.After(claimPause)
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.Canceled) {
 				return ctx.Err()
 			}
-			return fmt.Errorf("the stream kept moving during %d claims in %v: %w", tries, claimTimeout, err)
+			return fmt.Errorf("the stream kept moving during %d claims in %v: %w", tries, claimTimeout, tryErr)
 		case <-fresh:
+		case <-again:
 		}
+		again = nil
 		mu.Lock()
 		m := newest
 		mu.Unlock()
-		meta, merr := m.Metadata()
-		if merr != nil {
-			return merr
-		}
-		if ids[m.Headers().Get(jetstream.MsgIDHeader)] {
-			// One of ours landed although its publish reported an error.
-			return p.claimed(ctx)
-		}
-		if meta.NumPending > 0 {
-			continue // a newer message is on its way
-		}
-		last, derr := events.Decode(m.Data())
-		if derr != nil {
-			return fmt.Errorf("message %d: %w", meta.Sequence.Stream, derr)
+		// With nothing delivered (only after a lost answer), the stream
+		// holds nothing after the loaded state: claim there again.
+		head, prev, at := loadedHead, loadedHash, p.now()
+		if m != nil {
+			meta, merr := m.Metadata()
+			if merr != nil {
+				return merr
+			}
+			if ids[m.Headers().Get(jetstream.MsgIDHeader)] {
+				// One of ours landed although its publish reported an error.
+				return p.claimed(ctx)
+			}
+			if meta.NumPending > 0 {
+				continue // a newer message is on its way
+			}
+			last, derr := events.Decode(m.Data())
+			if derr != nil {
+				return fmt.Errorf("message %d: %w", meta.Sequence.Stream, derr)
+			}
+			head, prev, at = meta.Sequence.Stream, events.Hash(m.Data()), maxTime(time.Now().UTC().Round(0), last.At)
 		}
 		tries++
-		err = try(meta.Sequence.Stream, events.Hash(m.Data()), maxTime(time.Now().UTC().Round(0), last.At))
-		if err == nil {
+		if tryErr = try(head, prev, at); tryErr == nil {
 			p.log.Info("claimed between another writer's appends", "tries", tries)
 			return p.claimed(ctx)
 		}
-		if !isWrongSequence(err) && !lostAck(err) {
-			return err
+		switch {
+		case lostAck(tryErr):
+			// Landed or not: the consumer shows it, or a retry.
+			again = time.After(claimPause)
+		case !isWrongSequence(tryErr):
+			return tryErr
 		}
-		// A lost race or a lost ack: the consumer shows which.
+		// A lost race: the next message is on its way.
 	}
 }
 
