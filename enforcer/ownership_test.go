@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -259,6 +261,39 @@ func testSplitBrain(t *testing.T, groupCommit, far bool) {
 	t.Logf("%d answers, %d grants, %d claims", len(answers), grants, claims)
 	if claims != 2 {
 		t.Errorf("%d claims, want 2 (A, then B)", claims)
+	}
+}
+
+// A claim whose answer comes too late (its writes reach the server 30 ms
+// late, its appends time out after 10 ms) lands all the same: the claim
+// finds its own message on the stream instead of claiming twice, and the
+// enforcer serves.
+func TestClaimAnswerLost(t *testing.T) {
+	srv := natstest.RunServer(t, natstest.WithPartitions(testPartitions))
+	n := 1
+	var logs natstest.Buffer
+	far := natstest.ConnectFar(t, srv, 30*time.Millisecond)
+	b := startLedgerOn(t, srv, far, ownPartition("B", n, false), func(c *enforcer.ServiceConfig) {
+		c.AppendTimeout = 10 * time.Millisecond
+		c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	})
+	natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if !strings.Contains(logs.String(), "our claim landed although its answer was lost") {
+			return errors.New("the claim was not found by its id")
+		}
+		return nil
+	})
+	claims := 0
+	st := enforcer.New(enforcer.Config{Partition: n})
+	if _, err := enforcer.Replay(context.Background(), b.js, n, st, func(_ uint64, ev events.Event, _ []byte) {
+		if _, ok := ev.Data.(events.PartitionClaimed); ok {
+			claims++
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if claims != 1 || st.ClaimedBy() != "B" {
+		t.Errorf("%d claims, claimed by %q; want one, by B", claims, st.ClaimedBy())
 	}
 }
 

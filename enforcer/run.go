@@ -339,7 +339,9 @@ func (p *partition) claim(ctx context.Context) error {
 		msg, _ := p.seal(&ev)
 		ids[ev.ID] = true
 		msg.Header.Set(jetstream.ExpectedLastSeqHeader, strconv.FormatUint(head, 10))
-		_, err := p.svc.js.PublishMsg(ctx, msg)
+		tctx, cancel := context.WithTimeout(ctx, p.svc.cfg.AppendTimeout)
+		defer cancel()
+		_, err := p.svc.js.PublishMsg(tctx, msg)
 		return err
 	}
 	loadedHead, loadedHash := p.state.LastSeq(), p.hash
@@ -432,7 +434,7 @@ func (p *partition) claim(ctx context.Context) error {
 				return merr
 			}
 			if ids[m.Headers().Get(jetstream.MsgIDHeader)] {
-				// One of ours landed although its publish reported an error.
+				p.log.Info("our claim landed although its answer was lost", logSeq, meta.Sequence.Stream, "tries", tries)
 				return p.claimed(ctx)
 			}
 			if meta.NumPending > 0 {

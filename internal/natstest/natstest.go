@@ -9,8 +9,10 @@
 package natstest
 
 import (
+	"bytes"
 	"context"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -167,4 +169,23 @@ type farConn struct {
 func (c farConn) Write(b []byte) (int, error) {
 	time.Sleep(c.delay)
 	return c.Conn.Write(b)
+}
+
+// Buffer is a bytes.Buffer that a logger or a command may write to while
+// the test reads it.
+type Buffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
