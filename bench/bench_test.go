@@ -27,10 +27,10 @@ import (
 const testPartitions = 4
 
 // startTally runs an enforcer for every partition against srv until the
-// test ends.
-func startTally(t *testing.T, srv *server.Server) {
+// test ends, and returns a JetStream context on srv.
+func startTally(t *testing.T, srv *server.Server) jetstream.JetStream {
 	t.Helper()
-	nc, _ := natstest.Ledger(t, srv, testPartitions)
+	nc, js := natstest.Ledger(t, srv, testPartitions)
 	svc, err := enforcer.NewService(nc, enforcer.ServiceConfig{Partitions: testPartitions, GroupCommit: true})
 	if err != nil {
 		t.Fatal(err)
@@ -44,6 +44,7 @@ func startTally(t *testing.T, srv *server.Server) {
 			t.Errorf("enforcer: %v", err)
 		}
 	})
+	return js
 }
 
 // grants collects what the bench reports through Config.OnGranted.
@@ -316,11 +317,7 @@ func TestBenchEmbeddedOpenLoop(t *testing.T) {
 // --single-root --mix decide: one root, dry runs only, nothing appended.
 func TestBenchSingleRootDecide(t *testing.T) {
 	srv := natstest.RunServer(t, natstest.WithPartitions(testPartitions))
-	startTally(t, srv)
-	js, err := jetstream.New(natstest.Connect(t, srv))
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := startTally(t, srv)
 	rep, err := bench.Run(context.Background(), bench.Config{NATSURL: srv.ClientURL(), Clients: 4,
 		Duration: 500 * time.Millisecond, SingleRoot: true, Mix: bench.MixDecide})
 	if err != nil {
@@ -366,11 +363,7 @@ func TestBenchSingleRootDecide(t *testing.T) {
 // reservation of either is closed.
 func TestBenchWarmup(t *testing.T) {
 	srv := natstest.RunServer(t, natstest.WithPartitions(testPartitions))
-	startTally(t, srv)
-	js, err := jetstream.New(natstest.Connect(t, srv))
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := startTally(t, srv)
 	rep, err := bench.Run(context.Background(), bench.Config{NATSURL: srv.ClientURL(), Clients: 4,
 		Duration: 400 * time.Millisecond, Warmup: 400 * time.Millisecond, Roots: 3})
 	if err != nil {
@@ -428,11 +421,7 @@ func TestBenchCluster3(t *testing.T) {
 // The scratch streams of the baselines are gone after the run.
 func TestBenchDeletesScratchStreams(t *testing.T) {
 	srv := natstest.RunServer(t, natstest.WithPartitions(testPartitions))
-	startTally(t, srv)
-	js, err := jetstream.New(natstest.Connect(t, srv))
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := startTally(t, srv)
 	// A leftover of an interrupted run is replaced.
 	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "TALLY_BENCH_B1", Subjects: []string{"tally.bench.leftover"}}); err != nil {
 		t.Fatal(err)
