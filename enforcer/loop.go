@@ -76,6 +76,7 @@ func (p *partition) decideLoop(ctx context.Context, sub *nats.Subscription) erro
 			batch = append(batch, r)
 			p.fill(&batch)
 		case <-timer.C:
+		case <-p.claimCh: // another enforcer is claiming: yield below
 		}
 		if p.broken.Load() {
 			// Keep the requests: they are decided after the reload.
@@ -84,7 +85,12 @@ func (p *partition) decideLoop(ctx context.Context, sub *nats.Subscription) erro
 				return err
 			}
 		}
-		p.yield(ctx)
+		if p.yield(ctx) {
+			if err := p.recover(ctx); err != nil {
+				p.refuse(batch)
+				return err
+			}
+		}
 		p.decideBatch(batch)
 		// A snapshot is built here, in the decision loop, and costs in
 		// proportion to the retained keys and reservations: spacing

@@ -264,6 +264,34 @@ func testSplitBrain(t *testing.T, groupCommit, far bool) {
 	}
 }
 
+// An owner that appends nothing after another's claim landed must not go
+// on answering from its stale state: a commit of a reservation the new
+// owner granted would be NOT_FOUND there. Asked to hold (the new owner
+// asks from its first try), it reads the stream's head, finds the claim
+// and stops, though it never appends again.
+func TestIdleStaleOwnerStops(t *testing.T) {
+	srv := natstest.RunServer(t, natstest.WithPartitions(testPartitions))
+	root := "tenant:idle"
+	n := streams.Partition(root, testPartitions)
+	a := startLedgerOwn(t, srv, "A", n, false)
+	mustOK(t, call(t, a.nc, root, "budget-set", `{"idempotency_key":"b","scope":"tenant:idle","name":"m","limits":{"USD":"30"}}`), nil)
+	b := startLedgerOwn(t, srv, "B", n, false)
+	select {
+	case err := <-a.done:
+		if !errors.Is(err, enforcer.ErrLostOwnership) {
+			t.Fatalf("A stopped with %v, want ErrLostOwnership", err)
+		}
+		a.cancel = nil
+	case <-time.After(10 * time.Second):
+		t.Fatal("A, idle, kept serving after B's claim")
+	}
+	for i := range 20 {
+		var r events.ReserveResult
+		mustOK(t, call(t, b.nc, root, "reserve", fmt.Sprintf(`{"idempotency_key":"r%d","scope":"tenant:idle/run:x","amounts":{"USD":"0.1"}}`, i)), &r)
+		mustOK(t, call(t, b.nc, root, "commit", fmt.Sprintf(`{"idempotency_key":"c%d","reservation_id":%q,"actual":{"USD":"0.1"}}`, i, r.ReservationID)), nil)
+	}
+}
+
 // A claim whose answer comes too late (its writes reach the server 30 ms
 // late, its appends time out after 10 ms) lands all the same: the claim
 // finds its own message on the stream instead of claiming twice, and the

@@ -233,8 +233,10 @@ type partition struct {
 	lastUnit *appendUnit // the last append published (decision loop only)
 
 	// yieldUntil (Unix nanoseconds) is set when another enforcer asks to
-	// claim this partition: until then no new append is sent.
+	// claim this partition: until then nothing is decided (yield).
+	// claimCh wakes an idle decision loop to yield.
 	yieldUntil atomic.Int64
+	claimCh    chan struct{}
 
 	acked   atomic.Uint64 // highest sequence acknowledged by JetStream
 	snapSeq uint64        // sequence of the last snapshot taken
@@ -252,7 +254,8 @@ func (s *Service) newPartition(n int) *partition {
 	return &partition{svc: s, n: n, log: s.cfg.Logger.With(logPartition, n),
 		in: make(chan *request, s.cfg.QueueDepth), pipe: make(chan *entry, maxPipeline),
 		ackPrefix: s.nc.NewInbox() + ".ack", units: map[string]*appendUnit{}, brokenCh: make(chan struct{}, 1),
-		recent: newRecentEvents(4096)}
+		claimCh: make(chan struct{}, 1),
+		recent:  newRecentEvents(4096)}
 }
 
 func (p *partition) run(ctx context.Context) error {
@@ -290,6 +293,19 @@ func (p *partition) run(ctx context.Context) error {
 		return err
 	})
 	err = g.Wait()
+	// Whatever ended the loop (a lost ownership, an error), stop taking
+	// requests, and refuse the undecided ones at once instead of letting
+	// their clients wait for a timeout.
+	_ = sub.Unsubscribe()
+	for {
+		select {
+		case r := <-p.in:
+			p.refuse([]*request{r})
+			continue
+		default:
+		}
+		break
+	}
 	p.snaps.Wait()
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		return nil
@@ -344,6 +360,28 @@ func (p *partition) claim(ctx context.Context) error {
 		_, err := p.svc.js.PublishMsg(tctx, msg)
 		return err
 	}
+	// An owner that lost its lease without noticing, or one pinned to the
+	// same partition, may still be serving: ask it to hold its decisions
+	// (onClaim), again and again while claiming. Its appends would keep
+	// this claim from finding a gap, and once the claim lands its answers
+	// would come from a stale state until its next append failed. Safety
+	// does not depend on it obeying: the fence lets one writer append.
+	ictx, stopAsking := context.WithCancel(ctx)
+	defer stopAsking()
+	go func() {
+		t := time.NewTicker(claimPause / 4)
+		defer t.Stop()
+		for {
+			if err := p.svc.nc.Publish(streams.ClaimSubject(p.n), []byte(p.svc.cfg.Owner)); err != nil {
+				p.log.Debug("claim intent not sent", logErr, err)
+			}
+			select {
+			case <-ictx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
 	loadedHead, loadedHash := p.state.LastSeq(), p.hash
 	tryErr := try(loadedHead, loadedHash, p.now()) // the last try's error
 	if tryErr == nil {
@@ -361,23 +399,6 @@ func (p *partition) claim(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, claimTimeout)
 	defer cancel()
-	// A writer whose appends are always in flight (or queued in the
-	// server) never leaves a gap: ask it to pause (onClaim), again and
-	// again while claiming. Safety does not depend on it obeying.
-	go func() {
-		t := time.NewTicker(claimPause / 4)
-		defer t.Stop()
-		for {
-			if err := p.svc.nc.Publish(streams.ClaimSubject(p.n), []byte(p.svc.cfg.Owner)); err != nil {
-				p.log.Debug("claim intent not sent", logErr, err)
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-		}
-	}()
 	cons, err := p.svc.rjs.OrderedConsumer(ctx, streams.StreamName(p.n), jetstream.OrderedConsumerConfig{
 		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: head})
 	if err != nil {
@@ -466,43 +487,74 @@ const (
 	// claimTimeout bounds how long a new owner tries to get its claim in
 	// between another writer's appends.
 	claimTimeout = 30 * time.Second
-	// claimPause is how long an owner holds its appends back when another
-	// enforcer asks to claim its partition.
+	// claimPause is how long an owner holds its decisions back when
+	// another enforcer asks to claim its partition (each ask renews it).
 	claimPause = 200 * time.Millisecond
+	// claimPoll is how often a holding owner reads the stream's head.
+	claimPoll = 20 * time.Millisecond
 )
 
 // onClaim runs when another enforcer wants this partition (a split brain,
-// or a takeover from an owner that lost its lease without noticing). The
-// fence already guarantees that only one of the two appends; the pause
-// only makes sure the other's claim finds a gap. If the claim lands, this
-// owner's next append fails and it stops serving; if not, it goes on.
+// or a takeover from an owner that lost its lease without noticing): the
+// decision loop holds (yield) until the other stops asking, and stops
+// serving if the other's claim landed.
 func (p *partition) onClaim(msg *nats.Msg) {
 	if string(msg.Data) == p.svc.cfg.Owner {
 		return
 	}
 	now := time.Now()
 	if prev := p.yieldUntil.Swap(now.Add(claimPause).UnixNano()); prev < now.UnixNano() {
-		p.log.Warn("another enforcer is claiming this partition; pausing appends", "by", string(msg.Data))
+		p.log.Warn("another enforcer is claiming this partition; holding decisions", "by", string(msg.Data))
+	}
+	select {
+	case p.claimCh <- struct{}{}:
+	default:
 	}
 }
 
-// yield holds the decision loop while another enforcer claims: it waits
-// until everything sent is acknowledged (nothing of ours in flight) and
-// then until the pause ends.
-func (p *partition) yield(ctx context.Context) {
-	until := p.yieldUntil.Load()
-	if until == 0 || time.Now().UnixNano() >= until {
-		return
+// yield runs in the decision loop before a batch is decided. While another
+// enforcer is claiming the partition (onClaim) nothing is decided: this
+// owner waits until everything it sent is acknowledged, then watches the
+// stream's head until the other stops asking. A head that moved is the
+// other's claim, and what this owner would decide next it would decide on
+// a stale state (a commit of a reservation the new owner granted would be
+// NOT_FOUND): yield reports that the partition must be reloaded, and the
+// reload finds the ownership lost. If the claimer gives up, deciding goes
+// on — after a reload when the head could not be read.
+func (p *partition) yield(ctx context.Context) (reload bool) {
+	if until := p.yieldUntil.Load(); until == 0 || time.Now().UnixNano() >= until {
+		return false
 	}
 	if p.lastUnit != nil {
 		_ = p.wait(p.lastUnit)
 	}
-	t := time.NewTimer(time.Until(time.Unix(0, until)))
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
+	tick := time.NewTicker(claimPoll)
+	defer tick.Stop()
+	for {
+		head, err := p.streamHead(ctx)
+		if err == nil && head != p.state.LastSeq() {
+			return true
+		}
+		if time.Now().UnixNano() >= p.yieldUntil.Load() {
+			return err != nil
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-tick.C:
+		}
 	}
+}
+
+// streamHead reads the last sequence of the partition's stream.
+func (p *partition) streamHead(ctx context.Context) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, claimPoll*10)
+	defer cancel()
+	stream, err := p.svc.js.Stream(ctx, streams.StreamName(p.n))
+	if err != nil {
+		return 0, err
+	}
+	return stream.CachedInfo().State.LastSeq, nil
 }
 
 // claimed replays the tail up to and including the claim that just landed
