@@ -54,14 +54,20 @@ func (p *partition) decideLoop(ctx context.Context, sub *nats.Subscription) erro
 		case <-ctx.Done():
 			// Shutdown: stop taking requests, decide what was accepted, and
 			// let the acker wait for the acks (run closes the pipeline).
+			// A partition is also stopped when its lease was lost, and then
+			// another owner may have claimed it already: what was accepted
+			// is decided only if the stream still ends where this state
+			// does, else refused (a commit of a reservation the new owner
+			// granted would be NOT_FOUND here).
 			_ = sub.Unsubscribe()
+			current := p.stillCurrent()
 			for {
 				batch = batch[:0]
 				p.fill(&batch)
 				if len(batch) == 0 {
 					return ctx.Err()
 				}
-				if p.broken.Load() {
+				if !current || p.broken.Load() {
 					p.refuse(batch)
 					continue
 				}

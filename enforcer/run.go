@@ -546,6 +546,17 @@ func (p *partition) yield(ctx context.Context) (reload bool) {
 	}
 }
 
+// stillCurrent reports, once everything sent is acknowledged, whether the
+// stream still ends where the state does: no other writer appended. It
+// reads the stream on its own deadline, so it works after ctx ended.
+func (p *partition) stillCurrent() bool {
+	if p.lastUnit != nil {
+		_ = p.wait(p.lastUnit)
+	}
+	head, err := p.streamHead(context.Background())
+	return err == nil && head == p.state.LastSeq()
+}
+
 // streamHead reads the last sequence of the partition's stream.
 func (p *partition) streamHead(ctx context.Context) (uint64, error) {
 	ctx, cancel := context.WithTimeout(ctx, claimPoll*10)
