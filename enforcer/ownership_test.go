@@ -285,6 +285,11 @@ func TestIdleStaleOwnerStops(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("A, idle, kept serving after B's claim")
 	}
+	// A may stop before B has replayed up to its claim and subscribed.
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		_, err := b.nc.Request(streams.RequestSubject(root, "budget-list"), []byte(`{}`), time.Second)
+		return err
+	})
 	for i := range 20 {
 		var r events.ReserveResult
 		mustOK(t, call(t, b.nc, root, "reserve", fmt.Sprintf(`{"idempotency_key":"r%d","scope":"tenant:idle/run:x","amounts":{"USD":"0.1"}}`, i)), &r)
