@@ -143,10 +143,10 @@ func testSnapshotTailEqualsFullReplay(t *testing.T, retain int) {
 // different answers: every answer a client got is the stream's.
 //
 // A second owner far from the server (its writes 3 ms late) loses nearly
-// every race for a gap between the first one's appends: without the pause
-// the first grants when asked (streams.ClaimSubject) its claim took 186 to
-// over 3 000 tries and sometimes did not land within the claim timeout;
-// with the pause it takes a few.
+// every race for a gap between the first one's appends: before the first
+// held its decisions when asked (streams.ClaimSubject) the claim took 186
+// to over 3 000 tries and sometimes did not land within the claim timeout;
+// now it takes a few.
 func TestSplitBrain(t *testing.T) {
 	for _, gc := range []bool{false, true} {
 		for _, far := range []bool{false, true} {

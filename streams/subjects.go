@@ -73,10 +73,10 @@ func EventWildcard(n int) string {
 	return Prefix + "." + eventToken + "." + strconv.Itoa(n) + ".>"
 }
 
-// ClaimSubject is where a new owner of partition n, whose claim keeps
-// losing the race against another writer's appends, asks that writer to
-// pause: tally.v1.claim.<n>, payload the new owner's name. Only enforcers
-// should be allowed to publish to it: a pause delays decisions.
+// ClaimSubject is where a new owner of partition n, while claiming it,
+// asks any other enforcer still serving it to hold its decisions:
+// tally.v1.claim.<n>, payload the new owner's name. Only enforcers should
+// be allowed to publish to it: holding delays decisions.
 func ClaimSubject(n int) string {
 	return Prefix + "." + claimToken + "." + strconv.Itoa(n)
 }
