@@ -540,7 +540,8 @@ func (p *partition) yield(ctx context.Context) (reload bool) {
 		}
 		select {
 		case <-ctx.Done():
-			return false
+			// Stopping: the batch in hand is decided only on a current state.
+			return !p.stillCurrent()
 		case <-tick.C:
 		}
 	}
