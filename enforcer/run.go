@@ -297,14 +297,8 @@ func (p *partition) run(ctx context.Context) error {
 	// requests, and refuse the undecided ones at once instead of letting
 	// their clients wait for a timeout.
 	_ = sub.Unsubscribe()
-	for {
-		select {
-		case r := <-p.in:
-			p.refuse([]*request{r})
-			continue
-		default:
-		}
-		break
+	for len(p.in) > 0 { // the decision loop, the only receiver, has ended
+		p.refuse([]*request{<-p.in})
 	}
 	p.snaps.Wait()
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
