@@ -37,14 +37,19 @@ func decodeData(t Type, b []byte, shared *stringTable) (Data, bool) {
 	case TypeReservationGranted:
 		d, ok = l.reservationGranted()
 	case TypeReservationDenied:
+		l.kind = 1
 		d, ok = l.reservationDenied()
 	case TypeReservationCommit:
+		l.kind = 2
 		d, ok = l.reservationCommitted()
 	case TypeReservationReleased:
+		l.kind = 3
 		d, ok = l.reservationReleased()
 	case TypeReservationExpired:
+		l.kind = 4
 		d, ok = l.reservationExpired()
 	case TypeUsageCharged:
+		l.kind = 5
 		d, ok = l.usageCharged()
 	default:
 		return nil, false
@@ -62,16 +67,33 @@ func decodeData(t Type, b []byte, shared *stringTable) (Data, bool) {
 type decoder struct {
 	lexer
 	strs   [24]string
-	n      int
+	n      int          // strings read so far
+	kind   int          // the event type's row in stringTable.pos
 	shared *stringTable // strings of earlier events, if not nil
 }
+
+// fastKinds is the number of event types decodeData covers.
+const fastKinds = 6
 
 // intern returns b as a string, one it returned before when equal.
 func (l *decoder) intern(b []byte) string {
 	if l.shared != nil {
-		// The shared table holds this event's strings as well: a repeat
-		// within the event is found there with one hash and one compare,
-		// cheaper than the scan below.
+		// Events of one type name their strings in the same order, and
+		// consecutive ones mostly the same strings: the k-th string of
+		// the last event of this type is tried first, with one compare
+		// and no hash. Otherwise the shared table, which holds this
+		// event's strings as well: a repeat within the event is found
+		// there with one hash and one compare, cheaper than the scan
+		// below.
+		k := l.n
+		l.n++
+		if k < len(l.shared.pos[0]) {
+			slot := &l.shared.pos[l.kind][k]
+			if *slot != string(b) {
+				*slot = l.shared.string(b)
+			}
+			return *slot
+		}
 		return l.shared.string(b)
 	}
 	for _, s := range l.strs[:l.n] {
@@ -92,10 +114,13 @@ func (l *decoder) intern(b []byte) string {
 // over and over, and replay allocated a copy of each in every event. It is
 // a direct-mapped cache: a string seen before is found with one hash and
 // one comparison, and a new one takes its slot, so strings that never
-// repeat (a run's scope) cost no more than the copy they always did.
+// repeat (a run's scope) cost no more than the copy they always did. pos
+// holds, for each event type decodeData covers, the strings of the last
+// event of that type in the order they were read (see decoder.intern).
 type stringTable struct {
 	seed  maphash.Seed
 	slots []string
+	pos   [fastKinds][48]string
 }
 
 // stringSlots is a stringTable's size (a power of two).
@@ -229,6 +254,7 @@ func (l *decoder) text() (string, bool) {
 		return "", false
 	}
 	start, ascii := l.i, true
+	l.i = plainRun(l.b, l.i)
 	for l.i < len(l.b) {
 		c := l.b[l.i]
 		switch {
@@ -322,7 +348,15 @@ func (l *decoder) amounts() (Amounts, bool) {
 // unitBalances is fastUnitBalances in place.
 func (l *decoder) unitBalances() (UnitBalances, bool) {
 	var buf [MaxUnits]UnitEntry // copied out at the end, as in array
-	out := buf[:0]
+	out, ok := l.unitEntries(buf[:0])
+	if !ok {
+		return nil, false
+	}
+	return exact(out), true
+}
+
+// unitEntries reads a unit balances object, appending its entries to dst.
+func (l *decoder) unitEntries(dst []UnitEntry) ([]UnitEntry, bool) {
 	ok := l.unitObject(func(u string) bool {
 		e := UnitEntry{Unit: u}
 		var ok bool
@@ -341,13 +375,10 @@ func (l *decoder) unitBalances() (UnitBalances, bool) {
 		if e.Remaining, ok = l.signed(); !ok || !l.eat('}') {
 			return false
 		}
-		out = append(out, e)
+		dst = append(dst, e)
 		return true
 	})
-	if !ok {
-		return nil, false
-	}
-	return exact(out), true
+	return dst, ok
 }
 
 // optionalLabels reads a `,"labels":{…}` field if it comes next; Encode
@@ -423,45 +454,68 @@ func (l *decoder) texts(keys []string, dst ...*string) bool {
 
 var instanceKeys = []string{`{"budget":`, `,"pattern":`, `,"scope":`, `,"period":`}
 
-func (l *decoder) instanceView(v *InstanceView) bool {
+// instanceView reads a view into v, except for its units and period end:
+// it appends those to units and ends (see instances).
+func (l *decoder) instanceView(v *InstanceView, units []UnitEntry, ends []time.Time) ([]UnitEntry, []time.Time, bool) {
 	if !l.texts(instanceKeys, &v.Budget, &v.Pattern, &v.Scope, &v.Period) {
-		return false
+		return nil, nil, false
 	}
 	if l.lit(`,"period_end":`) {
 		t, ok := l.time()
 		if !ok {
-			return false
+			return nil, nil, false
 		}
-		v.PeriodEnd = &t
+		ends = append(ends, t)
 	}
 	mode, ok := "", l.lit(`,"mode":`)
 	if ok {
 		mode, ok = l.text()
 	}
 	if !ok || !l.lit(`,"units":`) {
-		return false
+		return nil, nil, false
 	}
 	v.Mode = Mode(mode)
-	if v.Units, ok = l.unitBalances(); !ok {
-		return false
+	if units, ok = l.unitEntries(units); !ok {
+		return nil, nil, false
 	}
-	return l.eat('}')
+	return units, ends, l.eat('}')
 }
 
+// instances reads a list of views. The units of all views share one
+// allocation, and so do their period ends: an event's views are read and
+// dropped together, and replay decodes several per event.
 func (l *decoder) instances() ([]InstanceView, bool) {
 	null, more, ok := l.arrayStart()
 	if null || !ok {
 		return nil, ok
 	}
-	var buf [4]InstanceView
-	out := buf[:0]
+	var (
+		buf   [4]InstanceView
+		ubuf  [12]UnitEntry
+		ebuf  [4]time.Time
+		nbuf  [4]int  // units of each view
+		hbuf  [4]bool // whether each view has a period end
+		units = ubuf[:0]
+		ends  = ebuf[:0]
+	)
+	out, counts, hasEnd := buf[:0], nbuf[:0], hbuf[:0]
 	for more {
 		out = append(out, InstanceView{})
-		if !l.instanceView(&out[len(out)-1]) {
+		nu, ne := len(units), len(ends)
+		if units, ends, ok = l.instanceView(&out[len(out)-1], units, ends); !ok {
 			return nil, false
 		}
+		counts, hasEnd = append(counts, len(units)-nu), append(hasEnd, len(ends) > ne)
 		if more, ok = l.arrayNext(); !ok {
 			return nil, false
+		}
+	}
+	us, es := exact(units), exact(ends)
+	for i := range out {
+		v, n := &out[i], counts[i]
+		v.Units, us = UnitBalances(us[:n:n]), us[n:]
+		if hasEnd[i] {
+			v.PeriodEnd, es = &es[0], es[1:]
 		}
 	}
 	return exact(out), true

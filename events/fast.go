@@ -1,6 +1,7 @@
 package events
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"slices"
 	"strings"
@@ -37,6 +38,7 @@ func (l *lexer) plainBytes() ([]byte, bool) {
 		return nil, false
 	}
 	start := l.i
+	l.i = plainRun(l.b, l.i)
 	for l.i < len(l.b) {
 		c := l.b[l.i]
 		if c == '"' {
@@ -50,6 +52,31 @@ func (l *lexer) plainBytes() ([]byte, bool) {
 		l.i++
 	}
 	return nil, false
+}
+
+// plainRun returns the index of the first 8-byte word of b from i on
+// that may hold a byte a string scan stops at ('"', '\\', a control
+// character, a byte of a multi-byte UTF-8 sequence), or of the tail
+// shorter than a word: the scan goes on from there byte by byte. The words
+// skipped hold plain ASCII only. Strings in events are mostly ids and
+// scopes of tens of bytes.
+func plainRun(b []byte, i int) int {
+	const (
+		ones  = 0x0101010101010101
+		highs = 0x8080808080808080
+	)
+	for ; i+8 <= len(b); i += 8 {
+		x := binary.LittleEndian.Uint64(b[i:])
+		q := x ^ ('"' * ones)  // a zero byte where x has '"'
+		e := x ^ ('\\' * ones) // a zero byte where x has '\\'
+		// A byte below 0x20 or a zero byte of q or e sets its high bit
+		// here (borrows reach only bytes above such a byte); x's own
+		// high bits mark non-ASCII bytes.
+		if ((x-0x20*ones)|(q-ones)|(e-ones))&^x&highs|x&highs != 0 {
+			return i
+		}
+	}
+	return i
 }
 
 // plainString reads what plainBytes reads, as a string.

@@ -3,6 +3,8 @@ package events
 import (
 	"bytes"
 	"encoding/json"
+	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
@@ -71,5 +73,47 @@ func TestFastPathsAgreeWithStrict(t *testing.T) {
 	sb, _ := Encode(&s)
 	if !bytes.Equal(fb, sb) || !bytes.Equal(fb, raw) {
 		t.Fatalf("fast and strict decoders differ:\n%s\n%s", fb, sb)
+	}
+}
+
+// TestPlainRun checks plainRun against the byte scan it shortens: it
+// never skips a byte the scan stops at, and skips every whole word of
+// plain ASCII before the first such byte.
+func TestPlainRun(t *testing.T) {
+	stops := func(c byte) bool { return c == '"' || c == '\\' || c < 0x20 || c >= 0x80 }
+	check := func(b []byte) {
+		t.Helper()
+		first := len(b)
+		for i, c := range b {
+			if stops(c) {
+				first = i
+				break
+			}
+		}
+		// The word holding the first stop, or the tail after the last
+		// whole word: a word flagged without a stop would be a false
+		// positive, which the borrows never make across words.
+		want := min(first, len(b)-len(b)%8) / 8 * 8
+		if got := plainRun(b, 0); got != want {
+			t.Fatalf("plainRun(%q) = %d, want %d (first stop at %d)", b, got, want, first)
+		}
+	}
+	for c := range 256 {
+		for pos := range 17 {
+			b := []byte(strings.Repeat("a", 24))
+			b[pos] = byte(c)
+			check(b)
+		}
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 20000 {
+		b := make([]byte, r.IntN(40))
+		for i := range b {
+			b[i] = byte(0x20 + r.IntN(0x60))
+			if r.IntN(30) == 0 {
+				b[i] = byte(r.IntN(256))
+			}
+		}
+		check(b)
 	}
 }
