@@ -401,25 +401,57 @@ func appendSortedKeys[V any](out []string, m map[string]V) []string {
 // decodeSnapshotBinary decodes a binary snapshot; any malformation is an
 // error naming the field and its byte offset.
 func decodeSnapshotBinary(b []byte) (snapshot, error) {
-	if !bytes.HasPrefix(b, []byte(snapshotMagic)) {
-		return snapshot{}, fmt.Errorf("enforcer: snapshot: starts with %q, not the binary snapshot prefix %q", b[:min(len(b), len(snapshotMagic))], snapshotMagic)
+	r, err := newSnapReader(b)
+	if err != nil {
+		return snapshot{}, err
 	}
-	r := snapReader{b: b, off: len(snapshotMagic), strs: map[string]string{}, room: roomPerByte * len(b)}
+	sn, keys := r.top()
+	n := r.count("reservations")
+	sn.Reservations = make([]snapReservation, 0, room[snapReservation](r, n))
+	var units []string
+	for i := 0; i < n && r.err == nil; i++ {
+		r.enter("reservations", i)
+		var sr snapReservation
+		sr, units = r.reservation(keys, units[:0])
+		sn.Reservations = append(sn.Reservations, sr)
+		r.leave()
+	}
+	sn.Closed = r.closedQueue()
+	sn.Idempotency = r.idempotency()
+	if err := r.end(); err != nil {
+		return snapshot{}, err
+	}
+	return sn, nil
+}
+
+// newSnapReader checks a binary snapshot's magic and version and returns
+// a reader past them.
+func newSnapReader(b []byte) (*snapReader, error) {
+	if !bytes.HasPrefix(b, []byte(snapshotMagic)) {
+		return nil, fmt.Errorf("enforcer: snapshot: starts with %q, not the binary snapshot prefix %q", b[:min(len(b), len(snapshotMagic))], snapshotMagic)
+	}
+	r := &snapReader{b: b, off: len(snapshotMagic), strs: map[string]string{}, room: roomPerByte * len(b)}
 	if v := r.uvarint("version"); r.err != nil {
-		return snapshot{}, r.err
+		return nil, r.err
 	} else if v != SnapshotVersion {
-		return snapshot{}, fmt.Errorf("enforcer: binary snapshot of version %d, this build reads version %d (and JSON snapshots of version %d)",
+		return nil, fmt.Errorf("enforcer: binary snapshot of version %d, this build reads version %d (and JSON snapshots of version %d)",
 			v, SnapshotVersion, SnapshotVersionJSON)
 	}
-	sn := snapshot{V: SnapshotVersion}
+	return r, nil
+}
+
+// top reads the sections before the reservations; keys are the budgets'
+// keys, which budget references index.
+func (r *snapReader) top() (sn snapshot, keys []string) {
+	sn = snapshot{V: SnapshotVersion}
 	sn.Partition = r.int("partition")
 	sn.LastSeq = r.uvarint("last_seq")
 	sn.LastAt = r.time("last_at")
 	sn.ClaimedBy = r.string("claimed_by")
 
 	n := r.count("budgets")
-	sn.Budgets = make([]events.Budget, 0, room[events.Budget](&r, n))
-	keys := make([]string, 0, room[string](&r, n))
+	sn.Budgets = make([]events.Budget, 0, room[events.Budget](r, n))
+	keys = make([]string, 0, room[string](r, n))
 	for i := 0; i < n && r.err == nil; i++ {
 		r.enter("budgets", i)
 		at := r.off
@@ -434,13 +466,13 @@ func decodeSnapshotBinary(b []byte) (snapshot, error) {
 	}
 
 	n = r.count("instances")
-	sn.Instances = make([]snapInstance, 0, room[snapInstance](&r, n))
+	sn.Instances = make([]snapInstance, 0, room[snapInstance](r, n))
 	for i := 0; i < n && r.err == nil; i++ {
 		r.enter("instances", i)
 		in := snapInstance{Budget: r.budgetRef("budget", keys), Scope: r.intern("scope"), Period: r.intern("period"),
 			Start: r.time("start"), End: r.time("end")}
 		m := r.count("units")
-		in.Units = make([]snapUnit, 0, room[snapUnit](&r, m))
+		in.Units = make([]snapUnit, 0, room[snapUnit](r, m))
 		for j := 0; j < m && r.err == nil; j++ {
 			r.enter("units", j)
 			in.Units = append(in.Units, snapUnit{Unit: r.intern("unit"), Spent: r.amount("spent", false),
@@ -448,7 +480,7 @@ func decodeSnapshotBinary(b []byte) (snapshot, error) {
 			r.leave()
 		}
 		m = r.count("fired")
-		in.Fired = make([]string, 0, room[string](&r, m))
+		in.Fired = make([]string, 0, room[string](r, m))
 		for j := 0; j < m && r.err == nil; j++ {
 			r.enter("fired", j)
 			in.Fired = append(in.Fired, r.intern(""))
@@ -457,69 +489,80 @@ func decodeSnapshotBinary(b []byte) (snapshot, error) {
 		sn.Instances = append(sn.Instances, in)
 		r.leave()
 	}
+	return sn, keys
+}
 
-	n = r.count("reservations")
-	sn.Reservations = make([]snapReservation, 0, room[snapReservation](&r, n))
-	var units []string
-	for i := 0; i < n && r.err == nil; i++ {
-		r.enter("reservations", i)
-		sr := snapReservation{ID: r.string("id"), Root: r.intern("root"), Scope: r.intern("scope")}
-		sr.Amounts, units = r.amounts("amounts", units[:0])
-		sr.Priority = events.Priority(r.intern("priority"))
-		sr.Option = r.int("option")
-		sr.Label = r.intern("label")
-		sr.Labels = r.labels("labels")
-		sr.ExpiresAt = r.time("expires_at")
-		sr.Status = events.ReservationStatus(r.intern("status"))
-		sr.ClosedAt = r.time("closed_at")
-		m := r.count("holds")
-		sr.Holds = make([]snapHold, 0, room[snapHold](&r, m))
-		for j := 0; j < m && r.err == nil; j++ {
-			r.enter("holds", j)
-			h := snapHold{Budget: r.budgetRef("budget", keys)}
-			at := r.off
-			if k := r.uvarint("scope"); k > 0 {
-				if k-1 > uint64(len(sr.Scope)) {
-					r.failAt(at, "scope", "prefix of %d bytes of the reservation's scope of %d", k-1, len(sr.Scope))
-				} else {
-					h.Scope = sr.Scope[:k-1]
-				}
-			} else {
-				h.Scope = r.intern("scope")
-			}
-			h.Period = r.intern("period")
-			h.Units = r.holdUnits("units", units, sr.Amounts)
-			sr.Holds = append(sr.Holds, h)
-			r.leave()
-		}
-		sn.Reservations = append(sn.Reservations, sr)
+// reservation reads one reservation; units is scratch room for its units.
+func (r *snapReader) reservation(keys, units []string) (snapReservation, []string) {
+	sr := snapReservation{ID: r.string("id"), Root: r.intern("root"), Scope: r.intern("scope")}
+	sr.Amounts, units = r.amounts("amounts", units)
+	sr.Priority = events.Priority(r.intern("priority"))
+	sr.Option = r.int("option")
+	sr.Label = r.intern("label")
+	sr.Labels = r.labels("labels")
+	sr.ExpiresAt = r.time("expires_at")
+	sr.Status = events.ReservationStatus(r.intern("status"))
+	sr.ClosedAt = r.time("closed_at")
+	m := r.count("holds")
+	sr.Holds = make([]snapHold, 0, room[snapHold](r, m))
+	for j := 0; j < m && r.err == nil; j++ {
+		r.enter("holds", j)
+		h := snapHold{Budget: r.budgetRef("budget", keys)}
+		h.Scope = r.holdScope(sr.Scope)
+		h.Period = r.intern("period")
+		h.Units = r.holdUnits("units", units, sr.Amounts)
+		sr.Holds = append(sr.Holds, h)
 		r.leave()
 	}
+	return sr, units
+}
 
-	n = r.count("closed")
-	sn.Closed = make([]snapQueued, 0, room[snapQueued](&r, n))
+// holdScope reads a hold's scope: a prefix of the reservation's scope, or
+// a scope of its own.
+func (r *snapReader) holdScope(scope string) string {
+	at := r.off
+	if k := r.uvarint("scope"); k > 0 {
+		if k-1 > uint64(len(scope)) {
+			r.failAt(at, "scope", "prefix of %d bytes of the reservation's scope of %d", k-1, len(scope))
+			return ""
+		}
+		return scope[:k-1]
+	}
+	return r.intern("scope")
+}
+
+// closedQueue reads the closed queue section.
+func (r *snapReader) closedQueue() []snapQueued {
+	n := r.count("closed")
+	out := make([]snapQueued, 0, room[snapQueued](r, n))
 	for i := 0; i < n && r.err == nil; i++ {
 		r.enter("closed", i)
-		sn.Closed = append(sn.Closed, snapQueued{ID: r.string("id"), Seq: r.uvarint("seq"), At: r.time("at")})
+		out = append(out, snapQueued{ID: r.string("id"), Seq: r.uvarint("seq"), At: r.time("at")})
 		r.leave()
 	}
+	return out
+}
 
-	n = r.count("idempotency")
-	sn.Idempotency = make([]snapIdem, 0, room[snapIdem](&r, n))
+// idempotency reads the idempotency keys section.
+func (r *snapReader) idempotency() []snapIdem {
+	n := r.count("idempotency")
+	out := make([]snapIdem, 0, room[snapIdem](r, n))
 	for i := 0; i < n && r.err == nil; i++ {
 		r.enter("idempotency", i)
-		sn.Idempotency = append(sn.Idempotency, snapIdem{Root: r.intern("root"), Op: events.Op(r.intern("op")),
+		out = append(out, snapIdem{Root: r.intern("root"), Op: events.Op(r.intern("op")),
 			Key: r.string("key"), Hash: r.hash("hash"), Seq: r.uvarint("seq"), At: r.time("at")})
 		r.leave()
 	}
+	return out
+}
 
+// end checks that the snapshot ends where the reader is, and returns the
+// first error.
+func (r *snapReader) end() error {
 	if r.err == nil && r.off != len(r.b) {
 		r.fail("", "%d bytes left over after the snapshot", len(r.b)-r.off)
 	}
-	if r.err != nil {
-		return snapshot{}, r.err
-	}
-	return sn, nil
+	return r.err
 }
 
 // A count is at most the bytes left, but an item decodes to many times the
