@@ -243,6 +243,9 @@ func snapReservationOf(r *reservation) snapReservation {
 // one (SnapshotVersion), or a JSON document of version 1, as earlier
 // builds stored.
 func Restore(cfg Config, b []byte) (*State, error) {
+	if len(b) > 0 && b[0] == snapshotMagic[0] {
+		return restoreBinary(cfg, b)
+	}
 	sn, err := decodeSnapshot(b)
 	if err != nil {
 		return nil, err
@@ -295,72 +298,24 @@ func encodeSnapshotJSON(sn snapshot) ([]byte, error) {
 
 // restore rebuilds a state from its snapshot.
 func restore(cfg Config, sn snapshot) (*State, error) {
-	if sn.Partition != cfg.Partition {
-		return nil, fmt.Errorf("enforcer: snapshot of partition %d restored into partition %d", sn.Partition, cfg.Partition)
+	s, budgetOf, err := restoreTop(cfg, sn)
+	if err != nil {
+		return nil, err
 	}
-	s := New(cfg)
 	// The idempotency keys, as many as events in a snapshot's window, go
 	// into their own fifo on another goroutine: restoring is most of what
 	// a takeover waits for before the tail.
 	var idem sync.WaitGroup
 	idem.Go(func() { restoreIdempotency(s, sn.Idempotency) })
 	defer idem.Wait()
-	s.lastSeq, s.lastAt, s.claimedBy = sn.LastSeq, sn.LastAt.UTC(), sn.ClaimedBy
-	for _, def := range sn.Budgets {
-		if err := def.Validate(); err != nil {
-			return nil, fmt.Errorf("enforcer: snapshot budget %s: %w", def.Name, err)
-		}
-		s.putBudget(def)
-	}
-	budgetOf := func(key string) *budget {
-		pattern, name, _ := strings.Cut(key, "\x00")
-		return s.budgets[budgetRef{pattern, name}]
-	}
-	for _, si := range sn.Instances {
-		b := budgetOf(si.Budget)
-		if b == nil {
-			return nil, fmt.Errorf("enforcer: snapshot instance of unknown budget %q", si.Budget)
-		}
-		in := s.getInstance(b, si.Scope, si.Period, events.Window{Key: si.Period, Start: si.Start.UTC(), End: si.End.UTC()})
-		for _, su := range si.Units {
-			*in.unit(su.Unit) = unitState{spent: su.Spent, reserved: su.Reserved, adjust: su.Adjust.Amount}
-		}
-		for _, f := range si.Fired {
-			u, th, _ := strings.Cut(f, "\x00")
-			in.fire(u, th)
-		}
-	}
 	closed := make(map[string]*reservation, len(sn.Reservations))
-	for _, sr := range sn.Reservations {
-		r := &reservation{id: sr.ID, root: sr.Root, scope: sr.Scope, amounts: sr.Amounts,
-			priority: sr.Priority, option: sr.Option, label: sr.Label, labels: sr.Labels, expiresAt: sr.ExpiresAt.UTC(),
-			status: sr.Status, closedAt: sr.ClosedAt.UTC()}
-		// Units and holds in the reservation's own room when they fit, as
-		// a grant does: most of a restore's reservations are closed ones,
-		// built only to be encoded into the closed queue.
-		r.units = r.unitBuf[:0]
-		for u := range sr.Amounts {
-			r.units = append(r.units, u)
-		}
-		slices.Sort(r.units)
-		r.holds = r.holdBuf[:0]
-		if !slices.Contains(statusCodes, r.status) {
-			return nil, fmt.Errorf("enforcer: snapshot reservation %s has status %q", r.id, r.status)
+	for i := range sn.Reservations {
+		r, err := s.restoredReservation(&sn.Reservations[i], budgetOf)
+		if err != nil {
+			return nil, err
 		}
 		if _, ok := s.open[r.id]; ok || closed[r.id] != nil {
 			return nil, fmt.Errorf("enforcer: snapshot has reservation %s twice", r.id)
-		}
-		for _, h := range sr.Holds {
-			b := budgetOf(h.Budget)
-			if b == nil {
-				return nil, fmt.Errorf("enforcer: snapshot reservation %s holds on unknown budget %q", r.id, h.Budget)
-			}
-			units := r.units // shared when the hold holds every unit, as a grant shares them
-			if !sameKeys(h.Units, r.units) {
-				units = events.SortedUnits(h.Units)
-			}
-			r.holds = append(r.holds, hold{b: b, scope: h.Scope, period: h.Period, in: b.instances[instRef{h.Scope, h.Period}],
-				units: units})
 		}
 		if r.status == events.StatusOpen {
 			s.open[r.id] = r
@@ -375,15 +330,94 @@ func restore(cfg Config, sn snapshot) (*State, error) {
 	for _, q := range sn.Closed {
 		r := closed[q.ID]
 		if r == nil || !r.closedAt.Equal(q.At) {
-			return nil, fmt.Errorf("enforcer: snapshot closed queue names %s at %s, not a reservation closed then", q.ID, q.At)
+			return nil, errNotClosedThen(q)
 		}
 		s.scratch.val = appendClosed(s.scratch.val[:0], r)
 		s.closed.put(s.idKey(r.id), s.scratch.val, q.Seq, stampOf(q.At.UTC()))
 	}
-	if s.closed.len() != len(closed) {
-		return nil, fmt.Errorf("enforcer: snapshot has %d closed reservations, %d in the closed queue", len(closed), s.closed.len())
+	return s, checkClosedCount(s, len(closed))
+}
+
+func errNotClosedThen(q snapQueued) error {
+	return fmt.Errorf("enforcer: snapshot closed queue names %s at %s, not a reservation closed then", q.ID, q.At)
+}
+
+func checkClosedCount(s *State, closed int) error {
+	if s.closed.len() != closed {
+		return fmt.Errorf("enforcer: snapshot has %d closed reservations, %d in the closed queue", closed, s.closed.len())
 	}
-	return s, nil
+	return nil
+}
+
+// restoreTop makes a state of a snapshot's sections before the
+// reservations: its sequence, budgets and instances. budgetOf finds a
+// budget of the state by its key.
+func restoreTop(cfg Config, sn snapshot) (s *State, budgetOf func(key string) *budget, err error) {
+	if sn.Partition != cfg.Partition {
+		return nil, nil, fmt.Errorf("enforcer: snapshot of partition %d restored into partition %d", sn.Partition, cfg.Partition)
+	}
+	s = New(cfg)
+	s.lastSeq, s.lastAt, s.claimedBy = sn.LastSeq, sn.LastAt.UTC(), sn.ClaimedBy
+	for _, def := range sn.Budgets {
+		if err := def.Validate(); err != nil {
+			return nil, nil, fmt.Errorf("enforcer: snapshot budget %s: %w", def.Name, err)
+		}
+		s.putBudget(def)
+	}
+	budgetOf = func(key string) *budget {
+		pattern, name, _ := strings.Cut(key, "\x00")
+		return s.budgets[budgetRef{pattern, name}]
+	}
+	for _, si := range sn.Instances {
+		b := budgetOf(si.Budget)
+		if b == nil {
+			return nil, nil, fmt.Errorf("enforcer: snapshot instance of unknown budget %q", si.Budget)
+		}
+		in := s.getInstance(b, si.Scope, si.Period, events.Window{Key: si.Period, Start: si.Start.UTC(), End: si.End.UTC()})
+		for _, su := range si.Units {
+			*in.unit(su.Unit) = unitState{spent: su.Spent, reserved: su.Reserved, adjust: su.Adjust.Amount}
+		}
+		for _, f := range si.Fired {
+			u, th, _ := strings.Cut(f, "\x00")
+			in.fire(u, th)
+		}
+	}
+	return s, budgetOf, nil
+}
+
+// restoredReservation builds the reservation of sr; s holds its budgets.
+func (s *State) restoredReservation(sr *snapReservation, budgetOf func(key string) *budget) (*reservation, error) {
+	r := &reservation{id: sr.ID, root: sr.Root, scope: sr.Scope, amounts: sr.Amounts,
+		priority: sr.Priority, option: sr.Option, label: sr.Label, labels: sr.Labels, expiresAt: sr.ExpiresAt.UTC(),
+		status: sr.Status, closedAt: sr.ClosedAt.UTC()}
+	// Units and holds in the reservation's own room when they fit, as a
+	// grant does.
+	r.units = r.unitBuf[:0]
+	for u := range sr.Amounts {
+		r.units = append(r.units, u)
+	}
+	slices.Sort(r.units)
+	r.holds = r.holdBuf[:0]
+	if !slices.Contains(statusCodes, r.status) {
+		return nil, fmt.Errorf("enforcer: snapshot reservation %s has status %q", r.id, r.status)
+	}
+	for _, h := range sr.Holds {
+		b := budgetOf(h.Budget)
+		if b == nil {
+			return nil, errUnknownHoldBudget(r.id, h.Budget)
+		}
+		units := r.units // shared when the hold holds every unit, as a grant shares them
+		if !sameKeys(h.Units, r.units) {
+			units = events.SortedUnits(h.Units)
+		}
+		r.holds = append(r.holds, hold{b: b, scope: h.Scope, period: h.Period, in: b.instances[instRef{h.Scope, h.Period}],
+			units: units})
+	}
+	return r, nil
+}
+
+func errUnknownHoldBudget(id, key string) error {
+	return fmt.Errorf("enforcer: snapshot reservation %s holds on unknown budget %q", id, key)
 }
 
 // restoreIdempotency fills s.idem with the snapshot's keys. It touches

@@ -441,8 +441,9 @@ func TestLoadSnapshotOfEitherFormat(t *testing.T) {
 }
 
 // FuzzRestoreSnapshot feeds Restore snapshots of both formats, mutated:
-// it must not panic, and a state it restores must snapshot to bytes that
-// restore to the same state.
+// it must not panic, a state it restores must snapshot to bytes that
+// restore to the same state, and a binary snapshot must restore (or not)
+// the same through the fast path and the general one.
 func FuzzRestoreSnapshot(f *testing.F) {
 	states := snapshotStates(f)
 	for _, name := range []string{"empty", "rich", "wide", "many"} {
@@ -455,6 +456,9 @@ func FuzzRestoreSnapshot(f *testing.F) {
 	cfg := Config{Partition: 3}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		_ = restoreChecked(t, cfg, b)
+		if len(b) > 0 && b[0] == snapshotMagic[0] {
+			sameRestore(t, cfg, b) // the fast path and the general one agree
+		}
 	})
 }
 
