@@ -112,10 +112,8 @@ func restoreBinaryFast(cfg Config, b []byte) (*State, error) {
 	ir := *r // reads on from here, with scratch of its own
 	ir.path, ir.strs, ir.buf = nil, map[string]string{}, nil
 	idem.Go(func() {
-		keys := ir.idempotency()
-		if idemErr = ir.end(); idemErr == nil {
-			restoreIdempotency(s, keys)
-		}
+		ir.restoreIdempotency(s)
+		idemErr = ir.end()
 	})
 	ok := fillClosed(s, t.arena, closed, queue)
 	idem.Wait()
@@ -357,4 +355,54 @@ func (t *closedReader) holdUnits() {
 		prev = u
 		t.hunit = append(t.hunit, u)
 	}
+}
+
+// restoreIdempotency reads the idempotency keys section into s.idem, as
+// the general path's snapReader.idempotency and restoreIdempotency do
+// (on an error, s is not to be used).
+func (r *snapReader) restoreIdempotency(s *State) {
+	n := r.count("idempotency")
+	s.idem.reserve(min(n, r.left()/8)) // a record takes 8 bytes at least
+	var key, val []byte
+	for i := 0; i < n && r.err == nil; i++ {
+		r.enter("idempotency", i)
+		key = appendBytes(key[:0], r.bytes("root"))
+		key = appendBytes(key, r.bytes("op"))
+		key = append(key, r.bytes("key")...)
+		val = r.hashValue("hash", val[:0])
+		seq := r.uvarint("seq")
+		at := r.time("at")
+		r.leave()
+		if r.err == nil {
+			s.idem.put(key, val, seq, stampOf(at))
+		}
+	}
+}
+
+// hashValue reads a request hash as snapReader.hash does and appends its
+// fifo encoding (appendHash) to b.
+func (r *snapReader) hashValue(field string, b []byte) []byte {
+	if r.err != nil {
+		return b
+	}
+	if r.left() == 0 {
+		r.fail(field, "truncated")
+		return b
+	}
+	at := r.off
+	tag := r.b[r.off]
+	r.off++
+	switch tag {
+	case hashHex: // the fifo's encoding already
+		if r.left() < 16 {
+			r.failAt(at, field, "%d bytes left of a 16-byte hash", r.left())
+			return b
+		}
+		r.off += 16
+		return append(b, r.b[at:at+17]...)
+	case hashRaw:
+		return appendHash(b, string(r.bytes(field)))
+	}
+	r.failAt(at, field, "unknown tag %d", tag)
+	return b
 }

@@ -46,6 +46,17 @@ func sameRestore(t testing.TB, cfg Config, b []byte) (restored bool) {
 				fast.closed.key(fr), fast.closed.value(fr), fr.seq, fr.at, gen.closed.key(gr), gen.closed.value(gr), gr.seq, gr.at)
 		}
 	}
+	if fast.idem.records() != gen.idem.records() {
+		t.Fatalf("restoring %q: %d idempotency records fast, %d general", b, fast.idem.records(), gen.idem.records())
+	}
+	for i := range uint64(fast.idem.records()) {
+		fr, gr := fast.idem.at(fast.idem.head+i), gen.idem.at(gen.idem.head+i)
+		if !bytes.Equal(fast.idem.key(fr), gen.idem.key(gr)) || !bytes.Equal(fast.idem.value(fr), gen.idem.value(gr)) ||
+			fr.seq != gr.seq || fr.at != gr.at {
+			t.Fatalf("restoring %q: idempotency record %d: fast %q %x, general %q %x", b, i,
+				fast.idem.key(fr), fast.idem.value(fr), gen.idem.key(gr), gen.idem.value(gr))
+		}
+	}
 	if len(fast.open) != len(gen.open) || fast.expiries.Len() != gen.expiries.Len() {
 		t.Fatalf("restoring %q: %d open (%d expiries) fast, %d (%d) general", b, len(fast.open), fast.expiries.Len(), len(gen.open), gen.expiries.Len())
 	}
@@ -114,7 +125,9 @@ func TestRestoreBinaryRefusals(t *testing.T) {
 		"a negative option, kept":    func(sn *snapshot) { sn.Reservations[0].Option = -3 },
 		"no labels, an empty label":  func(sn *snapshot) { sn.Reservations[0].Labels, sn.Reservations[0].Label = nil, "" },
 		"a scope not its holds'":     func(sn *snapshot) { sn.Reservations[0].Scope = "x" },
-		"an idempotency key garbled": func(sn *snapshot) { sn.Idempotency[0].Hash = "not hex" },
+		"a request hash not hex":     func(sn *snapshot) { sn.Idempotency[0].Hash = "not hex" },
+		"a request hash in capitals": func(sn *snapshot) { sn.Idempotency[0].Hash = "ABCDEF0123456789abcdef0123456789" },
+		"no request hash":            func(sn *snapshot) { sn.Idempotency[1].Hash = "" },
 	}
 	for name, change := range cases {
 		t.Run(name, func(t *testing.T) {
