@@ -26,7 +26,8 @@ import (
 // stream is measured in the same run, before and after the full replay,
 // through an in-process and a TCP connection, as the yardstick;
 // TALLY_RECOVERY_CPUPROFILE=file writes a CPU profile of the full replay
-// through TCP alone.
+// through TCP alone, TALLY_RECOVERY_LOAD_CPUPROFILE=file one of loading
+// the snapshot.
 func TestRecoveryTime(t *testing.T) {
 	n, _ := strconv.Atoi(os.Getenv("TALLY_RECOVERY_EVENTS"))
 	if n == 0 {
@@ -127,26 +128,19 @@ func TestRecoveryTime(t *testing.T) {
 		return full, time.Since(start)
 	}
 	_, inTime := fullReplay(js)
-	if path := os.Getenv("TALLY_RECOVERY_CPUPROFILE"); path != "" {
-		f, err := os.Create(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			t.Fatal(err)
-		}
-	}
+	stopProfile := profileTo(t, os.Getenv("TALLY_RECOVERY_CPUPROFILE"))
 	full, fullTime := fullReplay(tcp)
-	pprof.StopCPUProfile()
+	stopProfile()
 	rawInAfter, rawTCPAfter := rawReplayRate(t, js, st.LastSeq()), rawReplayRate(t, tcp, st.LastSeq())
 	// A takeover, timed in its two parts: what Recover does, step by step.
+	stopProfile = profileTo(t, os.Getenv("TALLY_RECOVERY_LOAD_CPUPROFILE"))
 	start = time.Now()
 	rec, _, err := enforcer.LoadSnapshot(ctx, tcp, 0, enforcer.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	loadTime := time.Since(start)
+	stopProfile()
 	if _, err := enforcer.Replay(ctx, tcp, 0, rec, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -171,6 +165,30 @@ func TestRecoveryTime(t *testing.T) {
 	t.Logf("snapshot at seq %d (%d bytes) + tail of %d events: %s (loading and restoring the snapshot %s, the tail %s)",
 		snapSeq, len(snapData), full.LastSeq()-snapSeq, snapTime.Round(time.Millisecond),
 		loadTime.Round(time.Millisecond), (snapTime - loadTime).Round(time.Millisecond))
+	t.Logf("the takeover brought the state up to date with %d events at %.0f events/s: %.2f of the raw rate of reading them",
+		full.LastSeq(), events/snapTime.Seconds(), events/snapTime.Seconds()/raw)
+}
+
+// profileTo starts a CPU profile into the file at path, if path is not
+// empty, and returns what stops it.
+func profileTo(t *testing.T, path string) (stop func()) {
+	t.Helper()
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			t.Error(err)
+		}
+	}
 }
 
 // rawReplayRate reads partition 0's stream up to last with an ordered
