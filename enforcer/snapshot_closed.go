@@ -115,7 +115,7 @@ func restoreBinaryFast(cfg Config, b []byte) (*State, error) {
 		ir.restoreIdempotency(s)
 		idemErr = ir.end()
 	})
-	ok := fillClosed(s, t.arena, closed, queue)
+	ok := fillClosed(s, closed, queue)
 	idem.Wait()
 	switch {
 	case idemErr != nil:
@@ -129,24 +129,26 @@ func restoreBinaryFast(cfg Config, b []byte) (*State, error) {
 // fillClosed puts the closed reservations into the closed fifo in the
 // queue's order, as restore does, and reports whether the queue holds
 // each of them at the time it closed.
-func fillClosed(s *State, arena []byte, closed map[string]closedRec, queue []snapQueued) bool {
+func fillClosed(s *State, closed map[string]closedRec, queue []snapQueued) bool {
 	s.closed.reserve(len(closed))
 	for _, q := range queue {
 		rec, ok := closed[q.ID]
 		if !ok || rec.closedAt != stampOf(q.At) {
 			return false
 		}
-		s.closed.put(s.idKey(q.ID), arena[rec.val.start:rec.val.end], q.Seq, rec.closedAt)
+		s.closed.put(s.idKey(q.ID), rec.val, q.Seq, rec.closedAt)
 	}
 	return s.closed.len() == len(closed)
 }
 
+// closedChunk is the size of the chunks closed reservations are read into.
+const closedChunk = 1 << 20
+
 // closedRec is a closed reservation read from a snapshot: its id (in the
-// snapshot's bytes), its closed fifo value (in closedReader.arena) and
+// snapshot's bytes), its closed fifo value (in closedReader's chunks) and
 // when it closed.
 type closedRec struct {
-	id       []byte
-	val      span
+	id, val  []byte
 	closedAt stamp
 }
 
@@ -158,7 +160,8 @@ type closedReader struct {
 	r     *snapReader
 	refs  []*budget                // the state's budget of each budget key of the snapshot
 	byKey func(key string) *budget // for budget keys written out
-	arena []byte                   // the values read
+	chunk []byte                   // the values read, in chunks of closedChunk bytes
+	val   []byte                   // scratch for a value
 	units [][]byte                 // the reservation's units
 	amts  []events.Amount          // and amounts
 	label [][]byte                 // its labels, key and value
@@ -257,9 +260,7 @@ func (t *closedReader) read() (rec closedRec, open, ok bool) {
 	}
 
 	// The value, as appendClosed writes it.
-	b := t.arena
-	start := len(b)
-	b = binary.AppendVarint(b, expires.sec)
+	b := binary.AppendVarint(t.val[:0], expires.sec)
 	b = binary.AppendUvarint(b, uint64(expires.nsec))
 	b = append(b, byte(code))
 	b = appendBytes(b, root)
@@ -298,8 +299,16 @@ func (t *closedReader) read() (rec closedRec, open, ok bool) {
 			}
 		}
 	}
-	t.arena = b
-	return closedRec{id: id, val: span{start, len(b)}, closedAt: closedAt}, false, true
+	t.val = b
+	// Copied into a chunk: one slice grown to hold them all cost more than
+	// the rest of the restore (copies into fresh memory, and the collector
+	// waiting to stop a goroutine in a copy of a hundred megabytes).
+	if len(t.chunk)+len(b) > cap(t.chunk) {
+		t.chunk = make([]byte, 0, max(closedChunk, len(b)))
+	}
+	start := len(t.chunk)
+	t.chunk = append(t.chunk, b...)
+	return closedRec{id: id, val: t.chunk[start:len(t.chunk):len(t.chunk)], closedAt: closedAt}, false, true
 }
 
 // holdScope is snapReader.holdScope in the snapshot's bytes.
