@@ -2,10 +2,12 @@ package enforcer
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
 	"runtime"
 	"strings"
 	"testing"
@@ -426,8 +428,22 @@ func TestLoadSnapshotOfEitherFormat(t *testing.T) {
 		}
 	}
 	want := h.s.Snapshot()
-	for name, data := range map[string][]byte{"binary": want, "JSON of version 1": snapshotV1(t, h.s)} {
-		if err := SaveSnapshot(ctx, js, 0, data, h.s.LastSeq(), hash); err != nil {
+	stdlib := func(w io.Writer) io.WriteCloser { return gzip.NewWriter(w) }
+	for _, c := range []struct {
+		name string
+		data []byte
+		gzip func(io.Writer) io.WriteCloser
+	}{
+		{"binary", want, newGzipWriter},
+		{"JSON of version 1", snapshotV1(t, h.s), newGzipWriter},
+		{"binary, compressed by the standard library as earlier builds did", want, stdlib},
+	} {
+		name, data := c.name, c.data
+		saved := newGzipWriter
+		newGzipWriter = c.gzip
+		err := SaveSnapshot(ctx, js, 0, data, h.s.LastSeq(), hash)
+		newGzipWriter = saved
+		if err != nil {
 			t.Fatal(err)
 		}
 		st, got, err := LoadSnapshot(ctx, js, 0, Config{})
