@@ -175,7 +175,7 @@ type closedHoldRead struct {
 	units         span // in hunit
 }
 
-// read reads one reservation. A closed one is appended to the arena and
+// read reads one reservation. A closed one is copied into a chunk and
 // returned; an open one only reports open (the caller reads it again, and
 // nothing of it was kept). The reader's errors stay in r.err; ok is false
 // for what restore refuses (an unknown status, a hold on no budget).
