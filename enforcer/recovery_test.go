@@ -105,8 +105,14 @@ func TestRecoveryTime(t *testing.T) {
 		}
 	}
 	t.Logf("generated and appended %d events in %s", st.LastSeq(), time.Since(start).Round(time.Millisecond))
+	saveStart := time.Now()
 	if err := enforcer.SaveSnapshot(ctx, js, 0, snapData, snapSeq, snapHash); err != nil {
 		t.Fatal(err)
+	}
+	if info, err := js.ObjectStore(ctx, streams.SnapshotsBucket); err == nil {
+		if meta, err := info.GetInfo(ctx, enforcer.SnapshotName(0)); err == nil {
+			t.Logf("storing the snapshot (%d bytes, %d compressed) took %s", len(snapData), meta.Size, time.Since(saveStart).Round(time.Millisecond))
+		}
 	}
 
 	// tally serve replays its embedded server through TCP loopback
