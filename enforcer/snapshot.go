@@ -330,23 +330,15 @@ func restore(cfg Config, sn snapshot) (*State, error) {
 	for _, q := range sn.Closed {
 		r := closed[q.ID]
 		if r == nil || !r.closedAt.Equal(q.At) {
-			return nil, errNotClosedThen(q)
+			return nil, fmt.Errorf("enforcer: snapshot closed queue names %s at %s, not a reservation closed then", q.ID, q.At)
 		}
 		s.scratch.val = appendClosed(s.scratch.val[:0], r)
 		s.closed.put(s.idKey(r.id), s.scratch.val, q.Seq, stampOf(q.At.UTC()))
 	}
-	return s, checkClosedCount(s, len(closed))
-}
-
-func errNotClosedThen(q snapQueued) error {
-	return fmt.Errorf("enforcer: snapshot closed queue names %s at %s, not a reservation closed then", q.ID, q.At)
-}
-
-func checkClosedCount(s *State, closed int) error {
-	if s.closed.len() != closed {
-		return fmt.Errorf("enforcer: snapshot has %d closed reservations, %d in the closed queue", closed, s.closed.len())
+	if s.closed.len() != len(closed) {
+		return nil, fmt.Errorf("enforcer: snapshot has %d closed reservations, %d in the closed queue", len(closed), s.closed.len())
 	}
-	return nil
+	return s, nil
 }
 
 // restoreTop makes a state of a snapshot's sections before the
@@ -404,7 +396,7 @@ func (s *State) restoredReservation(sr *snapReservation, budgetOf func(key strin
 	for _, h := range sr.Holds {
 		b := budgetOf(h.Budget)
 		if b == nil {
-			return nil, errUnknownHoldBudget(r.id, h.Budget)
+			return nil, fmt.Errorf("enforcer: snapshot reservation %s holds on unknown budget %q", r.id, h.Budget)
 		}
 		units := r.units // shared when the hold holds every unit, as a grant shares them
 		if !sameKeys(h.Units, r.units) {
@@ -414,10 +406,6 @@ func (s *State) restoredReservation(sr *snapReservation, budgetOf func(key strin
 			units: units})
 	}
 	return r, nil
-}
-
-func errUnknownHoldBudget(id, key string) error {
-	return fmt.Errorf("enforcer: snapshot reservation %s holds on unknown budget %q", id, key)
 }
 
 // restoreIdempotency fills s.idem with the snapshot's keys. It touches
