@@ -35,32 +35,28 @@ func sameRestore(t testing.TB, cfg Config, b []byte) (restored bool) {
 	if fs, gs := fast.Snapshot(), gen.Snapshot(); !bytes.Equal(fs, gs) {
 		t.Fatalf("restoring %q: the states differ:\n%s", b, snapshotDiff(gs, fs))
 	}
-	if fast.closed.records() != gen.closed.records() {
-		t.Fatalf("restoring %q: %d closed records fast, %d general", b, fast.closed.records(), gen.closed.records())
-	}
-	for i := range uint64(fast.closed.records()) {
-		fr, gr := fast.closed.at(fast.closed.head+i), gen.closed.at(gen.closed.head+i)
-		if !bytes.Equal(fast.closed.key(fr), gen.closed.key(gr)) || !bytes.Equal(fast.closed.value(fr), gen.closed.value(gr)) ||
-			fr.seq != gr.seq || fr.at != gr.at {
-			t.Fatalf("restoring %q: closed record %d: fast %q %x seq %d at %v, general %q %x seq %d at %v", b, i,
-				fast.closed.key(fr), fast.closed.value(fr), fr.seq, fr.at, gen.closed.key(gr), gen.closed.value(gr), gr.seq, gr.at)
-		}
-	}
-	if fast.idem.records() != gen.idem.records() {
-		t.Fatalf("restoring %q: %d idempotency records fast, %d general", b, fast.idem.records(), gen.idem.records())
-	}
-	for i := range uint64(fast.idem.records()) {
-		fr, gr := fast.idem.at(fast.idem.head+i), gen.idem.at(gen.idem.head+i)
-		if !bytes.Equal(fast.idem.key(fr), gen.idem.key(gr)) || !bytes.Equal(fast.idem.value(fr), gen.idem.value(gr)) ||
-			fr.seq != gr.seq || fr.at != gr.at {
-			t.Fatalf("restoring %q: idempotency record %d: fast %q %x, general %q %x", b, i,
-				fast.idem.key(fr), fast.idem.value(fr), gen.idem.key(gr), gen.idem.value(gr))
-		}
-	}
+	sameFifo(t, b, "closed", &fast.closed, &gen.closed)
+	sameFifo(t, b, "idempotency", &fast.idem, &gen.idem)
 	if len(fast.open) != len(gen.open) || fast.expiries.Len() != gen.expiries.Len() {
 		t.Fatalf("restoring %q: %d open (%d expiries) fast, %d (%d) general", b, len(fast.open), fast.expiries.Len(), len(gen.open), gen.expiries.Len())
 	}
 	return true
+}
+
+// sameFifo checks that two restores of b filled a fifo with the same
+// records, in the same order.
+func sameFifo(t testing.TB, b []byte, what string, fast, gen *fifo) {
+	t.Helper()
+	if fast.records() != gen.records() {
+		t.Fatalf("restoring %q: %d %s records fast, %d general", b, fast.records(), what, gen.records())
+	}
+	for i := range uint64(fast.records()) {
+		fr, gr := fast.at(fast.head+i), gen.at(gen.head+i)
+		if !bytes.Equal(fast.key(fr), gen.key(gr)) || !bytes.Equal(fast.value(fr), gen.value(gr)) || fr.seq != gr.seq || fr.at != gr.at {
+			t.Fatalf("restoring %q: %s record %d: fast %q %x seq %d at %v, general %q %x seq %d at %v", b, what, i,
+				fast.key(fr), fast.value(fr), fr.seq, fr.at, gen.key(gr), gen.value(gr), gr.seq, gr.at)
+		}
+	}
 }
 
 // TestRestoreBinaryMatchesGeneral restores each test state's snapshot, its
