@@ -898,28 +898,37 @@ func (r *snapReader) budgetRef(field string, keys []string) string {
 // hash reads a request hash: 16 bytes behind tag hashHex, or a string
 // behind tag hashRaw.
 func (r *snapReader) hash(field string) string {
+	v := r.hashValue(field, nil)
 	if r.err != nil {
 		return ""
 	}
+	return decodeHash(v)
+}
+
+// hashValue reads a request hash (16 bytes behind tag hashHex, or a string
+// behind tag hashRaw) and appends its fifo encoding (appendHash) to b.
+func (r *snapReader) hashValue(field string, b []byte) []byte {
+	if r.err != nil {
+		return b
+	}
 	if r.left() == 0 {
 		r.fail(field, "truncated")
-		return ""
+		return b
 	}
 	at := r.off
 	tag := r.b[r.off]
 	r.off++
 	switch tag {
-	case hashHex:
+	case hashHex: // the fifo's encoding already
 		if r.left() < 16 {
 			r.failAt(at, field, "%d bytes left of a 16-byte hash", r.left())
-			return ""
+			return b
 		}
-		h := decodeHash(r.b[at : at+17])
 		r.off += 16
-		return h
+		return append(b, r.b[at:at+17]...)
 	case hashRaw:
-		return r.string(field)
+		return appendHash(b, string(r.bytes(field)))
 	}
 	r.failAt(at, field, "unknown tag %d", tag)
-	return ""
+	return b
 }

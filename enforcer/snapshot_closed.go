@@ -387,31 +387,3 @@ func (r *snapReader) restoreIdempotency(s *State) {
 		}
 	}
 }
-
-// hashValue reads a request hash as snapReader.hash does and appends its
-// fifo encoding (appendHash) to b.
-func (r *snapReader) hashValue(field string, b []byte) []byte {
-	if r.err != nil {
-		return b
-	}
-	if r.left() == 0 {
-		r.fail(field, "truncated")
-		return b
-	}
-	at := r.off
-	tag := r.b[r.off]
-	r.off++
-	switch tag {
-	case hashHex: // the fifo's encoding already
-		if r.left() < 16 {
-			r.failAt(at, field, "%d bytes left of a 16-byte hash", r.left())
-			return b
-		}
-		r.off += 16
-		return append(b, r.b[at:at+17]...)
-	case hashRaw:
-		return appendHash(b, string(r.bytes(field)))
-	}
-	r.failAt(at, field, "unknown tag %d", tag)
-	return b
-}
