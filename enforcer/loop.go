@@ -59,7 +59,7 @@ func (p *partition) decideLoop(ctx context.Context, sub *nats.Subscription) erro
 			// is decided only if the stream still ends where this state
 			// does, else refused (a commit of a reservation the new owner
 			// granted would be NOT_FOUND here).
-			_ = sub.Unsubscribe()
+			p.stopServing(sub)
 			current := p.stillCurrent()
 			for {
 				batch = batch[:0]

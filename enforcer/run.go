@@ -220,7 +220,10 @@ type partition struct {
 	units     map[string]*appendUnit
 	token     atomic.Uint64
 	broken    atomic.Bool
-	brokenCh  chan struct{}
+	// stopped is set when the partition stops serving: a request still
+	// delivered to it is refused, not queued (stopServing).
+	stopped  atomic.Bool
+	brokenCh chan struct{}
 
 	recent recentEvents
 	// answerBuf is the acker's buffer for rendering answers (acker only).
@@ -293,10 +296,10 @@ func (p *partition) run(ctx context.Context) error {
 		return err
 	})
 	err = g.Wait()
-	// Whatever ended the loop (a lost ownership, an error), stop taking
-	// requests, and refuse the undecided ones at once instead of letting
-	// their clients wait for a timeout.
-	_ = sub.Unsubscribe()
+	// Whatever ended the loop (a lost ownership, an error), the undecided
+	// requests are refused at once instead of letting their clients wait
+	// for a timeout.
+	p.stopServing(sub)
 	for len(p.in) > 0 { // the decision loop, the only receiver, has ended
 		p.refuse([]*request{<-p.in})
 	}
@@ -630,6 +633,24 @@ func (p *partition) seal(ev *events.Event) (*nats.Msg, []byte) {
 	return msg, raw
 }
 
+// stopServing stops taking requests. The server stops routing them here,
+// and those it had routed already are refused (UNAVAILABLE: the client
+// retries, and reaches the partition's new owner), not dropped: a request
+// in the queue group can reach this enforcer until the server has
+// processed the unsubscription, and its client would wait for a timeout
+// (TestIdleStaleOwnerStops saw one in CI). It returns once every request
+// delivered has been refused or queued, or after drainWait.
+func (p *partition) stopServing(sub *nats.Subscription) {
+	p.stopped.Store(true)
+	_ = sub.Drain() // an error: already draining, or closed
+	for deadline := time.Now().Add(drainWait); sub.IsValid() && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// drainWait bounds how long stopServing waits for the server.
+const drainWait = 2 * time.Second
+
 // onRequest runs on the subscription's goroutine: it validates and queues.
 func (p *partition) onRequest(msg *nats.Msg) {
 	received := time.Now()
@@ -670,6 +691,10 @@ func (p *partition) onRequest(msg *nats.Msg) {
 		cmd.Hash = events.RequestHash(op, req)
 	}
 	r := &request{msg: msg, cmd: cmd, received: received}
+	if p.stopped.Load() {
+		p.refuse([]*request{r})
+		return
+	}
 	select {
 	case p.in <- r:
 	default:
