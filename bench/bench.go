@@ -61,7 +61,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 // measure runs the phases against a serving deployment and fills rep.
 func measure(ctx context.Context, cfg Config, dep *deployment, rep *Report) error {
-	ctl, err := nats.Connect(strings.Join(dep.urls, ","), nats.Name(benchOwner+"-control"))
+	ctl, err := dep.dial(strings.Join(dep.urls, ","), benchOwner+"-control")
 	if err != nil {
 		return fmt.Errorf("bench: connect to %s: %w", dep.urls[0], err)
 	}
@@ -73,7 +73,7 @@ func measure(ctx context.Context, cfg Config, dep *deployment, rep *Report) erro
 	if err := waitServing(ctx, ctl, dep.partitions, servingTimeout); err != nil {
 		return fmt.Errorf("bench: the ledger does not answer: %w", err)
 	}
-	conns, err := connectClients(dep.urls, cfg.Clients)
+	conns, err := connectClients(dep, cfg.Clients)
 	if err != nil {
 		return err
 	}
@@ -212,7 +212,7 @@ func runRawPublish(ctx context.Context, cfg Config, dep *deployment, js jetstrea
 			t, err = nil, derr
 		}
 	}()
-	nc, err := nats.Connect(dep.urls[0], nats.Name(benchOwner+"-raw"))
+	nc, err := dep.dial(dep.urls[0], benchOwner+"-raw")
 	if err != nil {
 		return nil, fmt.Errorf("bench: connect the raw publisher: %w", err)
 	}

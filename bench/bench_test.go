@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tallyledger/tally/bench"
@@ -459,6 +460,8 @@ func TestConfigValidate(t *testing.T) {
 	}{
 		{"no url", bench.Config{}, "NATS URL is required"},
 		{"embedded with url", bench.Config{Target: bench.TargetEmbedded, NATSURL: "nats://x"}, "makes no sense"},
+		{"cluster with connection options", bench.Config{Target: bench.TargetCluster3, NATSOptions: []nats.Option{nats.Name("x")}},
+			"connection options make no sense"},
 		{"unknown target", bench.Config{Target: "moon"}, "unknown target"},
 		{"sync", bench.Config{Target: bench.TargetEmbedded, Sync: "never"}, "sync"},
 		{"group commit", bench.Config{Target: bench.TargetEmbedded, GroupCommit: "maybe"}, "group commit"},

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/tallyledger/tally/streams"
 )
 
@@ -96,6 +98,9 @@ type Config struct {
 	Target Target
 	// NATSURL is the server list of TargetURL.
 	NATSURL string
+	// NATSOptions are added to every connection the bench opens to
+	// NATSURL (credentials, TLS); only with TargetURL.
+	NATSOptions []nats.Option
 	// Sync is SyncAlways or SyncInterval for the servers the bench starts
 	// (TargetEmbedded, TargetCluster3). Default SyncAlways.
 	Sync string
@@ -226,6 +231,9 @@ func (c Config) Validate() error {
 	case TargetEmbedded, TargetCluster3:
 		if c.NATSURL != "" {
 			return fmt.Errorf("bench: target %s starts its own servers; a NATS URL makes no sense with it", c.Target)
+		}
+		if len(c.NATSOptions) > 0 {
+			return fmt.Errorf("bench: target %s starts its own servers; connection options make no sense with it", c.Target)
 		}
 	default:
 		return fmt.Errorf("bench: unknown target %q (one of %s %s %s)", c.Target, TargetURL, TargetEmbedded, TargetCluster3)

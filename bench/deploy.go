@@ -47,6 +47,8 @@ type deployment struct {
 	// the enforcer, and the B0/B1 responders so they compete on equal
 	// terms (in-process with the embedded server, TCP otherwise).
 	connectServer func(name string) (*nats.Conn, error)
+	// urlOptions are Config.NATSOptions, for every connection to urls.
+	urlOptions []nats.Option
 
 	// svc is the enforcer to run, on enforcerConn; nil with TargetURL.
 	svc          *enforcer.Service
@@ -63,9 +65,9 @@ type deployment struct {
 func deploy(ctx context.Context, cfg Config) (*deployment, error) {
 	d := &deployment{}
 	if cfg.Target == TargetURL {
-		d.urls = strings.Split(cfg.NATSURL, ",")
+		d.urls, d.urlOptions = strings.Split(cfg.NATSURL, ","), cfg.NATSOptions
 		d.connectServer = func(name string) (*nats.Conn, error) {
-			return nats.Connect(cfg.NATSURL, nats.Name(name))
+			return d.dial(cfg.NATSURL, name)
 		}
 		return d, d.openLedger(ctx)
 	}
@@ -220,4 +222,11 @@ func probeRoot(n, p int) string {
 			return r
 		}
 	}
+}
+
+// dial connects to urls (comma-separated) as name, with the deployment's
+// connection options and opts.
+func (d *deployment) dial(urls, name string, opts ...nats.Option) (*nats.Conn, error) {
+	all := append(append(make([]nats.Option, 0, len(d.urlOptions)+1+len(opts)), d.urlOptions...), nats.Name(name))
+	return nats.Connect(urls, append(all, opts...)...)
 }

@@ -345,15 +345,16 @@ func fmtDuration(d time.Duration) string {
 	}
 }
 
-// connectClients opens n client connections, client i to urls[i mod
-// len(urls)] first, so the load spreads over a cluster's nodes.
-func connectClients(urls []string, n int) ([]*nats.Conn, error) {
+// connectClients opens n client connections to dep, client i to
+// dep.urls[i mod len(dep.urls)] first, so the load spreads over a
+// cluster's nodes.
+func connectClients(dep *deployment, n int) ([]*nats.Conn, error) {
+	urls := dep.urls
 	conns := make([]*nats.Conn, 0, n)
 	for i := range n {
 		k := i % len(urls)
 		rotated := append(append([]string{}, urls[k:]...), urls[:k]...)
-		nc, err := nats.Connect(strings.Join(rotated, ","), nats.Name(fmt.Sprintf("%s-client-%d", benchOwner, i)),
-			nats.DontRandomize())
+		nc, err := dep.dial(strings.Join(rotated, ","), fmt.Sprintf("%s-client-%d", benchOwner, i), nats.DontRandomize())
 		if err != nil {
 			closeAll(conns)
 			return nil, fmt.Errorf("bench: connect client %d to %s: %w", i, urls[k], err)

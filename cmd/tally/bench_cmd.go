@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -27,6 +28,7 @@ type benchFlags struct {
 	groupCommit string
 	partitions  int
 	dataDir     string
+	auth        natsAuth // with natsURL
 
 	clients    int
 	duration   time.Duration
@@ -52,6 +54,7 @@ func runBench(ctx context.Context, e *env, args []string) int {
 	var f benchFlags
 	fs := e.flagSet("bench", benchUsage)
 	fs.StringVar(&f.natsURL, "nats-url", "", "measure the running tally at these NATS URLs")
+	f.auth.register(fs)
 	fs.BoolVar(&f.embedded, "embedded", false, "start a fresh embedded server (R1) and enforcer in this process and measure them")
 	fs.BoolVar(&f.cluster3, "cluster3", false, "start a fresh in-process 3-node cluster (R3 streams) and enforcer and measure them")
 	fs.StringVar(&f.sync, "sync", bench.SyncAlways, "with --embedded or --cluster3: always (fsync before every ack) or interval")
@@ -86,6 +89,10 @@ func runBench(ctx context.Context, e *env, args []string) int {
 		// explicit --embedded or --cluster3; a --nats-url flag does.
 		if !given["nats-url"] {
 			f.natsURL = ""
+		}
+		// Nor do the connection's credentials and TLS files.
+		if !slices.ContainsFunc(natsAuthFlags, func(name string) bool { return given[name] }) {
+			f.auth = natsAuth{}
 		}
 	} else {
 		for _, name := range []string{"sync", "group-commit", "partitions", "data-dir"} {
@@ -167,6 +174,14 @@ func (f *benchFlags) config(e *env) (bench.Config, int) {
 	if targets != 1 {
 		return cfg, e.usageErr("bench needs exactly one of --nats-url, --embedded and --cluster3")
 	}
+	if name, ok := f.auth.given(); ok && cfg.Target != bench.TargetURL {
+		return cfg, e.usageErr("--%s (or %s) secures the connections to --nats-url; --embedded and --cluster3 start servers without users or TLS", name, envName(name))
+	}
+	opts, err := f.auth.options()
+	if err != nil {
+		return cfg, e.usageErr("%v", err)
+	}
+	cfg.NATSOptions = opts
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(f.logLevel)); err != nil {
 		return cfg, e.usageErr("--log-level %q: %v", f.logLevel, err)

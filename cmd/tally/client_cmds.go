@@ -6,6 +6,7 @@ package main
 // answer, no connection), 2 usage, 3 denied by budget (reserve and decide).
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -42,6 +43,7 @@ type clientFlags struct {
 	inboxPrefix string
 	json        bool
 	timeout     time.Duration
+	auth        natsAuth
 }
 
 func (f *clientFlags) register(fs *flag.FlagSet) {
@@ -49,6 +51,7 @@ func (f *clientFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.inboxPrefix, "inbox-prefix", "", "prefix of the reply inboxes, e.g. _INBOX_acme: a NATS user allowed to subscribe only to its own inboxes gets no answer without it (empty: the NATS default, _INBOX)")
 	fs.BoolVar(&f.json, "json", false, "print the answer's result as a JSON document on stdout")
 	fs.DurationVar(&f.timeout, "timeout", client.DefaultTimeout, "how long to wait for the answer, retries of UNAVAILABLE included")
+	f.auth.register(fs)
 }
 
 // listFlag is a repeatable flag. A value given on the command line replaces
@@ -101,7 +104,11 @@ func (e *env) connect(f clientFlags) (*nats.Conn, int) {
 	if f.timeout <= 0 {
 		return nil, e.usageErr("--timeout %s: want a positive duration such as 5s", f.timeout)
 	}
-	opts := []nats.Option{nats.Name("tally-cli"), nats.Timeout(f.timeout)}
+	opts, err := f.auth.options()
+	if err != nil {
+		return nil, e.usageErr("%v", err)
+	}
+	opts = append(opts, nats.Name("tally-cli"), nats.Timeout(f.timeout))
 	if f.inboxPrefix != "" {
 		if strings.ContainsAny(f.inboxPrefix, "*> \t") || strings.HasSuffix(f.inboxPrefix, ".") {
 			return nil, e.usageErr("--inbox-prefix %q: want a subject prefix without wildcards, e.g. _INBOX_acme", f.inboxPrefix)
@@ -110,7 +117,7 @@ func (e *env) connect(f clientFlags) (*nats.Conn, int) {
 	}
 	nc, err := nats.Connect(f.natsURL, opts...)
 	if err != nil {
-		return nil, e.fail(fmt.Errorf("connect to NATS at %s: %w", f.natsURL, err), tryRunning)
+		return nil, e.fail(fmt.Errorf("connect to NATS at %s: %w", f.natsURL, err), cmp.Or(connectFix(err), tryRunning))
 	}
 	return nc, -1
 }
@@ -1229,6 +1236,7 @@ func runEvents(ctx context.Context, e *env, args []string) int {
 	)
 	fs := e.flagSet("events tail", "events tail [--partition n] [--root R] [--type T] [--from-seq N] [--follow] [flags]\n\nPrint the ledger's events, one JSON document per line (JSON Lines: the stored\nbytes), in stream order per partition. Without --follow it stops at the\ncurrent end; with --follow it waits for new events until interrupted.")
 	fs.StringVar(&cf.natsURL, "nats-url", DefaultNATSURL, "NATS server(s) of the ledger, comma-separated")
+	cf.auth.register(fs)
 	fs.BoolVar(&ignored, "json", false, "accepted for uniformity: events are always printed as JSON Lines")
 	fs.DurationVar(&cf.timeout, "timeout", client.DefaultTimeout, "how long to wait for the server on each step (not for new events with --follow)")
 	fs.IntVar(&partition, "partition", -1, "read only partition n (default: every partition, or the one --root lives on)")

@@ -6,6 +6,7 @@ package main
 // same projector in-process.
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -33,6 +34,7 @@ func runProjector(ctx context.Context, e *env, args []string) int {
 		natsURL, httpListen, logLevel string
 		rebuild, once                 bool
 		flushInterval, retention      time.Duration
+		auth                          natsAuth
 	)
 	fs := e.flagSet("projector", "projector [--nats-url URLS] [--http-listen ADDR] [--rebuild] [--once]\n\n"+
 		"Fold every partition stream into the views tally_balances and tally_budgets (balances,\n"+
@@ -41,6 +43,7 @@ func runProjector(ctx context.Context, e *env, args []string) int {
 		"other projectors first). The views are eventually consistent: tally_projector_lag_events\n"+
 		"on /metrics says by how much.")
 	fs.StringVar(&natsURL, "nats-url", DefaultNATSURL, "NATS server(s) of the ledger, comma-separated")
+	auth.register(fs)
 	fs.StringVar(&httpListen, "http-listen", defaultProjectorHTTP, "address of /healthz and /metrics (empty: off)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&rebuild, "rebuild", false, "wipe the views and rebuild them from sequence 1")
@@ -58,9 +61,13 @@ func runProjector(ctx context.Context, e *env, args []string) int {
 	if err != nil {
 		return e.usageErr("%v", err)
 	}
-	nc, err := nats.Connect(natsURL, nats.Name("tally-projector"), nats.MaxReconnects(-1))
+	opts, err := auth.options()
 	if err != nil {
-		return e.fail(fmt.Errorf("connect to NATS at %s: %w", natsURL, err), tryRunning)
+		return e.usageErr("%v", err)
+	}
+	nc, err := nats.Connect(natsURL, append(opts, nats.Name("tally-projector"), nats.MaxReconnects(-1))...)
+	if err != nil {
+		return e.fail(fmt.Errorf("connect to NATS at %s: %w", natsURL, err), cmp.Or(connectFix(err), tryRunning))
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)

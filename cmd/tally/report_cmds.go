@@ -6,6 +6,7 @@ package main
 // tally demo is in demo_cmd.go.
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -33,11 +34,13 @@ import (
 type ledgerFlags struct {
 	natsURL string
 	timeout time.Duration
+	auth    natsAuth
 }
 
 func (f *ledgerFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.natsURL, "nats-url", DefaultNATSURL, "NATS server(s) of the ledger, comma-separated")
 	fs.DurationVar(&f.timeout, "timeout", 10*time.Second, "how long to wait for the server to open the ledger")
+	f.auth.register(fs)
 }
 
 // ledgerConn is an open ledger: a connection, JetStream and the layout.
@@ -64,9 +67,13 @@ func (l *ledgerConn) partitionsOf(root string) []int {
 // openLedger connects and reads the ledger's layout; it returns an exit
 // code ≥ 0 on failure, after printing why.
 func (e *env) openLedger(ctx context.Context, f ledgerFlags) (*ledgerConn, int) {
-	nc, err := nats.Connect(f.natsURL, nats.Name("tally-cli"), nats.Timeout(f.timeout))
+	opts, err := f.auth.options()
 	if err != nil {
-		return nil, e.fail(fmt.Errorf("connect to NATS at %s: %w", f.natsURL, err), tryRunning)
+		return nil, e.usageErr("%v", err)
+	}
+	nc, err := nats.Connect(f.natsURL, append(opts, nats.Name("tally-cli"), nats.Timeout(f.timeout))...)
+	if err != nil {
+		return nil, e.fail(fmt.Errorf("connect to NATS at %s: %w", f.natsURL, err), cmp.Or(connectFix(err), tryRunning))
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {

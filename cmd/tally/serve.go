@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -33,6 +34,7 @@ type serveFlags struct {
 	logLevel    string
 	groupCommit string
 	owner       string
+	auth        natsAuth // with natsURL
 	// partitionsSet says --partitions (or its env mirror) was given.
 	partitionsSet bool
 	projector     bool // serve only: run the projector in-process (projector_cmd.go)
@@ -46,6 +48,7 @@ func (f *serveFlags) register(fs *flag.FlagSet, embedded bool) {
 		fs.BoolVar(&f.projector, "projector", true, "also run the projector: the views of tally report balances|budgets, projector metrics")
 	}
 	fs.StringVar(&f.natsURL, "nats-url", "", "join an existing NATS cluster at these URLs instead of embedding a server")
+	f.auth.register(fs)
 	fs.IntVar(&f.partitions, "partitions", streams.DefaultPartitions, "partitions P of a new ledger (fixed at creation)")
 	fs.IntVar(&f.replicas, "replicas", 1, "stream replicas of a new ledger: 1 embedded, 3 on a cluster")
 	fs.StringVar(&f.httpListen, "http-listen", "127.0.0.1:9464", "address of /healthz and /metrics (empty: off)")
@@ -103,6 +106,14 @@ func (e *env) serve(ctx context.Context, f serveFlags, embedded bool) int {
 		return e.usageErr("--group-commit %q: want on, off or auto", f.groupCommit)
 	}
 
+	if name, ok := f.auth.given(); ok && embedded {
+		return e.usageErr("--%s (or %s) secures a connection to the servers of --nats-url; the embedded server is reached in-process", name, envName(name))
+	}
+	authOpts, err := f.auth.options()
+	if err != nil {
+		return e.usageErr("%v", err)
+	}
+
 	var ns *server.Server
 	var nc *nats.Conn
 	if embedded {
@@ -117,10 +128,10 @@ func (e *env) serve(ctx context.Context, f serveFlags, embedded bool) int {
 		}()
 		nc, err = nats.Connect("", nats.InProcessServer(ns), nats.Name("tally-serve"))
 	} else {
-		nc, err = nats.Connect(f.natsURL, nats.Name("tally-enforcer"), nats.MaxReconnects(-1))
+		nc, err = nats.Connect(f.natsURL, append(authOpts, nats.Name("tally-enforcer"), nats.MaxReconnects(-1))...)
 	}
 	if err != nil {
-		return e.fail(fmt.Errorf("connect to NATS: %w", err), "check --nats-url")
+		return e.fail(fmt.Errorf("connect to NATS: %w", err), cmp.Or(connectFix(err), "check --nats-url"))
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)

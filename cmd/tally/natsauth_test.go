@@ -1,0 +1,399 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nkeys"
+
+	"github.com/tallyledger/tally/internal/natstest"
+	"github.com/tallyledger/tally/streams"
+)
+
+// testPKI is a CA, a server certificate for 127.0.0.1 and a client
+// certificate, as PEM files in a directory.
+type testPKI struct {
+	ca, serverCert, serverKey, clientCert, clientKey string
+	otherCA                                          string // a CA that signed nothing here
+}
+
+func writeTestPKI(t *testing.T) testPKI {
+	t.Helper()
+	dir := t.TempDir()
+	write := func(name, typ string, der []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	newKey := func() *ecdsa.PrivateKey {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	serial := int64(0)
+	template := func(cn string) *x509.Certificate {
+		serial++
+		return &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	}
+	newCA := func(name string) (*x509.Certificate, *ecdsa.PrivateKey, string) {
+		key := newKey()
+		tmpl := template(name)
+		tmpl.IsCA, tmpl.BasicConstraintsValid, tmpl.KeyUsage = true, true, x509.KeyUsageCertSign
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, err := x509.ParseCertificate(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cert, key, write(name+".pem", "CERTIFICATE", der)
+	}
+	caCert, caKey, caFile := newCA("tally-test-ca")
+	_, _, otherCAFile := newCA("other-ca")
+	leaf := func(name string, usage x509.ExtKeyUsage) (string, string) {
+		key := newKey()
+		tmpl := template(name)
+		tmpl.KeyUsage, tmpl.ExtKeyUsage = x509.KeyUsageDigitalSignature, []x509.ExtKeyUsage{usage}
+		tmpl.IPAddresses, tmpl.DNSNames = []net.IP{net.IPv4(127, 0, 0, 1)}, []string{"localhost"}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kder, err := x509.MarshalECPrivateKey(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return write(name+".pem", "CERTIFICATE", der), write(name+"-key.pem", "EC PRIVATE KEY", kder)
+	}
+	p := testPKI{ca: caFile, otherCA: otherCAFile}
+	p.serverCert, p.serverKey = leaf("server", x509.ExtKeyUsageServerAuth)
+	p.clientCert, p.clientKey = leaf("client", x509.ExtKeyUsageClientAuth)
+	return p
+}
+
+// startConfigured starts a JetStream server on a free loopback port from
+// a nats-server configuration text (its store in a temporary directory),
+// shut down when the test ends, and returns its port.
+func startConfigured(t *testing.T, conf string) int {
+	t.Helper()
+	opts := &server.Options{}
+	if err := opts.ProcessConfigString(conf); err != nil {
+		t.Fatalf("server configuration: %v\n%s", err, conf)
+	}
+	opts.Host, opts.Port, opts.NoSigs, opts.NoLog = "127.0.0.1", -1, true, true
+	opts.JetStream, opts.StoreDir = true, t.TempDir()
+	s, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	t.Cleanup(func() {
+		s.Shutdown()
+		s.WaitForShutdown()
+	})
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	return s.Addr().(*net.TCPAddr).Port
+}
+
+// newNKeyUser makes a user key pair and writes its seed to a file.
+func newNKeyUser(t *testing.T) (pub, seedFile string, kp nkeys.KeyPair) {
+	t.Helper()
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ = kp.PublicKey()
+	seed, _ := kp.Seed()
+	seedFile = filepath.Join(t.TempDir(), "user.nk")
+	if err := os.WriteFile(seedFile, seed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return pub, seedFile, kp
+}
+
+// secureLedger runs `tally serve --nats-url url` with the given connection
+// flags (and no HTTP listener) until the test ends, and waits until it
+// answers through a client command with the same flags.
+func secureLedger(t *testing.T, url string, partitions int, flags ...string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var stderr natstest.Buffer
+	done := make(chan int, 1)
+	args := append([]string{"serve", "--nats-url", url, "--partitions", fmt.Sprint(partitions), "--http-listen", "",
+		"--projector=false", "--log-level", "warn"}, flags...)
+	go func() { done <- run(ctx, args, strings.NewReader(""), &bytes.Buffer{}, &stderr) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case code := <-done:
+			if code != exitOK {
+				t.Errorf("serve exited %d: %s", code, stderr.String())
+			}
+		case <-time.After(20 * time.Second):
+			t.Errorf("serve did not stop")
+		}
+	})
+	natstest.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+		select {
+		case code := <-done:
+			done <- code
+			t.Fatalf("serve exited %d: %s", code, stderr.String())
+		default:
+		}
+		if code, out, errOut := tallyCmd(append([]string{"budget", "list", "--root", "tenant:acme", "--nats-url", url, "--timeout", "1s"}, flags...)...); code != exitOK {
+			return fmt.Errorf("budget list: exit %d: %s%s", code, out, errOut)
+		}
+		return nil
+	})
+}
+
+// tallyCmd runs one tally command in-process.
+func tallyCmd(args ...string) (int, string, string) {
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), args, strings.NewReader(""), &stdout, &stderr)
+	return code, stdout.String(), stderr.String()
+}
+
+// refusal is a connection the servers must refuse: the flags it is made
+// with, and what its error and its fix must say.
+type refusal struct {
+	flags     []string
+	want, fix string
+}
+
+// Fixes printed with a refused connection.
+const (
+	fixCredentials = "try: check the credentials: --nats-creds, --nats-nkey"
+	fixTLS         = "try: check TLS: --nats-tls-ca"
+)
+
+// checkSecuredCommands runs the client, report, projector and bench
+// commands against a ledger served at url: with flags each works; each of
+// the refusals fails with exit 1 and an error and fix that say why.
+func checkSecuredCommands(t *testing.T, url string, flags []string, refusals map[string]refusal) {
+	t.Helper()
+	with := func(args ...string) []string { return append(append(args, "--nats-url", url), flags...) }
+	if code, out, errOut := tallyCmd(with("budget", "set", "--scope", "tenant:acme", "--name", "monthly", "--limit", "USD=10")...); code != exitOK {
+		t.Fatalf("budget set: exit %d: %s%s", code, out, errOut)
+	}
+	code, out, errOut := tallyCmd(with("reserve", "--scope", "tenant:acme/run:r1", "--amount", "USD=4", "--json")...)
+	if code != exitOK || !strings.Contains(out, `"decision": "granted"`) {
+		t.Fatalf("reserve: exit %d: %s%s", code, out, errOut)
+	}
+	if code, out, errOut := tallyCmd(with("reserve", "--scope", "tenant:acme/run:r2", "--amount", "USD=7")...); code != exitDenied {
+		t.Fatalf("reserve over the limit: exit %d, want %d: %s%s", code, exitDenied, out, errOut)
+	}
+	// budget.set, reservation.granted, reservation.denied and the
+	// budget.threshold_crossed of the first denial.
+	if code, out, errOut := tallyCmd(with("events", "tail", "--root", "tenant:acme")...); code != exitOK || strings.Count(out, "\n") != 4 {
+		t.Fatalf("events tail: exit %d, want 4 events: %s%s", code, out, errOut)
+	}
+	if code, out, errOut := tallyCmd(with("audit", "verify", "--no-projection")...); code != exitOK {
+		t.Fatalf("audit verify: exit %d: %s%s", code, out, errOut)
+	}
+	if code, out, errOut := tallyCmd(with("projector", "--once", "--http-listen", "")...); code != exitOK {
+		t.Fatalf("projector --once: exit %d: %s%s", code, out, errOut)
+	}
+	if code, out, errOut := tallyCmd(with("report", "balances", "--root", "tenant:acme")...); code != exitOK || !strings.Contains(out, "monthly") {
+		t.Fatalf("report balances: exit %d: %s%s", code, out, errOut)
+	}
+	if code, out, errOut := tallyCmd(with("bench", "--clients", "2", "--roots", "2", "--duration", "1s", "--json")...); code != exitOK || !strings.Contains(out, `"decisions_per_s"`) {
+		t.Fatalf("bench: exit %d: %s%s", code, out, errOut)
+	}
+	for name, r := range refusals {
+		for _, cmd := range [][]string{{"budget", "list", "--root", "tenant:acme", "--timeout", "2s"}, {"audit", "verify"}} {
+			code, out, errOut := tallyCmd(append(append(cmd, "--nats-url", url), r.flags...)...)
+			if code != exitFail || !strings.Contains(errOut, r.want) || !strings.Contains(errOut, r.fix) {
+				t.Errorf("%s, %s: exit %d, want %d with %q and %q: %s%s", name, cmd[0], code, exitFail, r.want, r.fix, out, errOut)
+			}
+		}
+	}
+}
+
+// TestMutualTLSWithNKey runs the ledger on a server that takes only TLS
+// connections with a client certificate of its CA, from a user it knows
+// by NKey: `tally serve --nats-url` and every kind of command connect with
+// --nats-tls-ca, --nats-tls-cert, --nats-tls-key and --nats-nkey.
+func TestMutualTLSWithNKey(t *testing.T) {
+	const p = 2
+	pki := writeTestPKI(t)
+	pub, seedFile, _ := newNKeyUser(t)
+	port := startConfigured(t, fmt.Sprintf(`
+tls {
+  cert_file: %q
+  key_file: %q
+  ca_file: %q
+  verify: true
+}
+authorization { users = [ { nkey: %q } ] }
+%s`, pki.serverCert, pki.serverKey, pki.ca, pub, streams.Mapping(p)))
+	url := fmt.Sprintf("tls://127.0.0.1:%d", port)
+	flags := []string{"--nats-tls-ca", pki.ca, "--nats-tls-cert", pki.clientCert, "--nats-tls-key", pki.clientKey, "--nats-nkey", seedFile}
+	secureLedger(t, url, p, flags...)
+	_, otherSeed, _ := newNKeyUser(t)
+	clientCert := []string{"--nats-tls-cert", pki.clientCert, "--nats-tls-key", pki.clientKey}
+	unknownCA := "x509: certificate signed by unknown authority"
+	checkSecuredCommands(t, url, flags, map[string]refusal{
+		"no CA":      {slices.Concat(clientCert, []string{"--nats-nkey", seedFile}), unknownCA, fixTLS},
+		"another CA": {slices.Concat(clientCert, []string{"--nats-tls-ca", pki.otherCA, "--nats-nkey", seedFile}), unknownCA, fixTLS},
+		// TLS 1.3: the server refuses the certificate after the handshake,
+		// and the client sees its alert or a closed connection.
+		"no client certificate": {[]string{"--nats-tls-ca", pki.ca, "--nats-nkey", seedFile}, "tls", fixTLS},
+		"no NKey":               {slices.Concat(clientCert, []string{"--nats-tls-ca", pki.ca}), "Authorization Violation", fixCredentials},
+		"unknown NKey":          {slices.Concat(clientCert, []string{"--nats-tls-ca", pki.ca, "--nats-nkey", otherSeed}), "Authorization Violation", fixCredentials},
+	})
+}
+
+// TestCredsFile runs the ledger on a server in operator mode (decentralized
+// JWT authentication, as nsc and Synadia Cloud set up): the account's JWT
+// carries the request mapping and JetStream limits, and every process
+// connects with --nats-creds.
+func TestCredsFile(t *testing.T) {
+	const p = 2
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	opKP, err := nkeys.CreateOperator()
+	must(err)
+	opPub, _ := opKP.PublicKey()
+	opJWT, err := jwt.NewOperatorClaims(opPub).Encode(opKP)
+	must(err)
+	account := func(name string) (nkeys.KeyPair, string, *jwt.AccountClaims) {
+		kp, err := nkeys.CreateAccount()
+		must(err)
+		pub, _ := kp.PublicKey()
+		ac := jwt.NewAccountClaims(pub)
+		ac.Name = name
+		return kp, pub, ac
+	}
+	_, sysPub, sysClaims := account("SYS")
+	sysJWT, err := sysClaims.Encode(opKP)
+	must(err)
+	accKP, accPub, accClaims := account("TALLY")
+	accClaims.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: -1, DiskStorage: -1, Streams: -1, Consumer: -1}
+	accClaims.Mappings = jwt.Mapping{jwt.Subject(streams.MappingSource): {{Subject: jwt.Subject(streams.MappingDestination(p))}}}
+	accJWT, err := accClaims.Encode(opKP)
+	must(err)
+	creds := func(name string, signer nkeys.KeyPair) string {
+		ukp, err := nkeys.CreateUser()
+		must(err)
+		upub, _ := ukp.PublicKey()
+		useed, _ := ukp.Seed()
+		uc := jwt.NewUserClaims(upub)
+		uc.Name = name
+		ujwt, err := uc.Encode(signer)
+		must(err)
+		data, err := jwt.FormatUserConfig(ujwt, useed)
+		must(err)
+		f := filepath.Join(t.TempDir(), name+".creds")
+		must(os.WriteFile(f, data, 0o600))
+		return f
+	}
+	port := startConfigured(t, fmt.Sprintf(`
+operator: %q
+system_account: %q
+resolver: MEMORY
+resolver_preload: {
+  %s: %q
+  %s: %q
+}`, opJWT, sysPub, sysPub, sysJWT, accPub, accJWT))
+	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
+	tallyCreds := creds("tally", accKP)
+	strangerKP, err := nkeys.CreateAccount() // an account the operator never signed
+	must(err)
+	secureLedger(t, url, p, "--nats-creds", tallyCreds)
+	checkSecuredCommands(t, url, []string{"--nats-creds", tallyCreds}, map[string]refusal{
+		"no credentials":                {nil, "Authorization Violation", fixCredentials},
+		"credentials of another signer": {[]string{"--nats-creds", creds("stranger", strangerKP)}, "Authorization Violation", fixCredentials},
+	})
+}
+
+// TestNATSAuthFlagErrors: a bad combination or an unreadable or malformed
+// file is a usage error naming the flag and the file, before any
+// connection is tried; the flags make no sense for servers tally starts.
+func TestNATSAuthFlagErrors(t *testing.T) {
+	pki := writeTestPKI(t)
+	_, seedFile, _ := newNKeyUser(t)
+	dir := t.TempDir()
+	junk := filepath.Join(dir, "junk")
+	if err := os.WriteFile(junk, []byte("not a key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "missing")
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"creds and nkey", []string{"--nats-creds", junk, "--nats-nkey", seedFile}, "--nats-creds and --nats-nkey exclude each other"},
+		{"missing creds", []string{"--nats-creds", missing}, "--nats-creds: open " + missing},
+		{"junk creds", []string{"--nats-creds", junk}, "--nats-creds " + junk + ": no user JWT in it"},
+		{"nkey file holding a certificate", []string{"--nats-nkey", pki.ca}, "--nats-nkey " + pki.ca},
+		{"missing nkey", []string{"--nats-nkey", missing}, "--nats-nkey " + missing},
+		{"cert without key", []string{"--nats-tls-cert", pki.clientCert}, "--nats-tls-cert and --nats-tls-key go together"},
+		{"key without cert", []string{"--nats-tls-key", pki.clientKey}, "--nats-tls-cert and --nats-tls-key go together"},
+		{"missing CA", []string{"--nats-tls-ca", missing}, "--nats-tls-ca: open " + missing},
+		{"CA file without a certificate", []string{"--nats-tls-ca", junk}, "--nats-tls-ca " + junk + ": no PEM certificate in it"},
+		{"key of another certificate", []string{"--nats-tls-cert", pki.clientCert, "--nats-tls-key", pki.serverKey},
+			"--nats-tls-cert " + pki.clientCert + ", --nats-tls-key " + pki.serverKey + ": tls: private key does not match public key"},
+	}
+	commands := [][]string{
+		{"budget", "list", "--root", "tenant:acme"},
+		{"events", "tail"},
+		{"audit", "verify"},
+		{"projector", "--once"},
+		{"enforcer"},
+		{"bench"},
+	}
+	for _, c := range cases {
+		for _, cmd := range commands {
+			t.Run(c.name+"/"+cmd[0], func(t *testing.T) {
+				// CLOSED: nothing listens there, so a connection attempt
+				// would fail with another error.
+				args := append(append(append([]string{}, cmd...), "--nats-url", "nats://127.0.0.1:1"), c.args...)
+				code, out, errOut := tallyCmd(args...)
+				if code != exitUsage || !strings.Contains(errOut, "error: "+c.want) {
+					t.Errorf("tally %s: exit %d, want %d with %q: %s%s", strings.Join(args, " "), code, exitUsage, c.want, out, errOut)
+				}
+			})
+		}
+	}
+	for _, args := range [][]string{
+		{"serve", "--data-dir", dir, "--http-listen", "", "--nats-listen", "127.0.0.1:-1", "--nats-creds", junk},
+		{"bench", "--embedded", "--nats-tls-ca", pki.ca},
+		{"bench", "--cluster3", "--nats-nkey", seedFile},
+	} {
+		code, out, errOut := tallyCmd(args...)
+		if code != exitUsage || !strings.Contains(errOut, "secures") {
+			t.Errorf("tally %s: exit %d, want %d saying what the flag secures: %s%s", strings.Join(args, " "), code, exitUsage, out, errOut)
+		}
+	}
+}
