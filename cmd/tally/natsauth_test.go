@@ -397,3 +397,50 @@ func TestNATSAuthFlagErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestLoopback(t *testing.T) {
+	for listen, want := range map[string]bool{
+		"127.0.0.1:4222": true, "127.0.0.1:-1": true, "[::1]:4222": true, "localhost:4222": true, "127.1.2.3:1": true,
+		"0.0.0.0:4222": false, ":4222": false, "[::]:4222": false, "10.0.0.5:4222": false, "nats.example.com:4222": false,
+		"no port": false,
+	} {
+		if got := loopback(listen); got != want {
+			t.Errorf("loopback(%q) = %v, want %v", listen, got, want)
+		}
+	}
+}
+
+// TestServeWarnsOfAnOpenEmbeddedServer: the embedded server has no users,
+// so serving it beyond loopback logs a warning that says so, and serving
+// it on loopback does not.
+func TestServeWarnsOfAnOpenEmbeddedServer(t *testing.T) {
+	const warning = "the embedded NATS server listens beyond this machine and has no users"
+	for _, host := range []string{"0.0.0.0", "127.0.0.1"} {
+		t.Run(host, func(t *testing.T) {
+			_, port, err := net.SplitHostPort(freeAddr(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			var stderr natstest.Buffer
+			done := make(chan int, 1)
+			go func() {
+				done <- run(ctx, []string{"serve", "--data-dir", t.TempDir(), "--nats-listen", net.JoinHostPort(host, port),
+					"--http-listen", "", "--partitions", "1", "--projector=false"}, strings.NewReader(""), &bytes.Buffer{}, &stderr)
+			}()
+			natstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+				if !strings.Contains(stderr.String(), "tally serving") {
+					return fmt.Errorf("not serving yet: %s", stderr.String())
+				}
+				return nil
+			})
+			cancel()
+			if code := <-done; code != exitOK {
+				t.Fatalf("serve exited %d: %s", code, stderr.String())
+			}
+			if got := strings.Contains(stderr.String(), warning); got != (host == "0.0.0.0") {
+				t.Errorf("listening on %s, warned: %v:\n%s", host, got, stderr.String())
+			}
+		})
+	}
+}

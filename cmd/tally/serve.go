@@ -126,6 +126,11 @@ func (e *env) serve(ctx context.Context, f serveFlags, embedded bool) int {
 			ns.Shutdown()
 			ns.WaitForShutdown()
 		}()
+		if !loopback(f.natsListen) {
+			log.Warn("the embedded NATS server listens beyond this machine and has no users: whoever reaches it can "+
+				"set budgets and read the ledger; keep --nats-listen on loopback, or run NATS servers with users and TLS "+
+				"(deploy/nats) and tally serve --nats-url", "nats_listen", f.natsListen)
+		}
 		nc, err = nats.Connect("", nats.InProcessServer(ns), nats.Name("tally-serve"))
 	} else {
 		nc, err = nats.Connect(f.natsURL, append(authOpts, nats.Name("tally-enforcer"), nats.MaxReconnects(-1))...)
@@ -222,6 +227,20 @@ func natsAddr(ns *server.Server, url string) string {
 		return ns.ClientURL()
 	}
 	return url
+}
+
+// loopback reports whether a listen address (host:port) is reachable
+// only from this machine.
+func loopback(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // flagGiven reports whether a flag was set on the command line.
