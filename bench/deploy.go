@@ -132,7 +132,7 @@ func deploy(ctx context.Context, cfg Config) (*deployment, error) {
 		// A reused --data-dir holds a ledger with another P: route
 		// requests the way that ledger expects.
 		for _, s := range d.servers {
-			if err := streams.ApplyMapping(s, layout.Partitions); err != nil {
+			if err := streams.ApplyMapping(s, "", layout.Partitions); err != nil {
 				return d, fmt.Errorf("bench: %w", err)
 			}
 		}

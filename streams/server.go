@@ -56,6 +56,23 @@ type ServerConfig struct {
 	// ReadyTimeout bounds the wait for the server to accept connections.
 	// Default DefaultReadyTimeout.
 	ReadyTimeout time.Duration
+
+	// ConfigFile is a nats-server configuration file whose accounts,
+	// users, permissions, authorization and TLS the server takes. What
+	// tally owns stays tally's: the client address (Listen), JetStream's
+	// store and sync, max_payload, the server name and the request
+	// mapping. A cluster, gateway, operator (JWT), token or single-user
+	// authorization in it is refused. Empty: a server without users.
+	ConfigFile string
+	// Account names the account of ConfigFile that holds the ledger: its
+	// streams, the request mapping, and ServiceUser. Default: the only
+	// account ConfigFile defines, PreferredAccount among several, the
+	// global account without any. It must have JetStream enabled.
+	Account string
+	// ServiceUser and ServicePassword are the user tally itself connects
+	// as, added to Account when ConfigFile has users. Required with
+	// ConfigFile.
+	ServiceUser, ServicePassword string
 }
 
 // withDefaults fills zero fields with their defaults.
@@ -93,7 +110,27 @@ func (c ServerConfig) Validate() error {
 	if c.ReadyTimeout < 0 {
 		return fmt.Errorf("ready timeout %s: negative", c.ReadyTimeout)
 	}
-	return nil
+	if c.ConfigFile == "" {
+		if c.Account != "" || c.ServiceUser != "" || c.ServicePassword != "" {
+			return errors.New("account and service user: only with a configuration file")
+		}
+		return nil
+	}
+	if c.ServiceUser == "" || c.ServicePassword == "" {
+		return errors.New("configuration file: a service user and password are required")
+	}
+	// Parse it now, so that a bad file is reported before anything starts.
+	_, err := loadConfigFile(&server.Options{}, c)
+	return err
+}
+
+// LedgerAccount is the name of the account that holds the ledger on the
+// server StartServer starts with c: "" for the global account.
+func (c ServerConfig) LedgerAccount() (string, error) {
+	if c.ConfigFile == "" {
+		return "", nil
+	}
+	return loadConfigFile(&server.Options{}, c.withDefaults())
 }
 
 // splitListen parses host:port; port 0 and -1 both mean "any free port".
@@ -125,9 +162,15 @@ func StartServer(cfg ServerConfig) (*server.Server, error) {
 	host, port, _ := splitListen(cfg.Listen) // validated above
 
 	opts := &server.Options{}
-	// The mapping goes through the configuration parser, exactly as the
-	// shipped cluster configuration does.
-	if err := opts.ProcessConfigString(Mapping(cfg.Partitions)); err != nil {
+	account := ""
+	if cfg.ConfigFile != "" {
+		var err error
+		if account, err = loadConfigFile(opts, cfg); err != nil {
+			return nil, fmt.Errorf("embedded server: %w", err)
+		}
+	} else if err := opts.ProcessConfigString(Mapping(cfg.Partitions)); err != nil {
+		// The mapping goes through the configuration parser, exactly as
+		// the shipped cluster configuration does.
 		return nil, fmt.Errorf("embedded server: request mapping: %w", err)
 	}
 	opts.ServerName = cfg.Name
@@ -158,17 +201,35 @@ func StartServer(cfg ServerConfig) (*server.Server, error) {
 		s.WaitForShutdown()
 		return nil, fmt.Errorf("embedded server: JetStream did not start (store %s)%s", cfg.DataDir, log.lastError())
 	}
+	if cfg.ConfigFile != "" {
+		err := checkLedgerAccount(s, account)
+		if err == nil {
+			err = ApplyMapping(s, account, cfg.Partitions)
+		}
+		if err != nil {
+			s.Shutdown()
+			s.WaitForShutdown()
+			return nil, fmt.Errorf("embedded server: %s: %w", cfg.ConfigFile, err)
+		}
+	}
 	return s, nil
 }
 
-// ApplyMapping replaces the request mapping of a running server's global
-// account with the one for p partitions. `tally serve` uses it when the data
-// dir holds a ledger whose P differs from the one the server started with.
-func ApplyMapping(s *server.Server, p int) error {
+// ApplyMapping replaces the request mapping of a running server's account
+// (named; "" the global account) with the one for p partitions. `tally
+// serve` uses it when the data dir holds a ledger whose P differs from the
+// one the server started with.
+func ApplyMapping(s *server.Server, account string, p int) error {
 	if err := validatePartitions(p); err != nil {
 		return err
 	}
 	acc := s.GlobalAccount()
+	if account != "" {
+		var err error
+		if acc, err = s.LookupAccount(account); err != nil {
+			return fmt.Errorf("apply mapping: account %q: %w", account, err)
+		}
+	}
 	if acc == nil {
 		return errors.New("apply mapping: server has no global account")
 	}

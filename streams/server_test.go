@@ -4,12 +4,16 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 
 	"github.com/tallyledger/tally/internal/natstest"
 	"github.com/tallyledger/tally/streams"
@@ -17,6 +21,10 @@ import (
 
 func TestServerConfigValidate(t *testing.T) {
 	dir := t.TempDir()
+	conf := filepath.Join(dir, "l.conf")
+	if err := os.WriteFile(conf, []byte(`accounts { L { jetstream: enabled, users: [{user: a, password: b}] } }`), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name    string
 		cfg     streams.ServerConfig
@@ -32,6 +40,12 @@ func TestServerConfigValidate(t *testing.T) {
 		{"negative partitions", streams.ServerConfig{DataDir: dir, Partitions: -1}, "partitions"},
 		{"too many partitions", streams.ServerConfig{DataDir: dir, Partitions: streams.MaxPartitions + 1}, "partitions"},
 		{"negative timeout", streams.ServerConfig{DataDir: dir, ReadyTimeout: -time.Second}, "ready timeout"},
+		{"account without a file", streams.ServerConfig{DataDir: dir, Account: "TALLY"}, "only with a configuration file"},
+		{"service user without a file", streams.ServerConfig{DataDir: dir, ServiceUser: "u", ServicePassword: "p"}, "only with a configuration file"},
+		{"file without a service user", streams.ServerConfig{DataDir: dir, ConfigFile: conf}, "a service user and password are required"},
+		{"file", streams.ServerConfig{DataDir: dir, ConfigFile: conf, ServiceUser: "u", ServicePassword: "p"}, ""},
+		{"file's account", streams.ServerConfig{DataDir: dir, ConfigFile: conf, Account: "L", ServiceUser: "u", ServicePassword: "p"}, ""},
+		{"unknown account", streams.ServerConfig{DataDir: dir, ConfigFile: conf, Account: "M", ServiceUser: "u", ServicePassword: "p"}, `account "M": not defined (accounts: L)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -102,7 +116,7 @@ func TestApplyMapping(t *testing.T) {
 	s := natstest.RunServer(t, natstest.WithPartitions(8))
 	nc := natstest.Connect(t, s)
 	const p = 3
-	if err := streams.ApplyMapping(s, p); err != nil {
+	if err := streams.ApplyMapping(s, "", p); err != nil {
 		t.Fatal(err)
 	}
 	root := "tenant:acme"
@@ -120,7 +134,7 @@ func TestApplyMapping(t *testing.T) {
 	if want := streams.PartitionSubject(streams.Partition(root, p), root, "balance"); m.Subject != want {
 		t.Errorf("subject %q, want %q", m.Subject, want)
 	}
-	if err := streams.ApplyMapping(s, 0); err == nil {
+	if err := streams.ApplyMapping(s, "", 0); err == nil {
 		t.Error("ApplyMapping(0) succeeded")
 	}
 }
@@ -151,5 +165,83 @@ func TestVerifyMapping(t *testing.T) {
 	}
 	if err := streams.VerifyMapping(ctx, natstest.Connect(t, bare), 8); !errors.Is(err, streams.ErrMappingMismatch) {
 		t.Errorf("VerifyMapping on a server without mapping = %v, want ErrMappingMismatch", err)
+	}
+}
+
+// TestStartServerWithConfigFile: a configuration file's account, users and
+// permissions hold on the embedded server; the service user reaches the
+// ledger's account with full access; an NKey user of the file still
+// authenticates beside it; the request mapping is in the ledger's account.
+func TestStartServerWithConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := kp.PublicKey()
+	seed, _ := kp.Seed()
+	seedFile := filepath.Join(dir, "u.nk")
+	if err := os.WriteFile(seedFile, seed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "l.conf")
+	if err := os.WriteFile(conf, []byte(`accounts {
+  L { jetstream: enabled, users: [{nkey: `+pub+`, permissions: {publish: "tally.v1.p.*.tenant:acme.reserve", subscribe: "_INBOX.>"}}] }
+  OTHER { users: [{user: o, password: o}] }
+}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const p = 3
+	s, err := streams.StartServer(streams.ServerConfig{DataDir: t.TempDir(), Listen: "127.0.0.1:-1", Partitions: p,
+		ConfigFile: conf, Account: "L", ServiceUser: "svc", ServicePassword: "pw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		s.Shutdown()
+		s.WaitForShutdown()
+	})
+	if _, err := nats.Connect(s.ClientURL()); err == nil {
+		t.Fatal("a connection without a user was accepted")
+	}
+	svc, err := nats.Connect("", nats.InProcessServer(s), nats.UserInfo("svc", "pw"))
+	if err != nil {
+		t.Fatalf("service user: %v", err)
+	}
+	defer svc.Close()
+	js, err := jetstream.New(svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := js.AccountInfo(ctx); err != nil {
+		t.Fatalf("service user's JetStream: %v", err)
+	}
+	if err := streams.VerifyMapping(ctx, svc, p); err != nil {
+		t.Fatalf("mapping in the ledger's account: %v", err)
+	}
+	opt, err := nats.NkeyOptionFromSeed(seedFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent, err := nats.Connect(s.ClientURL(), opt)
+	if err != nil {
+		t.Fatalf("the file's NKey user: %v", err)
+	}
+	defer agent.Close()
+	// The agent's request is mapped to a partition subject, which its
+	// permissions allow (they are checked after the mapping), and the
+	// service user answers there.
+	sub, err := svc.Subscribe(streams.Prefix+".p.*.tenant:acme.reserve", func(m *nats.Msg) { m.Respond([]byte("ok")) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := svc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if msg, err := agent.Request(streams.RequestSubject("tenant:acme", "reserve"), nil, 5*time.Second); err != nil || string(msg.Data) != "ok" {
+		t.Fatalf("agent request: %v %v", msg, err)
 	}
 }

@@ -108,7 +108,7 @@ func (e *env) connect(f clientFlags) (*nats.Conn, int) {
 	if err != nil {
 		return nil, e.usageErr("%v", err)
 	}
-	opts = append(opts, nats.Name("tally-cli"), nats.Timeout(f.timeout))
+	opts = append(opts, nats.Name("tally-cli"), nats.Timeout(f.timeout), quietPermissions(e.stderr))
 	if f.inboxPrefix != "" {
 		if strings.ContainsAny(f.inboxPrefix, "*> \t") || strings.HasSuffix(f.inboxPrefix, ".") {
 			return nil, e.usageErr("--inbox-prefix %q: want a subject prefix without wildcards, e.g. _INBOX_acme", f.inboxPrefix)
@@ -140,6 +140,9 @@ func (e *env) call(ctx context.Context, f clientFlags, notFound string, do func(
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	if err := do(ctx, client.New(nc, client.WithTimeout(f.timeout))); err != nil {
+		if perr := refusal(nc); perr != nil {
+			return e.fail(perr, fixPermissions)
+		}
 		return e.requestErr(err, f.timeout, notFound)
 	}
 	return -1

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -126,4 +127,29 @@ func connectFix(err error) string {
 		return "check TLS: --nats-tls-ca (the CA of the servers' certificates), --nats-tls-cert and --nats-tls-key (a client certificate), a tls:// URL"
 	}
 	return ""
+}
+
+// fixPermissions is the fix printed with a request the servers refused.
+const fixPermissions = "the NATS user of --nats-url may not send this request or receive its answer: " +
+	"check its permissions (deploy/nats/accounts.conf); a user restricted to its own inboxes needs --inbox-prefix"
+
+// refusal returns the permissions violation the servers last reported on
+// nc, or nil. A request they do not let through, or whose answer they do
+// not deliver, fails as a timeout: this is why.
+func refusal(nc *nats.Conn) error {
+	if err := nc.LastError(); errors.Is(err, nats.ErrPermissionViolation) {
+		return err
+	}
+	return nil
+}
+
+// quietPermissions is an asynchronous error handler for one-shot commands:
+// a permissions violation is reported by the command that hit it (see
+// refusal), other errors are printed to w as nats.go would.
+func quietPermissions(w io.Writer) nats.Option {
+	return nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		if !errors.Is(err, nats.ErrPermissionViolation) {
+			fmt.Fprintf(w, "error: %v\n", err)
+		}
+	})
 }

@@ -179,9 +179,9 @@ func tallyCmd(args ...string) (int, string, string) {
 	return code, stdout.String(), stderr.String()
 }
 
-// refusal is a connection the servers must refuse: the flags it is made
+// refusedConn is a connection the servers must refuse: the flags it is made
 // with, and what its error and its fix must say.
-type refusal struct {
+type refusedConn struct {
 	flags     []string
 	want, fix string
 }
@@ -195,7 +195,7 @@ const (
 // checkSecuredCommands runs the client, report, projector and bench
 // commands against a ledger served at url: with flags each works; each of
 // the refusals fails with exit 1 and an error and fix that say why.
-func checkSecuredCommands(t *testing.T, url string, flags []string, refusals map[string]refusal) {
+func checkSecuredCommands(t *testing.T, url string, flags []string, refusals map[string]refusedConn) {
 	t.Helper()
 	with := func(args ...string) []string { return append(append(args, "--nats-url", url), flags...) }
 	if code, out, errOut := tallyCmd(with("budget", "set", "--scope", "tenant:acme", "--name", "monthly", "--limit", "USD=10")...); code != exitOK {
@@ -258,7 +258,7 @@ authorization { users = [ { nkey: %q } ] }
 	_, otherSeed, _ := newNKeyUser(t)
 	clientCert := []string{"--nats-tls-cert", pki.clientCert, "--nats-tls-key", pki.clientKey}
 	unknownCA := "x509: certificate signed by unknown authority"
-	checkSecuredCommands(t, url, flags, map[string]refusal{
+	checkSecuredCommands(t, url, flags, map[string]refusedConn{
 		"no CA":      {slices.Concat(clientCert, []string{"--nats-nkey", seedFile}), unknownCA, fixTLS},
 		"another CA": {slices.Concat(clientCert, []string{"--nats-tls-ca", pki.otherCA, "--nats-nkey", seedFile}), unknownCA, fixTLS},
 		// TLS 1.3: the server refuses the certificate after the handshake,
@@ -330,7 +330,7 @@ resolver_preload: {
 	strangerKP, err := nkeys.CreateAccount() // an account the operator never signed
 	must(err)
 	secureLedger(t, url, p, "--nats-creds", tallyCreds)
-	checkSecuredCommands(t, url, []string{"--nats-creds", tallyCreds}, map[string]refusal{
+	checkSecuredCommands(t, url, []string{"--nats-creds", tallyCreds}, map[string]refusedConn{
 		"no credentials":                {nil, "Authorization Violation", fixCredentials},
 		"credentials of another signer": {[]string{"--nats-creds", creds("stranger", strangerKP)}, "Authorization Violation", fixCredentials},
 	})

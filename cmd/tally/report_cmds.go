@@ -71,7 +71,7 @@ func (e *env) openLedger(ctx context.Context, f ledgerFlags) (*ledgerConn, int) 
 	if err != nil {
 		return nil, e.usageErr("%v", err)
 	}
-	nc, err := nats.Connect(f.natsURL, append(opts, nats.Name("tally-cli"), nats.Timeout(f.timeout))...)
+	nc, err := nats.Connect(f.natsURL, append(opts, nats.Name("tally-cli"), nats.Timeout(f.timeout), quietPermissions(e.stderr))...)
 	if err != nil {
 		return nil, e.fail(fmt.Errorf("connect to NATS at %s: %w", f.natsURL, err), cmp.Or(connectFix(err), tryRunning))
 	}
@@ -85,6 +85,9 @@ func (e *env) openLedger(ctx context.Context, f ledgerFlags) (*ledgerConn, int) 
 	layout, err := streams.Open(octx, js)
 	if err != nil {
 		nc.Close()
+		if perr := refusal(nc); perr != nil {
+			return nil, e.fail(perr, fixPermissions)
+		}
 		return nil, e.fail(err, tryRunning)
 	}
 	return &ledgerConn{nc: nc, js: js, layout: layout}, -1

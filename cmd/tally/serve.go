@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
 	"errors"
 	"flag"
 	"fmt"
@@ -35,6 +36,8 @@ type serveFlags struct {
 	groupCommit string
 	owner       string
 	auth        natsAuth // with natsURL
+	natsConfig  string   // embedded: a nats-server configuration file
+	natsAccount string   // embedded: its account that holds the ledger
 	// partitionsSet says --partitions (or its env mirror) was given.
 	partitionsSet bool
 	projector     bool // serve only: run the projector in-process (projector_cmd.go)
@@ -45,6 +48,8 @@ func (f *serveFlags) register(fs *flag.FlagSet, embedded bool) {
 		fs.StringVar(&f.dataDir, "data-dir", "./tally-data", "directory of the embedded server's JetStream store")
 		fs.StringVar(&f.natsListen, "nats-listen", "127.0.0.1:4222", "client address of the embedded NATS server")
 		fs.StringVar(&f.sync, "sync", "always", "embedded server durability: always (fsync before every ack) or interval")
+		fs.StringVar(&f.natsConfig, "nats-config", "", "nats-server configuration file of the embedded server's accounts, users, permissions and TLS (e.g. deploy/nats/accounts.conf); its listen, jetstream, cluster and server_name settings are tally's flags' or refused")
+		fs.StringVar(&f.natsAccount, "nats-account", "", "with --nats-config: the account that holds the ledger (default: the only one, or "+streams.PreferredAccount+")")
 		fs.BoolVar(&f.projector, "projector", true, "also run the projector: the views of tally report balances|budgets, projector metrics")
 	}
 	fs.StringVar(&f.natsURL, "nats-url", "", "join an existing NATS cluster at these URLs instead of embedding a server")
@@ -114,11 +119,28 @@ func (e *env) serve(ctx context.Context, f serveFlags, embedded bool) int {
 		return e.usageErr("%v", err)
 	}
 
+	if f.natsAccount != "" && f.natsConfig == "" {
+		return e.usageErr("--nats-account names an account of --nats-config")
+	}
 	var ns *server.Server
 	var nc *nats.Conn
+	var ledgerAccount string // "" the global account
+	var serviceUser []nats.Option
 	if embedded {
-		ns, err = streams.StartServer(streams.ServerConfig{Name: "tally", DataDir: f.dataDir, Listen: f.natsListen,
-			Partitions: f.partitions, SyncAlways: f.sync == "always", Logger: log})
+		scfg := streams.ServerConfig{Name: "tally", DataDir: f.dataDir, Listen: f.natsListen,
+			Partitions: f.partitions, SyncAlways: f.sync == "always", Logger: log}
+		if f.natsConfig != "" {
+			scfg.ConfigFile, scfg.Account = f.natsConfig, f.natsAccount
+			scfg.ServiceUser, scfg.ServicePassword = serviceUserName, rand.Text()
+			serviceUser = []nats.Option{nats.UserInfo(scfg.ServiceUser, scfg.ServicePassword)}
+			if err := scfg.Validate(); err != nil {
+				return e.usageErr("--nats-config: %v", err)
+			}
+			if ledgerAccount, err = scfg.LedgerAccount(); err != nil {
+				return e.usageErr("--nats-config: %v", err)
+			}
+		}
+		ns, err = streams.StartServer(scfg)
 		if err != nil {
 			return e.fail(err, "is another tally running? choose another --nats-listen or --data-dir")
 		}
@@ -126,12 +148,12 @@ func (e *env) serve(ctx context.Context, f serveFlags, embedded bool) int {
 			ns.Shutdown()
 			ns.WaitForShutdown()
 		}()
-		if !loopback(f.natsListen) {
+		if f.natsConfig == "" && !loopback(f.natsListen) {
 			log.Warn("the embedded NATS server listens beyond this machine and has no users: whoever reaches it can "+
-				"set budgets and read the ledger; keep --nats-listen on loopback, or run NATS servers with users and TLS "+
-				"(deploy/nats) and tally serve --nats-url", "nats_listen", f.natsListen)
+				"set budgets and read the ledger; keep --nats-listen on loopback, or give it users and TLS with "+
+				"--nats-config", "nats_listen", f.natsListen)
 		}
-		nc, err = nats.Connect("", nats.InProcessServer(ns), nats.Name("tally-serve"))
+		nc, err = nats.Connect("", append(serviceUser, nats.InProcessServer(ns), nats.Name("tally-serve"))...)
 	} else {
 		nc, err = nats.Connect(f.natsURL, append(authOpts, nats.Name("tally-enforcer"), nats.MaxReconnects(-1))...)
 	}
@@ -155,7 +177,7 @@ func (e *env) serve(ctx context.Context, f serveFlags, embedded bool) int {
 	}
 	if ns != nil && layout.Partitions != f.partitions {
 		// An existing data dir keeps its P: route requests by it.
-		if err := streams.ApplyMapping(ns, layout.Partitions); err != nil {
+		if err := streams.ApplyMapping(ns, ledgerAccount, layout.Partitions); err != nil {
 			return e.fail(err, "")
 		}
 	}
@@ -171,8 +193,14 @@ func (e *env) serve(ctx context.Context, f serveFlags, embedded bool) int {
 	// for bulk reads (enforcer.ServiceConfig.ReplayConn).
 	var replayConn *nats.Conn
 	if ns != nil {
-		if replayConn, err = nats.Connect(ns.ClientURL(), nats.Name("tally-replay")); err != nil {
-			log.Warn("replays use the in-process connection: no loopback connection to the embedded server", "err", err)
+		if replayConn, err = nats.Connect(ns.ClientURL(), append(serviceUser, nats.Name("tally-replay"))...); err != nil {
+			// With --nats-config TLS on the client port is expected to
+			// refuse a loopback connection without certificates.
+			lvl := slog.LevelWarn
+			if f.natsConfig != "" {
+				lvl = slog.LevelInfo
+			}
+			log.Log(ctx, lvl, "replays use the in-process connection: no loopback connection to the embedded server", "err", err)
 			replayConn = nil
 		} else {
 			defer replayConn.Close()
@@ -228,6 +256,11 @@ func natsAddr(ns *server.Server, url string) string {
 	}
 	return url
 }
+
+// serviceUserName is the user `tally serve` connects to its embedded
+// server as when --nats-config gives it users; its password is new at
+// every start (crypto/rand.Text) and never leaves the process.
+const serviceUserName = "tally-serve-internal"
 
 // loopback reports whether a listen address (host:port) is reachable
 // only from this machine.

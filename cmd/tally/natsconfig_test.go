@@ -1,0 +1,193 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tallyledger/tally/internal/natstest"
+)
+
+// serveEmbedded runs `tally serve` with its embedded server and args until
+// stop is called (or the test ends), and waits until ready says it serves.
+func serveEmbedded(t *testing.T, args []string, ready func() error) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var stderr natstest.Buffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, append([]string{"serve", "--http-listen", "", "--projector=false", "--log-level", "warn"}, args...),
+			strings.NewReader(""), &bytes.Buffer{}, &stderr)
+	}()
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case code := <-done:
+			if code != exitOK {
+				t.Errorf("serve exited %d: %s", code, stderr.String())
+			}
+		case <-time.After(20 * time.Second):
+			t.Errorf("serve did not stop")
+		}
+	}
+	t.Cleanup(stop)
+	natstest.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+		select {
+		case code := <-done:
+			done <- code
+			t.Fatalf("serve exited %d: %s", code, stderr.String())
+		default:
+		}
+		return ready()
+	})
+	return stop
+}
+
+// TestServeWithNATSConfig gives the embedded server the shipped accounts,
+// users and permissions (deploy/nats/accounts.conf) and TLS through
+// --nats-config: the ledger lives in the TALLY account, each user gets
+// what its permissions allow and nothing more, an unknown connection is
+// refused, and a restart with another --partitions than the ledger's
+// routes requests in that account by the ledger's P.
+func TestServeWithNATSConfig(t *testing.T) {
+	pki := writeTestPKI(t)
+	dir := t.TempDir()
+	accounts, err := os.ReadFile(filepath.Join("..", "..", "deploy", "nats", "accounts.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "accounts.conf"), accounts, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "tally.conf")
+	if err := os.WriteFile(conf, fmt.Appendf(nil, `
+# settings tally owns are taken from its flags instead
+listen: 0.0.0.0:4222
+jetstream { store_dir: /nonexistent }
+tls { cert_file: %q, key_file: %q }
+include ./accounts.conf
+`, pki.serverCert, pki.serverKey), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, port, err := net.SplitHostPort(freeAddr(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "127.0.0.1:" + port
+	as := func(user, password, inbox string, args ...string) (int, string, string) {
+		args = append(args, "--nats-url", fmt.Sprintf("tls://%s:%s@%s", user, password, addr), "--nats-tls-ca", pki.ca, "--timeout", "2s")
+		if inbox != "" {
+			args = append(args, "--inbox-prefix", inbox)
+		}
+		return tallyCmd(args...)
+	}
+	ready := func() error {
+		if code, out, errOut := as("tally", "CHANGE-ME-tally", "", "budget", "list", "--root", "tenant:acme"); code != exitOK {
+			return fmt.Errorf("budget list: exit %d: %s%s", code, out, errOut)
+		}
+		return nil
+	}
+	data := t.TempDir()
+	stop := serveEmbedded(t, []string{"--data-dir", data, "--nats-listen", addr, "--nats-config", conf, "--partitions", "2"}, ready)
+
+	if code, out, errOut := as("admin", "CHANGE-ME-admin", "_INBOX_admin", "budget", "set", "--scope", "tenant:acme", "--name", "monthly", "--limit", "USD=10"); code != exitOK {
+		t.Fatalf("admin budget set: exit %d: %s%s", code, out, errOut)
+	}
+	reserve := func(user, password, inbox, scope string) (int, string, string) {
+		return as(user, password, inbox, "reserve", "--scope", scope, "--amount", "USD=1")
+	}
+	if code, out, errOut := reserve("agent-acme", "CHANGE-ME-acme", "_INBOX_acme", "tenant:acme/run:r1"); code != exitOK {
+		t.Fatalf("agent-acme reserve on its tenant: exit %d: %s%s", code, out, errOut)
+	}
+	refused := func(what string, code int, out, errOut, subject string) {
+		t.Helper()
+		want := `error: nats: permissions violation: Permissions Violation for Publish to "` + subject + `"`
+		if code != exitFail || !strings.HasPrefix(errOut, want) || !strings.Contains(errOut, "try: "+fixPermissions) || strings.Count(errOut, "error:") != 1 {
+			t.Errorf("%s: exit %d, want %d with %q and the fix, once: %s%s", what, code, exitFail, want, out, errOut)
+		}
+	}
+	code, out, errOut := reserve("agent-acme", "CHANGE-ME-acme", "_INBOX_acme", "tenant:globex/run:r1")
+	refused("agent-acme reserve on another tenant", code, out, errOut, "tally.v1.p.0.tenant:globex.reserve")
+	code, out, errOut = as("agent-acme", "CHANGE-ME-acme", "_INBOX_acme", "budget", "set", "--scope", "tenant:acme", "--name", "x", "--limit", "USD=1000")
+	refused("agent-acme budget set", code, out, errOut, "tally.v1.p.1.tenant:acme.budget-set")
+	code, out, errOut = as("agent-acme", "CHANGE-ME-acme", "", "balance", "--scope", "tenant:acme")
+	if code != exitFail || !strings.Contains(errOut, "Permissions Violation for Subscription to") || !strings.Contains(errOut, "--inbox-prefix") {
+		t.Errorf("agent-acme without its inbox prefix: exit %d, want %d naming the subscription and the fix: %s%s", code, exitFail, out, errOut)
+	}
+	code, out, errOut = tallyCmd("budget", "list", "--root", "tenant:acme", "--nats-url", "tls://"+addr, "--nats-tls-ca", pki.ca)
+	if code != exitFail || !strings.Contains(errOut, "Authorization Violation") || !strings.Contains(errOut, fixCredentials) {
+		t.Errorf("no user: exit %d, want %d refused with the fix: %s%s", code, exitFail, out, errOut)
+	}
+	code, out, errOut = tallyCmd("budget", "list", "--root", "tenant:acme", "--nats-url", "nats://tally:CHANGE-ME-tally@"+addr)
+	if code != exitFail || !strings.Contains(errOut, fixTLS) {
+		t.Errorf("without the CA: exit %d, want %d refused with the fix: %s%s", code, exitFail, out, errOut)
+	}
+	stop()
+
+	// The ledger keeps P = 2; the flag's default (8) is what the server
+	// starts with, and the mapping in the TALLY account is corrected.
+	serveEmbedded(t, []string{"--data-dir", data, "--nats-listen", addr, "--nats-config", conf}, ready)
+	for i := range 8 {
+		if code, out, errOut := reserve("agent-acme", "CHANGE-ME-acme", "_INBOX_acme", fmt.Sprintf("tenant:acme/run:s%d", i)); code != exitOK {
+			t.Fatalf("agent-acme reserve %d after the restart: exit %d: %s%s", i, code, out, errOut)
+		}
+	}
+	code, out, errOut = as("admin", "CHANGE-ME-admin", "_INBOX_admin", "balance", "--scope", "tenant:acme", "--json")
+	if code != exitOK || !strings.Contains(out, `"reserved": "9"`) {
+		t.Errorf("balance after the restart: exit %d, want 9 USD reserved: %s%s", code, out, errOut)
+	}
+}
+
+// TestServeNATSConfigErrors: a configuration the embedded server cannot
+// take is a usage error naming the file and what is wrong, before the
+// server starts.
+func TestServeNATSConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	twoAccounts := write("two.conf", `accounts { A { jetstream: enabled, users: [{user: a, password: a}] }, B { users: [{user: b, password: b}] } }`)
+	cases := []struct {
+		name string
+		args []string
+		want string
+		code int
+	}{
+		{"missing file", []string{"--nats-config", filepath.Join(dir, "missing.conf")}, "missing.conf", exitUsage},
+		{"syntax", []string{"--nats-config", write("syntax.conf", "accounts {")}, "syntax.conf", exitUsage},
+		{"cluster", []string{"--nats-config", write("cluster.conf", "cluster { name: c, listen: 127.0.0.1:-1 }")}, "cluster: the embedded server is one server", exitUsage},
+		{"token", []string{"--nats-config", write("token.conf", "authorization { token: s3cret }")}, "authorization with a token", exitUsage},
+		{"single user", []string{"--nats-config", write("user.conf", "authorization { user: u, password: p }")}, "authorization with a single user", exitUsage},
+		{"two accounts", []string{"--nats-config", twoAccounts}, "accounts A, B: name the one that holds the ledger", exitUsage},
+		{"unknown account", []string{"--nats-config", twoAccounts, "--nats-account", "C"}, `account "C": not defined (accounts: A, B)`, exitUsage},
+		{"account without JetStream", []string{"--nats-config", twoAccounts, "--nats-account", "B"}, `account "B" has no JetStream`, exitFail},
+		{"taken user name", []string{"--nats-config", write("taken.conf", `authorization { users: [{user: `+serviceUserName+`, password: p}] }`)},
+			"the name of tally's own user", exitUsage},
+		{"account without config", []string{"--nats-account", "A"}, "--nats-account names an account of --nats-config", exitUsage},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			args := append([]string{"serve", "--data-dir", t.TempDir(), "--nats-listen", "127.0.0.1:-1", "--http-listen", "",
+				"--projector=false"}, c.args...)
+			code, out, errOut := tallyCmd(args...)
+			if code != c.code || !strings.Contains(errOut, c.want) {
+				t.Errorf("exit %d, want %d with %q: %s%s", code, c.code, c.want, out, errOut)
+			}
+		})
+	}
+}
