@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -72,6 +73,11 @@ func New(nc *nats.Conn, opts ...Option) *Client {
 // ErrNoAnswer is returned when no attempt got an answer.
 var ErrNoAnswer = errors.New("tally: no answer")
 
+// ErrRefused is returned when the NATS servers refused to carry the
+// request, or to deliver its answer, by the permissions of the
+// connection's user. It wraps the server's refusal; retrying cannot help.
+var ErrRefused = errors.New("tally: refused by the NATS user's permissions")
+
 // Do sends req (a JSON-encodable request) for op under root and decodes the
 // result into out. Error answers are returned as *events.Error. Timeouts
 // and UNAVAILABLE answers are retried with the same payload, so the same
@@ -105,6 +111,9 @@ func (c *Client) Do(ctx context.Context, root string, op events.Op, req, out any
 			if ctx.Err() != nil {
 				return errors.Join(ctx.Err(), err)
 			}
+			if rerr := c.refusal(root, op); rerr != nil {
+				return rerr
+			}
 			last = fmt.Errorf("%w to %s: %v", ErrNoAnswer, op, err)
 			continue
 		}
@@ -128,6 +137,29 @@ func (c *Client) Do(ctx context.Context, root string, op events.Op, req, out any
 		return nil
 	}
 	return last
+}
+
+// refusal returns ErrRefused with the servers' reason when the last error
+// they reported on the connection is a permissions violation that stops
+// requests for op under root: publishing to its subject (whatever
+// partition the mapping chose), or subscribing to the connection's reply
+// inboxes. A request they refuse is dropped, so it looks like a timeout.
+func (c *Client) refusal(root string, op events.Op) error {
+	err := c.nc.LastError()
+	if !errors.Is(err, nats.ErrPermissionViolation) {
+		return nil
+	}
+	msg := err.Error()
+	inbox := c.nc.Opts.InboxPrefix
+	if inbox == "" {
+		inbox = nats.InboxPrefix
+	}
+	inbox = strings.TrimSuffix(inbox, ".")
+	if strings.Contains(msg, `for Publish to "`) && strings.Contains(msg, "."+root+"."+string(op)+`"`) ||
+		strings.Contains(msg, `for Subscription to "`+inbox+".") {
+		return fmt.Errorf("%w: %s %s: %v", ErrRefused, op, root, err)
+	}
+	return nil
 }
 
 // NewKey returns a fresh idempotency key.

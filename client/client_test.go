@@ -3,6 +3,9 @@ package client_test
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -188,5 +191,84 @@ func TestRetriesKeepTheKey(t *testing.T) {
 	}
 	if got := info.State.Subjects[subject]; got != 1 {
 		t.Errorf("%d reservation.granted events, want 1", got)
+	}
+}
+
+// TestRefusedByPermissions: a request the NATS servers refuse by the
+// user's permissions (another tenant's subject, or answers on inboxes the
+// user may not subscribe to) fails with ErrRefused and the servers'
+// reason after one attempt, not as a timeout after every retry; a refusal
+// for one root is not blamed on a request for another.
+func TestRefusedByPermissions(t *testing.T) {
+	conf := filepath.Join(t.TempDir(), "users.conf")
+	if err := os.WriteFile(conf, []byte(`authorization { users: [
+  { user: agent, password: a, permissions: { publish: "tally.v1.p.*.tenant:acme.>", subscribe: "_INBOX_acme.>" } }
+] }`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := streams.StartServer(streams.ServerConfig{DataDir: t.TempDir(), Listen: "127.0.0.1:-1", Partitions: testPartitions,
+		ConfigFile: conf, ServiceUser: "svc", ServicePassword: "pw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+	})
+	svcConn := natstest.Connect(t, srv, nats.UserInfo("svc", "pw"))
+	js, err := jetstream.New(svcConn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := streams.Ensure(ctx, js, streams.Config{Partitions: testPartitions}); err != nil {
+		t.Fatal(err)
+	}
+	svc, err := enforcer.NewService(svcConn, enforcer.ServiceConfig{Partitions: testPartitions})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(rctx) }()
+	t.Cleanup(func() {
+		stop()
+		<-done
+	})
+
+	const timeout = 300 * time.Millisecond
+	agent := func(opts ...nats.Option) *client.Client {
+		nc, err := nats.Connect(srv.ClientURL(), append([]nats.Option{nats.UserInfo("agent", "a")}, opts...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		return client.New(nc, client.WithTimeout(timeout), client.WithBackoff(10*time.Millisecond))
+	}
+	acme := agent(nats.CustomInboxPrefix("_INBOX_acme"))
+	natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		_, err := acme.Balance(ctx, "tenant:acme")
+		return err
+	})
+	start := time.Now()
+	_, err = acme.Reserve(ctx, events.ReserveRequest{Scope: "tenant:globex", Amounts: usd("1")})
+	if !errors.Is(err, client.ErrRefused) || !strings.Contains(err.Error(), `Permissions Violation for Publish to "tally.v1.p.`) {
+		t.Fatalf("reserve on another tenant: %v, want ErrRefused with the servers' reason", err)
+	}
+	if took := time.Since(start); took > client.DefaultAttempts*timeout/2 {
+		t.Errorf("the refusal took %s: it was retried", took)
+	}
+	if _, err := acme.Balance(ctx, "tenant:acme"); err != nil {
+		t.Errorf("balance of its own tenant after a refusal for another: %v", err)
+	}
+	if _, err := acme.Reserve(ctx, events.ReserveRequest{Scope: "tenant:acme", Amounts: usd("1")}); err != nil {
+		t.Errorf("reserve on its own tenant after a refusal for another: %v", err)
+	}
+
+	plainInbox := agent()
+	_, err = plainInbox.Balance(ctx, "tenant:acme")
+	if !errors.Is(err, client.ErrRefused) || !strings.Contains(err.Error(), `Permissions Violation for Subscription to "_INBOX.`) {
+		t.Errorf("balance with inboxes the user may not subscribe to: %v, want ErrRefused with the servers' reason", err)
 	}
 }
