@@ -190,7 +190,7 @@ func sdkRefusals(root string, calls map[events.Op]func(context.Context) error) [
 		out = append(out, refusal{
 			name:    fmt.Sprintf("%s on %s", op, root),
 			subject: streams.PartitionSubject(streams.Partition(root, deployP), root, string(op)),
-			wantErr: client.ErrNoAnswer,
+			wantErr: client.ErrRefused,
 			send:    send,
 		})
 	}
