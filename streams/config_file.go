@@ -71,6 +71,8 @@ func ledgerAccount(opts *server.Options, name string) (*server.Account, error) {
 			accounts = append(accounts, a)
 		}
 	}
+	// The parser keeps accounts in map order: sort them for stable errors.
+	slices.SortFunc(accounts, func(a, b *server.Account) int { return strings.Compare(a.Name, b.Name) })
 	names := make([]string, len(accounts))
 	for i, a := range accounts {
 		names[i] = a.Name
