@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -43,7 +42,6 @@ type Client struct {
 	// partitions, when set, makes the client address the mapped subject
 	// tally.v1.p.<n>.<root>.<op> directly.
 	partitions int
-	refused    *refusals
 }
 
 // Option configures a Client.
@@ -63,23 +61,12 @@ func WithBackoff(d time.Duration) Option { return func(c *Client) { c.backoff = 
 // (the server's mapping is then not needed); p must be the ledger's P.
 func WithPartitions(p int) Option { return func(c *Client) { c.partitions = p } }
 
-// New returns a client on an established connection. It chains a handler
-// to the connection's asynchronous error handler (which still gets every
-// error) to learn which requests the servers refuse by the user's
-// permissions: see ErrRefused.
+// New returns a client on an established connection.
 func New(nc *nats.Conn, opts ...Option) *Client {
-	c := &Client{nc: nc, timeout: DefaultTimeout, attempts: DefaultAttempts, backoff: DefaultBackoff,
-		refused: &refusals{inbox: inboxOf(nc)}}
+	c := &Client{nc: nc, timeout: DefaultTimeout, attempts: DefaultAttempts, backoff: DefaultBackoff}
 	for _, o := range opts {
 		o(c)
 	}
-	prev := nc.ErrorHandler()
-	nc.SetErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
-		c.refused.note(err)
-		if prev != nil {
-			prev(nc, sub, err)
-		}
-	})
 	return c
 }
 
@@ -152,87 +139,30 @@ func (c *Client) Do(ctx context.Context, root string, op events.Op, req, out any
 	return last
 }
 
-// maxRefusals bounds the refusals a Client remembers.
-const maxRefusals = 1024
-
-// refusals are the permission violations the servers reported on a
-// connection, by what they stop: "<root>.<op>" for a request subject
-// (whatever partition the mapping chose), "" for the reply inboxes.
-type refusals struct {
-	inbox string // the connection's inbox prefix, with its trailing dot
-
-	mu    sync.Mutex
-	byKey map[string]error
-}
-
-func inboxOf(nc *nats.Conn) string {
-	p := nc.Opts.InboxPrefix
-	if p == "" {
-		p = nats.InboxPrefix
-	}
-	return strings.TrimSuffix(p, ".") + "."
-}
-
-// key is what a permission violation stops (see refusals), or false.
-func (r *refusals) key(err error) (string, bool) {
+// refusal returns ErrRefused with the servers' reason when the last error
+// they reported on the connection is a permissions violation that stops
+// requests for op under root — publishing to its subject, whatever
+// partition the mapping chose — or their answers, on the connection's
+// reply inboxes. A request they refuse is dropped, so it looks like a
+// timeout. The connection keeps one last error: of refusals on one
+// connection at the same moment, those it no longer names stay ErrNoAnswer.
+func (c *Client) refusal(root string, op events.Op) error {
+	err := c.nc.LastError()
 	if !errors.Is(err, nats.ErrPermissionViolation) {
-		return "", false
+		return nil
 	}
 	msg := err.Error()
-	for _, kind := range []string{"Publish", "Subscription"} {
-		_, rest, ok := strings.Cut(msg, "for "+kind+` to "`)
-		if !ok {
-			continue
-		}
-		subject, _, ok := strings.Cut(rest, `"`)
-		if !ok {
-			return "", false
-		}
-		if kind == "Subscription" {
-			return "", strings.HasPrefix(subject, r.inbox)
-		}
-		tokens := strings.Split(subject, ".")
-		n := len(tokens)
-		if n < 4 || !strings.HasPrefix(subject, streams.Prefix+".") {
-			return "", false
-		}
-		return tokens[n-2] + "." + tokens[n-1], true
+	inbox := c.nc.Opts.InboxPrefix
+	if inbox == "" {
+		inbox = nats.InboxPrefix
 	}
-	return "", false
-}
-
-func (r *refusals) note(err error) {
-	k, ok := r.key(err)
-	if !ok {
-		return
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.byKey == nil || len(r.byKey) >= maxRefusals {
-		r.byKey = make(map[string]error)
-	}
-	r.byKey[k] = err
-}
-
-// refusal returns ErrRefused with the servers' reason when they refused
-// requests for op under root, or their answers: a request they refuse is
-// dropped, so it looks like a timeout. The connection's last error stands
-// in for a handler the application replaced after New.
-func (c *Client) refusal(root string, op events.Op) error {
-	key := root + "." + string(op)
-	c.refused.mu.Lock()
-	err, ok := c.refused.byKey[key]
-	if !ok {
-		err, ok = c.refused.byKey[""]
-	}
-	c.refused.mu.Unlock()
-	if !ok {
-		last := c.nc.LastError()
-		if k, is := c.refused.key(last); is && (k == key || k == "") {
-			err, ok = last, true
+	inbox = strings.TrimSuffix(inbox, ".") + "."
+	if _, rest, ok := strings.Cut(msg, `for Publish to "`); ok {
+		subject, _, _ := strings.Cut(rest, `"`)
+		if !strings.HasPrefix(subject, streams.Prefix+".") || !strings.HasSuffix(subject, "."+root+"."+string(op)) {
+			return nil
 		}
-	}
-	if !ok {
+	} else if !strings.Contains(msg, `for Subscription to "`+inbox) {
 		return nil
 	}
 	return fmt.Errorf("%w: %s %s: %v", ErrRefused, op, root, err)
