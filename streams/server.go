@@ -125,12 +125,16 @@ func (c ServerConfig) Validate() error {
 }
 
 // LedgerAccount is the name of the account that holds the ledger on the
-// server StartServer starts with c: "" for the global account.
-func (c ServerConfig) LedgerAccount() (string, error) {
+// server StartServer starts with c ("" for the global account), and
+// whether the server has users (without, anyone who reaches it may do
+// anything).
+func (c ServerConfig) LedgerAccount() (account string, users bool, err error) {
 	if c.ConfigFile == "" {
-		return "", nil
+		return "", false, nil
 	}
-	return loadConfigFile(&server.Options{}, c.withDefaults())
+	opts := &server.Options{}
+	account, err = loadConfigFile(opts, c.withDefaults())
+	return account, len(opts.Users) > 0 || len(opts.Nkeys) > 0, err
 }
 
 // splitListen parses host:port; port 0 and -1 both mean "any free port".

@@ -410,13 +410,37 @@ func TestLoopback(t *testing.T) {
 	}
 }
 
-// TestServeWarnsOfAnOpenEmbeddedServer: the embedded server has no users,
-// so serving it beyond loopback logs a warning that says so, and serving
-// it on loopback does not.
+// TestServeWarnsOfAnOpenEmbeddedServer: an embedded server without users
+// (none, or a --nats-config without any) logs a warning that says so when
+// it listens beyond loopback, and not on loopback or with users.
 func TestServeWarnsOfAnOpenEmbeddedServer(t *testing.T) {
 	const warning = "the embedded NATS server listens beyond this machine and has no users"
-	for _, host := range []string{"0.0.0.0", "127.0.0.1"} {
-		t.Run(host, func(t *testing.T) {
+	dir := t.TempDir()
+	withUsers := filepath.Join(dir, "users.conf")
+	noUsers := filepath.Join(dir, "nousers.conf")
+	for f, text := range map[string]string{
+		withUsers: `authorization { users: [{user: a, password: b}] }`,
+		noUsers:   `max_connections: 1000`,
+	} {
+		if err := os.WriteFile(f, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		host  string
+		extra []string
+		warn  bool
+	}{
+		{"0.0.0.0", nil, true},
+		{"127.0.0.1", nil, false},
+		{"0.0.0.0", []string{"--nats-config", withUsers}, false},
+		{"0.0.0.0", []string{"--nats-config", noUsers}, true},
+	} {
+		name := c.host
+		if len(c.extra) > 0 {
+			name += " " + filepath.Base(c.extra[1])
+		}
+		t.Run(name, func(t *testing.T) {
 			_, port, err := net.SplitHostPort(freeAddr(t))
 			if err != nil {
 				t.Fatal(err)
@@ -425,10 +449,16 @@ func TestServeWarnsOfAnOpenEmbeddedServer(t *testing.T) {
 			var stderr natstest.Buffer
 			done := make(chan int, 1)
 			go func() {
-				done <- run(ctx, []string{"serve", "--data-dir", t.TempDir(), "--nats-listen", net.JoinHostPort(host, port),
-					"--http-listen", "", "--partitions", "1", "--projector=false"}, strings.NewReader(""), &bytes.Buffer{}, &stderr)
+				done <- run(ctx, append([]string{"serve", "--data-dir", t.TempDir(), "--nats-listen", net.JoinHostPort(c.host, port),
+					"--http-listen", "", "--partitions", "1", "--projector=false"}, c.extra...), strings.NewReader(""), &bytes.Buffer{}, &stderr)
 			}()
 			natstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+				select {
+				case code := <-done:
+					done <- code
+					t.Fatalf("serve exited %d: %s", code, stderr.String())
+				default:
+				}
 				if !strings.Contains(stderr.String(), "tally serving") {
 					return fmt.Errorf("not serving yet: %s", stderr.String())
 				}
@@ -438,8 +468,8 @@ func TestServeWarnsOfAnOpenEmbeddedServer(t *testing.T) {
 			if code := <-done; code != exitOK {
 				t.Fatalf("serve exited %d: %s", code, stderr.String())
 			}
-			if got := strings.Contains(stderr.String(), warning); got != (host == "0.0.0.0") {
-				t.Errorf("listening on %s, warned: %v:\n%s", host, got, stderr.String())
+			if got := strings.Contains(stderr.String(), warning); got != c.warn {
+				t.Errorf("warned: %v, want %v:\n%s", got, c.warn, stderr.String())
 			}
 		})
 	}

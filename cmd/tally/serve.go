@@ -125,6 +125,7 @@ func (e *env) serve(ctx context.Context, f serveFlags, embedded bool) int {
 	var ns *server.Server
 	var nc *nats.Conn
 	var ledgerAccount string // "" the global account
+	var users bool           // the embedded server has users
 	var serviceUser []nats.Option
 	if embedded {
 		scfg := streams.ServerConfig{Name: "tally", DataDir: f.dataDir, Listen: f.natsListen,
@@ -136,7 +137,7 @@ func (e *env) serve(ctx context.Context, f serveFlags, embedded bool) int {
 			if err := scfg.Validate(); err != nil {
 				return e.usageErr("--nats-config: %v", err)
 			}
-			if ledgerAccount, err = scfg.LedgerAccount(); err != nil {
+			if ledgerAccount, users, err = scfg.LedgerAccount(); err != nil {
 				return e.usageErr("--nats-config: %v", err)
 			}
 		}
@@ -148,7 +149,7 @@ func (e *env) serve(ctx context.Context, f serveFlags, embedded bool) int {
 			ns.Shutdown()
 			ns.WaitForShutdown()
 		}()
-		if f.natsConfig == "" && !loopback(f.natsListen) {
+		if !users && !loopback(f.natsListen) {
 			log.Warn("the embedded NATS server listens beyond this machine and has no users: whoever reaches it can "+
 				"set budgets and read the ledger; keep --nats-listen on loopback, or give it users and TLS with "+
 				"--nats-config", "nats_listen", f.natsListen)
