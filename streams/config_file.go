@@ -116,3 +116,24 @@ func checkLedgerAccount(s *server.Server, name string) error {
 	}
 	return nil
 }
+
+// addMapping adds the request mapping for p partitions to the ledger's
+// account in opts (the global account when account is ""), before the
+// server starts or reloads them: requests are never without it.
+func addMapping(opts *server.Options, account string, p int) error {
+	name := account
+	if name == "" {
+		name = server.DEFAULT_GLOBAL_ACCOUNT
+	}
+	i := slices.IndexFunc(opts.Accounts, func(a *server.Account) bool { return a.Name == name })
+	if i < 0 {
+		// Only the global account can be missing: it is created on
+		// start, and configured from opts if it is there.
+		opts.Accounts = append(opts.Accounts, server.NewAccount(name))
+		i = len(opts.Accounts) - 1
+	}
+	if err := opts.Accounts[i].AddMapping(MappingSource, MappingDestination(p)); err != nil {
+		return fmt.Errorf("request mapping: %w", err)
+	}
+	return nil
+}

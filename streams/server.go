@@ -163,30 +163,10 @@ func StartServer(cfg ServerConfig) (*server.Server, error) {
 		return nil, fmt.Errorf("embedded server: %w", err)
 	}
 	cfg = cfg.withDefaults()
-	host, port, _ := splitListen(cfg.Listen) // validated above
-
-	opts := &server.Options{}
-	account := ""
-	if cfg.ConfigFile != "" {
-		var err error
-		if account, err = loadConfigFile(opts, cfg); err != nil {
-			return nil, fmt.Errorf("embedded server: %w", err)
-		}
-	} else if err := opts.ProcessConfigString(Mapping(cfg.Partitions)); err != nil {
-		// The mapping goes through the configuration parser, exactly as
-		// the shipped cluster configuration does.
-		return nil, fmt.Errorf("embedded server: request mapping: %w", err)
+	opts, account, err := serverOptions(cfg, cfg.Partitions)
+	if err != nil {
+		return nil, fmt.Errorf("embedded server: %w", err)
 	}
-	opts.ServerName = cfg.Name
-	opts.Host = host
-	opts.Port = port
-	opts.JetStream = true
-	opts.StoreDir = cfg.DataDir
-	opts.SyncAlways = cfg.SyncAlways
-	opts.MaxPayload = MaxPayload
-	opts.NoSigs = true
-	opts.NoLog = cfg.Logger == nil
-
 	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded server: %w", err)
@@ -205,18 +185,72 @@ func StartServer(cfg ServerConfig) (*server.Server, error) {
 		s.WaitForShutdown()
 		return nil, fmt.Errorf("embedded server: JetStream did not start (store %s)%s", cfg.DataDir, log.lastError())
 	}
-	if cfg.ConfigFile != "" {
-		err := checkLedgerAccount(s, account)
-		if err == nil {
-			err = ApplyMapping(s, account, cfg.Partitions)
-		}
-		if err != nil {
-			s.Shutdown()
-			s.WaitForShutdown()
-			return nil, fmt.Errorf("embedded server: %s: %w", cfg.ConfigFile, err)
-		}
+	if err := checkLedgerAccount(s, account); cfg.ConfigFile != "" && err != nil {
+		s.Shutdown()
+		s.WaitForShutdown()
+		return nil, fmt.Errorf("embedded server: %s: %w", cfg.ConfigFile, err)
 	}
 	return s, nil
+}
+
+// serverOptions are the options of the embedded server cfg describes,
+// with the request mapping for p partitions in the ledger's account, and
+// that account's name ("" the global account).
+func serverOptions(cfg ServerConfig, p int) (*server.Options, string, error) {
+	host, port, err := splitListen(cfg.Listen)
+	if err != nil {
+		return nil, "", err
+	}
+	opts := &server.Options{}
+	account := ""
+	if cfg.ConfigFile != "" {
+		if account, err = loadConfigFile(opts, cfg); err != nil {
+			return nil, "", err
+		}
+		if err := addMapping(opts, account, p); err != nil {
+			return nil, "", err
+		}
+	} else if err := opts.ProcessConfigString(Mapping(p)); err != nil {
+		// The mapping goes through the configuration parser, exactly as
+		// the shipped cluster configuration does.
+		return nil, "", fmt.Errorf("request mapping: %w", err)
+	}
+	opts.ServerName = cfg.Name
+	opts.Host = host
+	opts.Port = port
+	opts.JetStream = true
+	opts.StoreDir = cfg.DataDir
+	opts.SyncAlways = cfg.SyncAlways
+	opts.MaxPayload = MaxPayload
+	opts.NoSigs = true
+	opts.NoLog = cfg.Logger == nil
+	return opts, account, nil
+}
+
+// ReloadConfig reads cfg.ConfigFile again into the running server s, as
+// nats-server does on SIGHUP: users, permissions and TLS certificates
+// change, users no longer in it are disconnected. What tally owns stays as
+// cfg says, the service user included (give the password s started with),
+// and requests stay mapped for the ledger's p partitions, without a gap.
+// A file that cannot be loaded changes nothing.
+func ReloadConfig(s *server.Server, cfg ServerConfig, p int) error {
+	if cfg.ConfigFile == "" {
+		return errors.New("reload: the embedded server has no configuration file")
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("reload: %w", err)
+	}
+	if err := validatePartitions(p); err != nil {
+		return fmt.Errorf("reload: %w", err)
+	}
+	opts, account, err := serverOptions(cfg.withDefaults(), p)
+	if err != nil {
+		return fmt.Errorf("reload: %w", err)
+	}
+	if err := s.ReloadOptions(opts); err != nil {
+		return fmt.Errorf("reload %s: %w", cfg.ConfigFile, err)
+	}
+	return checkLedgerAccount(s, account)
 }
 
 // ApplyMapping replaces the request mapping of a running server's account

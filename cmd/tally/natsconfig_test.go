@@ -3,13 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/tallyledger/tally/internal/natstest"
 )
@@ -147,6 +151,30 @@ include ./accounts.conf
 	if code != exitOK || !strings.Contains(out, `"reserved": "9"`) {
 		t.Errorf("balance after the restart: exit %d, want 9 USD reserved: %s%s", code, out, errOut)
 	}
+
+	// A rotated password, reloaded on SIGHUP: the ledger's account keeps
+	// its JetStream and its mapping for P = 2.
+	if code, out, errOut := as("admin", "CHANGE-ME-admin", "_INBOX_admin", "budget", "set", "--scope", "tenant:acme", "--name", "monthly", "--limit", "USD=100"); code != exitOK {
+		t.Fatalf("admin raises the budget: exit %d: %s%s", code, out, errOut)
+	}
+	rotated := strings.ReplaceAll(string(accounts), "CHANGE-ME-acme", "rotated-acme")
+	if err := os.WriteFile(filepath.Join(dir, "accounts.conf"), []byte(rotated), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	natstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if code, _, _ := as("agent-acme", "CHANGE-ME-acme", "_INBOX_acme", "balance", "--scope", "tenant:acme"); code == exitOK {
+			return errors.New("the old password still works")
+		}
+		return nil
+	})
+	for i := range 4 {
+		if code, out, errOut := reserve("agent-acme", "rotated-acme", "_INBOX_acme", fmt.Sprintf("tenant:acme/run:t%d", i)); code != exitOK {
+			t.Fatalf("reserve %d with the rotated password: exit %d: %s%s", i, code, out, errOut)
+		}
+	}
 }
 
 // TestServeNATSConfigErrors: a configuration the embedded server cannot
@@ -189,5 +217,99 @@ func TestServeNATSConfigErrors(t *testing.T) {
 				t.Errorf("exit %d, want %d with %q: %s%s", code, c.code, c.want, out, errOut)
 			}
 		})
+	}
+}
+
+// TestServeReloadsNATSConfigOnSIGHUP: SIGHUP reads --nats-config again, as
+// nats-server does: a user taken out is disconnected and refused, a user
+// put in gets in, tally keeps serving (its own user and the mapping stay),
+// and a file that no longer loads changes nothing.
+func TestServeReloadsNATSConfigOnSIGHUP(t *testing.T) {
+	conf := filepath.Join(t.TempDir(), "users.conf")
+	writeConf := func(text string) {
+		t.Helper()
+		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeConf(`authorization { users: [{user: old, password: pw-old}] }`)
+	_, port, err := net.SplitHostPort(freeAddr(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "127.0.0.1:" + port
+	url := func(user, password string) string { return fmt.Sprintf("nats://%s:%s@%s", user, password, addr) }
+	list := func(user, password string) (int, string, string) {
+		return tallyCmd("budget", "list", "--root", "tenant:acme", "--nats-url", url(user, password), "--timeout", "2s")
+	}
+	var stderr natstest.Buffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"serve", "--data-dir", t.TempDir(), "--nats-listen", addr, "--http-listen", "", "--projector=false",
+			"--partitions", "2", "--nats-config", conf}, strings.NewReader(""), &bytes.Buffer{}, &stderr)
+	}()
+	defer func() {
+		cancel()
+		if code := <-done; code != exitOK {
+			t.Errorf("serve exited %d: %s", code, stderr.String())
+		}
+	}()
+	// Only once serve says it serves is SIGHUP its: before, the signal's
+	// default would end the test binary.
+	natstest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		if !strings.Contains(stderr.String(), "tally serving") {
+			return errors.New("not serving yet")
+		}
+		if code, out, errOut := list("old", "pw-old"); code != exitOK {
+			return fmt.Errorf("budget list: exit %d: %s%s", code, out, errOut)
+		}
+		return nil
+	})
+	held, err := nats.Connect(url("old", "pw-old"), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+
+	hup := func(want string) {
+		t.Helper()
+		before := strings.Count(stderr.String(), want)
+		if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+			if strings.Count(stderr.String(), want) == before {
+				return fmt.Errorf("no %q in the log yet", want)
+			}
+			return nil
+		})
+	}
+	writeConf(`authorization { users: [{user: new, password: pw-new}] }`)
+	hup("--nats-config reloaded")
+	code, out, errOut := list("old", "pw-old")
+	if code != exitFail || !strings.Contains(errOut, "Authorization Violation") {
+		t.Errorf("the removed user: exit %d, want %d refused: %s%s", code, exitFail, out, errOut)
+	}
+	natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if held.IsConnected() {
+			return errors.New("the removed user's connection is still up")
+		}
+		return nil
+	})
+	if code, out, errOut := tallyCmd("budget", "set", "--scope", "tenant:acme", "--name", "m", "--limit", "USD=5", "--nats-url", url("new", "pw-new")); code != exitOK {
+		t.Fatalf("the added user: exit %d: %s%s", code, out, errOut)
+	}
+	for i := range 4 { // roots of both partitions: the mapping is intact
+		root := fmt.Sprintf("tenant:r%d", i)
+		if code, out, errOut := tallyCmd("reserve", "--scope", root, "--amount", "USD=1", "--nats-url", url("new", "pw-new")); code != exitOK {
+			t.Fatalf("reserve on %s after the reload: exit %d: %s%s", root, code, out, errOut)
+		}
+	}
+
+	writeConf(`authorization { users: [ {user: new, password: pw-new`)
+	hup("--nats-config not reloaded")
+	if code, out, errOut := list("new", "pw-new"); code != exitOK {
+		t.Errorf("after a failed reload: exit %d: %s%s", code, out, errOut)
 	}
 }

@@ -9,6 +9,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -48,7 +51,7 @@ func (f *serveFlags) register(fs *flag.FlagSet, embedded bool) {
 		fs.StringVar(&f.dataDir, "data-dir", "./tally-data", "directory of the embedded server's JetStream store")
 		fs.StringVar(&f.natsListen, "nats-listen", "127.0.0.1:4222", "client address of the embedded NATS server")
 		fs.StringVar(&f.sync, "sync", "always", "embedded server durability: always (fsync before every ack) or interval")
-		fs.StringVar(&f.natsConfig, "nats-config", "", "nats-server configuration file of the embedded server's accounts, users, permissions and TLS (e.g. deploy/nats/accounts.conf); its listen, jetstream, cluster and server_name settings are tally's flags' or refused")
+		fs.StringVar(&f.natsConfig, "nats-config", "", "nats-server configuration file of the embedded server's accounts, users, permissions and TLS (e.g. deploy/nats/accounts.conf); its listen, jetstream, cluster and server_name settings are tally's flags' or refused; SIGHUP reloads it")
 		fs.StringVar(&f.natsAccount, "nats-account", "", "with --nats-config: the account that holds the ledger (default: the only one, or "+streams.PreferredAccount+")")
 		fs.BoolVar(&f.projector, "projector", true, "also run the projector: the views of tally report balances|budgets, projector metrics")
 	}
@@ -123,12 +126,13 @@ func (e *env) serve(ctx context.Context, f serveFlags, embedded bool) int {
 		return e.usageErr("--nats-account names an account of --nats-config")
 	}
 	var ns *server.Server
+	var scfg streams.ServerConfig // of ns
 	var nc *nats.Conn
 	var ledgerAccount string // "" the global account
 	var users bool           // the embedded server has users
 	var serviceUser []nats.Option
 	if embedded {
-		scfg := streams.ServerConfig{Name: "tally", DataDir: f.dataDir, Listen: f.natsListen,
+		scfg = streams.ServerConfig{Name: "tally", DataDir: f.dataDir, Listen: f.natsListen,
 			Partitions: f.partitions, SyncAlways: f.sync == "always", Logger: log}
 		if f.natsConfig != "" {
 			scfg.ConfigFile, scfg.Account = f.natsConfig, f.natsAccount
@@ -221,9 +225,32 @@ func (e *env) serve(ctx context.Context, f serveFlags, embedded bool) int {
 		}
 	}
 	// --- end projector ---
+	// SIGHUP reloads --nats-config, as it does for nats-server.
+	var hup chan os.Signal
+	if ns != nil && scfg.ConfigFile != "" {
+		hup = make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+	}
 	log.Info("tally serving", "partitions", layout.Partitions, "nats", natsAddr(ns, f.natsURL), "sync", f.sync, "group_commit", groupCommit)
 
 	g, gctx := errgroup.WithContext(ctx)
+	if hup != nil {
+		g.Go(func() error {
+			for {
+				select {
+				case <-gctx.Done():
+					return nil
+				case <-hup:
+					if err := streams.ReloadConfig(ns, scfg, layout.Partitions); err != nil {
+						log.Error("--nats-config not reloaded: the server keeps the configuration it had", "err", err)
+					} else {
+						log.Info("--nats-config reloaded", "file", scfg.ConfigFile)
+					}
+				}
+			}
+		})
+	}
 	g.Go(func() error { return svc.Run(gctx) })
 	if proj != nil { // --- projector: a failure stops the views, never the enforcer ---
 		g.Go(func() error {
