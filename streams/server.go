@@ -92,7 +92,8 @@ func (c ServerConfig) withDefaults() ServerConfig {
 	return c
 }
 
-// Validate reports the first nonsensical field, after defaults.
+// Validate reports the first nonsensical field, after defaults. It does
+// not read ConfigFile: LedgerAccount does, and so does StartServer.
 func (c ServerConfig) Validate() error {
 	c = c.withDefaults()
 	if strings.ContainsFunc(c.Name, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
@@ -119,18 +120,17 @@ func (c ServerConfig) Validate() error {
 	if c.ServiceUser == "" || c.ServicePassword == "" {
 		return errors.New("configuration file: a service user and password are required")
 	}
-	// Parse it now, so that a bad file is reported before anything starts.
-	_, err := loadConfigFile(&server.Options{}, c)
-	return err
+	return nil
 }
 
-// LedgerAccount is the name of the account that holds the ledger on the
-// server StartServer starts with c ("" for the global account), and
-// whether the server has users (without, anyone who reaches it may do
-// anything).
+// LedgerAccount validates c, reads its configuration file, and returns
+// the name of the account that holds the ledger on the server StartServer
+// starts with c ("" for the global account) and whether the server has
+// users (without, anyone who reaches it may do anything). A file
+// StartServer would refuse is an error here, before anything starts.
 func (c ServerConfig) LedgerAccount() (account string, users bool, err error) {
-	if c.ConfigFile == "" {
-		return "", false, nil
+	if err := c.Validate(); err != nil || c.ConfigFile == "" {
+		return "", false, err
 	}
 	opts := &server.Options{}
 	account, err = loadConfigFile(opts, c.withDefaults())

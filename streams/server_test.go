@@ -50,6 +50,9 @@ func TestServerConfigValidate(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := tt.cfg.Validate()
+			if err == nil { // what only reading the file finds
+				_, _, err = tt.cfg.LedgerAccount()
+			}
 			switch {
 			case tt.wantErr == "" && err != nil:
 				t.Errorf("Validate() = %v, want nil", err)

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net"
@@ -23,7 +24,6 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
 
-	"github.com/tallyledger/tally/internal/natstest"
 	"github.com/tallyledger/tally/streams"
 )
 
@@ -137,39 +137,18 @@ func newNKeyUser(t *testing.T) (pub, seedFile string, kp nkeys.KeyPair) {
 }
 
 // secureLedger runs `tally serve --nats-url url` with the given connection
-// flags (and no HTTP listener) until the test ends, and waits until it
-// answers through a client command with the same flags.
+// flags until the test ends, and waits until it answers through a client
+// command with the same flags.
 func secureLedger(t *testing.T, url string, partitions int, flags ...string) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	var stderr natstest.Buffer
-	done := make(chan int, 1)
-	args := append([]string{"serve", "--nats-url", url, "--partitions", fmt.Sprint(partitions), "--http-listen", "",
-		"--projector=false", "--log-level", "warn"}, flags...)
-	go func() { done <- run(ctx, args, strings.NewReader(""), &bytes.Buffer{}, &stderr) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case code := <-done:
-			if code != exitOK {
-				t.Errorf("serve exited %d: %s", code, stderr.String())
+	startServe(t, append([]string{"--nats-url", url, "--partitions", fmt.Sprint(partitions), "--log-level", "warn"}, flags...),
+		func(string) error {
+			args := append([]string{"budget", "list", "--root", "tenant:acme", "--nats-url", url, "--timeout", "1s"}, flags...)
+			if code, out, errOut := tallyCmd(args...); code != exitOK {
+				return fmt.Errorf("budget list: exit %d: %s%s", code, out, errOut)
 			}
-		case <-time.After(20 * time.Second):
-			t.Errorf("serve did not stop")
-		}
-	})
-	natstest.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
-		select {
-		case code := <-done:
-			done <- code
-			t.Fatalf("serve exited %d: %s", code, stderr.String())
-		default:
-		}
-		if code, out, errOut := tallyCmd(append([]string{"budget", "list", "--root", "tenant:acme", "--nats-url", url, "--timeout", "1s"}, flags...)...); code != exitOK {
-			return fmt.Errorf("budget list: exit %d: %s%s", code, out, errOut)
-		}
-		return nil
-	})
+			return nil
+		})
 }
 
 // tallyCmd runs one tally command in-process.
@@ -445,29 +424,14 @@ func TestServeWarnsOfAnOpenEmbeddedServer(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ctx, cancel := context.WithCancel(context.Background())
-			var stderr natstest.Buffer
-			done := make(chan int, 1)
-			go func() {
-				done <- run(ctx, append([]string{"serve", "--data-dir", t.TempDir(), "--nats-listen", net.JoinHostPort(c.host, port),
-					"--http-listen", "", "--partitions", "1", "--projector=false"}, c.extra...), strings.NewReader(""), &bytes.Buffer{}, &stderr)
-			}()
-			natstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
-				select {
-				case code := <-done:
-					done <- code
-					t.Fatalf("serve exited %d: %s", code, stderr.String())
-				default:
-				}
-				if !strings.Contains(stderr.String(), "tally serving") {
-					return fmt.Errorf("not serving yet: %s", stderr.String())
+			stop, stderr := startServe(t, append([]string{"--data-dir", t.TempDir(), "--nats-listen", net.JoinHostPort(c.host, port),
+				"--partitions", "1"}, c.extra...), func(log string) error {
+				if !strings.Contains(log, "tally serving") {
+					return errors.New("not serving yet")
 				}
 				return nil
 			})
-			cancel()
-			if code := <-done; code != exitOK {
-				t.Fatalf("serve exited %d: %s", code, stderr.String())
-			}
+			stop()
 			if got := strings.Contains(stderr.String(), warning); got != c.warn {
 				t.Errorf("warned: %v, want %v:\n%s", got, c.warn, stderr.String())
 			}

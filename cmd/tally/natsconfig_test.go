@@ -18,16 +18,18 @@ import (
 	"github.com/tallyledger/tally/internal/natstest"
 )
 
-// serveEmbedded runs `tally serve` with its embedded server and args until
-// stop is called (or the test ends), and waits until ready says it serves.
-func serveEmbedded(t *testing.T, args []string, ready func() error) (stop func()) {
+// startServe runs `tally serve` with args (and no HTTP listener or
+// projector unless args say otherwise) until stop is called or the test
+// ends, when it must exit 0; it returns once ready, given serve's log so
+// far, returns nil. serve exiting before that fails the test.
+func startServe(t *testing.T, args []string, ready func(log string) error) (stop func(), log *natstest.Buffer) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	var stderr natstest.Buffer
+	log = &natstest.Buffer{}
 	done := make(chan int, 1)
 	go func() {
-		done <- run(ctx, append([]string{"serve", "--http-listen", "", "--projector=false", "--log-level", "warn"}, args...),
-			strings.NewReader(""), &bytes.Buffer{}, &stderr)
+		done <- run(ctx, append([]string{"serve", "--http-listen", "", "--projector=false"}, args...),
+			strings.NewReader(""), &bytes.Buffer{}, log)
 	}()
 	stopped := false
 	stop = func() {
@@ -39,23 +41,23 @@ func serveEmbedded(t *testing.T, args []string, ready func() error) (stop func()
 		select {
 		case code := <-done:
 			if code != exitOK {
-				t.Errorf("serve exited %d: %s", code, stderr.String())
+				t.Errorf("serve exited %d: %s", code, log.String())
 			}
 		case <-time.After(20 * time.Second):
 			t.Errorf("serve did not stop")
 		}
 	}
 	t.Cleanup(stop)
-	natstest.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+	natstest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
 		select {
 		case code := <-done:
 			done <- code
-			t.Fatalf("serve exited %d: %s", code, stderr.String())
+			t.Fatalf("serve exited %d: %s", code, log.String())
 		default:
 		}
-		return ready()
+		return ready(log.String())
 	})
-	return stop
+	return stop, log
 }
 
 // TestServeWithNATSConfig gives the embedded server the shipped accounts,
@@ -96,14 +98,14 @@ include ./accounts.conf
 		}
 		return tallyCmd(args...)
 	}
-	ready := func() error {
+	ready := func(string) error {
 		if code, out, errOut := as("tally", "CHANGE-ME-tally", "", "budget", "list", "--root", "tenant:acme"); code != exitOK {
 			return fmt.Errorf("budget list: exit %d: %s%s", code, out, errOut)
 		}
 		return nil
 	}
 	data := t.TempDir()
-	stop := serveEmbedded(t, []string{"--data-dir", data, "--nats-listen", addr, "--nats-config", conf, "--partitions", "2"}, ready)
+	stop, _ := startServe(t, []string{"--data-dir", data, "--nats-listen", addr, "--nats-config", conf, "--partitions", "2"}, ready)
 
 	if code, out, errOut := as("admin", "CHANGE-ME-admin", "_INBOX_admin", "budget", "set", "--scope", "tenant:acme", "--name", "monthly", "--limit", "USD=10"); code != exitOK {
 		t.Fatalf("admin budget set: exit %d: %s%s", code, out, errOut)
@@ -141,7 +143,7 @@ include ./accounts.conf
 
 	// The ledger keeps P = 2; the flag's default (8) is what the server
 	// starts with, and the mapping in the TALLY account is corrected.
-	serveEmbedded(t, []string{"--data-dir", data, "--nats-listen", addr, "--nats-config", conf}, ready)
+	startServe(t, []string{"--data-dir", data, "--nats-listen", addr, "--nats-config", conf}, ready)
 	for i := range 8 {
 		if code, out, errOut := reserve("agent-acme", "CHANGE-ME-acme", "_INBOX_acme", fmt.Sprintf("tenant:acme/run:s%d", i)); code != exitOK {
 			t.Fatalf("agent-acme reserve %d after the restart: exit %d: %s%s", i, code, out, errOut)
@@ -242,30 +244,18 @@ func TestServeReloadsNATSConfigOnSIGHUP(t *testing.T) {
 	list := func(user, password string) (int, string, string) {
 		return tallyCmd("budget", "list", "--root", "tenant:acme", "--nats-url", url(user, password), "--timeout", "2s")
 	}
-	var stderr natstest.Buffer
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan int, 1)
-	go func() {
-		done <- run(ctx, []string{"serve", "--data-dir", t.TempDir(), "--nats-listen", addr, "--http-listen", "", "--projector=false",
-			"--partitions", "2", "--nats-config", conf}, strings.NewReader(""), &bytes.Buffer{}, &stderr)
-	}()
-	defer func() {
-		cancel()
-		if code := <-done; code != exitOK {
-			t.Errorf("serve exited %d: %s", code, stderr.String())
-		}
-	}()
 	// Only once serve says it serves is SIGHUP its: before, the signal's
 	// default would end the test binary.
-	natstest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
-		if !strings.Contains(stderr.String(), "tally serving") {
-			return errors.New("not serving yet")
-		}
-		if code, out, errOut := list("old", "pw-old"); code != exitOK {
-			return fmt.Errorf("budget list: exit %d: %s%s", code, out, errOut)
-		}
-		return nil
-	})
+	_, stderr := startServe(t, []string{"--data-dir", t.TempDir(), "--nats-listen", addr, "--partitions", "2", "--nats-config", conf},
+		func(log string) error {
+			if !strings.Contains(log, "tally serving") {
+				return errors.New("not serving yet")
+			}
+			if code, out, errOut := list("old", "pw-old"); code != exitOK {
+				return fmt.Errorf("budget list: exit %d: %s%s", code, out, errOut)
+			}
+			return nil
+		})
 	held, err := nats.Connect(url("old", "pw-old"), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)

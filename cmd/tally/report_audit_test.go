@@ -268,27 +268,10 @@ func freeAddr(t *testing.T) string {
 // decisions, events applied by the projector, its checkpoint and lag.
 func TestServeMetrics(t *testing.T) {
 	natsAddr, httpAddr := freeAddr(t), freeAddr(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	var stderr natstest.Buffer
-	done := make(chan int, 1)
-	go func() {
-		done <- run(ctx, []string{"serve", "--data-dir", t.TempDir(), "--nats-listen", natsAddr, "--http-listen", httpAddr,
-			"--partitions", "3", "--sync", "interval", "--log-level", "warn"}, strings.NewReader(""), &bytes.Buffer{}, &stderr)
-	}()
-	defer func() {
-		cancel()
-		select {
-		case code := <-done:
-			if code != exitOK {
-				t.Errorf("serve exited %d: %s", code, stderr.String())
-			}
-		case <-time.After(20 * time.Second):
-			t.Errorf("serve did not stop")
-		}
-	}()
 	url := "nats://" + natsAddr
 	var c *client.Client
-	natstest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+	startServe(t, []string{"--data-dir", t.TempDir(), "--nats-listen", natsAddr, "--http-listen", httpAddr, "--projector=true",
+		"--partitions", "3", "--sync", "interval", "--log-level", "warn"}, func(string) error {
 		if c == nil {
 			nc, err := nats.Connect(url)
 			if err != nil {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -121,10 +120,7 @@ func (l *rptLedger) tally(args ...string) (int, string, string) {
 
 func tallyAt(t *testing.T, url string, args ...string) (int, string, string) {
 	t.Helper()
-	var stdout, stderr bytes.Buffer
-	args = append(args, "--nats-url", url)
-	code := run(context.Background(), args, strings.NewReader(""), &stdout, &stderr)
-	return code, stdout.String(), stderr.String()
+	return tallyCmd(append(args, "--nats-url", url)...)
 }
 
 func (l *rptLedger) reserveCommit(scope, usd string, labels events.Labels) string {

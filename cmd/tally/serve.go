@@ -138,9 +138,6 @@ func (e *env) serve(ctx context.Context, f serveFlags, embedded bool) int {
 			scfg.ConfigFile, scfg.Account = f.natsConfig, f.natsAccount
 			scfg.ServiceUser, scfg.ServicePassword = serviceUserName, rand.Text()
 			serviceUser = []nats.Option{nats.UserInfo(scfg.ServiceUser, scfg.ServicePassword)}
-			if err := scfg.Validate(); err != nil {
-				return e.usageErr("--nats-config: %v", err)
-			}
 			if ledgerAccount, users, err = scfg.LedgerAccount(); err != nil {
 				return e.usageErr("--nats-config: %v", err)
 			}
