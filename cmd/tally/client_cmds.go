@@ -40,7 +40,6 @@ const tryRunning = "is tally running? start it with: make run"
 // clientFlags are the flags every client command shares.
 type clientFlags struct {
 	natsURL     string
-	inboxPrefix string
 	json        bool
 	timeout     time.Duration
 	auth        natsAuth
@@ -48,7 +47,6 @@ type clientFlags struct {
 
 func (f *clientFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.natsURL, "nats-url", DefaultNATSURL, "NATS server(s) of the ledger, comma-separated; credentials go in the URL, e.g. nats://agent-acme:PASSWORD@host:4222")
-	fs.StringVar(&f.inboxPrefix, "inbox-prefix", "", "prefix of the reply inboxes, e.g. _INBOX_acme: a NATS user allowed to subscribe only to its own inboxes gets no answer without it (empty: the NATS default, _INBOX)")
 	fs.BoolVar(&f.json, "json", false, "print the answer's result as a JSON document on stdout")
 	fs.DurationVar(&f.timeout, "timeout", client.DefaultTimeout, "how long to wait for the answer, retries of UNAVAILABLE included")
 	f.auth.register(fs)
@@ -109,12 +107,6 @@ func (e *env) connect(f clientFlags) (*nats.Conn, int) {
 		return nil, e.usageErr("%v", err)
 	}
 	opts = append(opts, nats.Name("tally-cli"), nats.Timeout(f.timeout), quietPermissions(e.stderr))
-	if f.inboxPrefix != "" {
-		if strings.ContainsAny(f.inboxPrefix, "*> \t") || strings.HasSuffix(f.inboxPrefix, ".") {
-			return nil, e.usageErr("--inbox-prefix %q: want a subject prefix without wildcards, e.g. _INBOX_acme", f.inboxPrefix)
-		}
-		opts = append(opts, nats.CustomInboxPrefix(f.inboxPrefix))
-	}
 	nc, err := nats.Connect(f.natsURL, opts...)
 	if err != nil {
 		return nil, e.fail(fmt.Errorf("connect to NATS at %s: %w", f.natsURL, err), cmp.Or(connectFix(err), tryRunning))

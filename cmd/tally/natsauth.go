@@ -18,7 +18,8 @@ import (
 // natsAuth are the flags that secure a connection to NATS beyond what a
 // URL carries (user and password, or a token): a credentials file (JWT
 // and NKey seed, as nsc and Synadia Cloud issue them) or an NKey seed file,
-// and TLS with a private CA and a client certificate. Every command that
+// and TLS with a private CA and a client certificate; and the reply inbox
+// prefix a user restricted to its own inboxes needs. Every command that
 // connects to a NATS server by URL registers them.
 type natsAuth struct {
 	creds   string
@@ -26,6 +27,7 @@ type natsAuth struct {
 	tlsCA   string
 	tlsCert string
 	tlsKey  string
+	inbox   string
 }
 
 func (a *natsAuth) register(fs *flag.FlagSet) {
@@ -34,9 +36,11 @@ func (a *natsAuth) register(fs *flag.FlagSet) {
 	fs.StringVar(&a.tlsCA, "nats-tls-ca", "", "PEM file of the CA certificate(s) that signed the NATS servers' certificates (empty: the system's roots); implies TLS")
 	fs.StringVar(&a.tlsCert, "nats-tls-cert", "", "PEM client certificate for NATS servers that verify clients (with --nats-tls-key); implies TLS")
 	fs.StringVar(&a.tlsKey, "nats-tls-key", "", "PEM private key of --nats-tls-cert")
+	fs.StringVar(&a.inbox, "inbox-prefix", "", "prefix of the reply inboxes, e.g. _INBOX_acme: a NATS user allowed to subscribe only to its own inboxes gets no answer without it (empty: the NATS default, _INBOX)")
 }
 
-// natsAuthFlags are the flags' names, in the order of natsAuth.values.
+// natsAuthFlags are the names of the flags that secure the connection, in
+// the order of natsAuth.values (--inbox-prefix only shapes it).
 var natsAuthFlags = []string{"nats-creds", "nats-nkey", "nats-tls-ca", "nats-tls-cert", "nats-tls-key"}
 
 func (a natsAuth) values() []string { return []string{a.creds, a.nkey, a.tlsCA, a.tlsCert, a.tlsKey} }
@@ -107,6 +111,12 @@ func (a natsAuth) options() ([]nats.Option, error) {
 			return nil, fmt.Errorf("--nats-tls-cert %s, --nats-tls-key %s: %v", a.tlsCert, a.tlsKey, err)
 		}
 		opts = append(opts, nats.ClientCert(a.tlsCert, a.tlsKey))
+	}
+	if a.inbox != "" {
+		if strings.ContainsAny(a.inbox, "*> \t") || strings.HasSuffix(a.inbox, ".") {
+			return nil, fmt.Errorf("--inbox-prefix %q: want a subject prefix without wildcards, e.g. _INBOX_acme", a.inbox)
+		}
+		opts = append(opts, nats.CustomInboxPrefix(a.inbox))
 	}
 	return opts, nil
 }

@@ -341,6 +341,7 @@ func TestNATSAuthFlagErrors(t *testing.T) {
 		{"key without cert", []string{"--nats-tls-key", pki.clientKey}, "--nats-tls-cert and --nats-tls-key go together"},
 		{"missing CA", []string{"--nats-tls-ca", missing}, "--nats-tls-ca: open " + missing},
 		{"CA file without a certificate", []string{"--nats-tls-ca", junk}, "--nats-tls-ca " + junk + ": no PEM certificate in it"},
+		{"inbox prefix with a wildcard", []string{"--inbox-prefix", "_INBOX_acme.*"}, `--inbox-prefix "_INBOX_acme.*": want a subject prefix without wildcards`},
 		{"key of another certificate", []string{"--nats-tls-cert", pki.clientCert, "--nats-tls-key", pki.serverKey},
 			"--nats-tls-cert " + pki.clientCert + ", --nats-tls-key " + pki.serverKey + ": tls: private key does not match public key"},
 	}

@@ -131,6 +131,29 @@ include ./accounts.conf
 	if code != exitFail || !strings.Contains(errOut, "Permissions Violation for Subscription to") || !strings.Contains(errOut, "--inbox-prefix") {
 		t.Errorf("agent-acme without its inbox prefix: exit %d, want %d naming the subscription and the fix: %s%s", code, exitFail, out, errOut)
 	}
+	// The auditor reads and checks the ledger with its own inboxes; it may
+	// not read the projection.
+	for _, args := range [][]string{
+		{"audit", "verify", "--no-projection"},
+		{"events", "dump", "--root", "tenant:acme"},
+		{"events", "tail", "--root", "tenant:acme"},
+		{"report", "spend", "--root", "tenant:acme", "--period", time.Now().UTC().Format("2006-01")},
+		{"report", "shadow", "--scope", "tenant:acme"},
+	} {
+		if code, out, errOut := as("auditor", "CHANGE-ME-auditor", "_INBOX_auditor", args...); code != exitOK {
+			t.Errorf("auditor %s: exit %d: %s%s", strings.Join(args, " "), code, out, errOut)
+		}
+	}
+	code, out, errOut = as("auditor", "CHANGE-ME-auditor", "_INBOX_auditor", "report", "balances", "--root", "tenant:acme")
+	if code != exitFail || !strings.Contains(errOut, `because nats: permissions violation: Permissions Violation for Publish to "$JS.API.STREAM.INFO.KV_tally_balances"`) ||
+		!strings.Contains(errOut, fixPermissions) {
+		t.Errorf("auditor report balances: exit %d, want %d refused with the reason and fix: %s%s", code, exitFail, out, errOut)
+	}
+	code, out, errOut = as("auditor", "CHANGE-ME-auditor", "", "audit", "verify", "--no-projection")
+	if code != exitFail || !strings.Contains(errOut, "Permissions Violation for Subscription to") || !strings.Contains(errOut, fixPermissions) {
+		t.Errorf("auditor without its inbox prefix: exit %d, want %d refused with the reason and fix: %s%s", code, exitFail, out, errOut)
+	}
+
 	code, out, errOut = tallyCmd("budget", "list", "--root", "tenant:acme", "--nats-url", "tls://"+addr, "--nats-tls-ca", pki.ca)
 	if code != exitFail || !strings.Contains(errOut, "Authorization Violation") || !strings.Contains(errOut, fixCredentials) {
 		t.Errorf("no user: exit %d, want %d refused with the fix: %s%s", code, exitFail, out, errOut)

@@ -240,7 +240,7 @@ func (e *env) reportShadow(ctx context.Context, args []string) int {
 	defer l.close()
 	r, err := shadowReport(ctx, l.js, l.layout.Partitions, scope, wf, wt)
 	if err != nil {
-		return e.fail(err, "")
+		return e.ledgerFail(l, err, "")
 	}
 	if asJSON {
 		err = report.WriteShadowJSON(e.stdout, r)
@@ -248,7 +248,7 @@ func (e *env) reportShadow(ctx context.Context, args []string) int {
 		err = report.WriteShadowText(e.stdout, r)
 	}
 	if err != nil {
-		return e.fail(err, "")
+		return e.ledgerFail(l, err, "")
 	}
 	return exitOK
 }
@@ -345,10 +345,10 @@ func (e *env) reportSpend(ctx context.Context, args []string) int {
 		return nil
 	})
 	if err != nil {
-		return e.fail(err, "")
+		return e.ledgerFail(l, err, "")
 	}
 	if err := write(e.stdout, s.Report()); err != nil {
-		return e.fail(err, "")
+		return e.ledgerFail(l, err, "")
 	}
 	return exitOK
 }
@@ -406,11 +406,11 @@ func (e *env) reportBalances(ctx context.Context, args []string) int {
 	parts := l.partitionsOf(root)
 	bals, err := projector.ReadBalances(ctx, l.js, parts)
 	if err != nil {
-		return e.fail(err, "is the ledger's projection there? run tally projector, or tally serve")
+		return e.ledgerFail(l, err, "is the ledger's projection there? run tally projector, or tally serve")
 	}
 	lag, err := projector.Lag(ctx, l.js, parts)
 	if err != nil {
-		return e.fail(err, "")
+		return e.ledgerFail(l, err, "")
 	}
 	bals = slices.DeleteFunc(bals, func(b projector.Balance) bool {
 		return root != "" && events.Root(b.Scope) != root || scope != "" && !events.IsWithin(b.Scope, scope)
@@ -468,11 +468,11 @@ func (e *env) reportBudgets(ctx context.Context, args []string) int {
 	parts := l.partitionsOf(root)
 	entries, err := projector.ReadBudgets(ctx, l.js, parts)
 	if err != nil {
-		return e.fail(err, "is the ledger's projection there? run tally projector, or tally serve")
+		return e.ledgerFail(l, err, "is the ledger's projection there? run tally projector, or tally serve")
 	}
 	lag, err := projector.Lag(ctx, l.js, parts)
 	if err != nil {
-		return e.fail(err, "")
+		return e.ledgerFail(l, err, "")
 	}
 	var defs []events.Budget
 	for _, be := range entries {
@@ -614,7 +614,7 @@ func runEventsDump(ctx context.Context, e *env, args []string) int {
 			return nil
 		})
 		if err != nil {
-			return e.fail(err, "")
+			return e.ledgerFail(l, err, "")
 		}
 	}
 	return exitOK
@@ -693,7 +693,7 @@ func (e *env) auditVerify(ctx context.Context, args []string) int {
 		out, fs, err := auditPartition(ctx, l, n, idemWindow, !noPr, prog)
 		if err != nil {
 			prog.done()
-			return e.fail(fmt.Errorf("audit of partition %d: %w", n, err), "")
+			return e.ledgerFail(l, fmt.Errorf("audit of partition %d: %w", n, err), "")
 		}
 		findings = append(findings, fs...)
 		outcomes = append(outcomes, out)
@@ -940,3 +940,13 @@ func (p *progress) clear() {
 }
 
 func (p *progress) done() { p.clear() }
+
+// ledgerFail is e.fail for a command on an open ledger: when the servers
+// refused one of its requests by the user's permissions (which the request
+// only sees as a timeout), the refusal is the reason, with its fix.
+func (e *env) ledgerFail(l *ledgerConn, err error, try string) int {
+	if perr := refusal(l.nc); perr != nil {
+		return e.fail(fmt.Errorf("%v, because %w", err, perr), fixPermissions)
+	}
+	return e.fail(err, try)
+}
