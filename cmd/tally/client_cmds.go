@@ -1255,21 +1255,12 @@ func runEvents(ctx context.Context, e *env, args []string) int {
 		}
 		return e.usageErr("--type %q: want one of %s", typ, strings.Join(names, " "))
 	}
-	nc, code := e.connect(cf)
+	l, code := e.openLedger(ctx, ledgerFlags{natsURL: cf.natsURL, timeout: cf.timeout, auth: cf.auth})
 	if code >= 0 {
 		return code
 	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return e.fail(err, "")
-	}
-	octx, cancel := context.WithTimeout(ctx, cf.timeout)
-	layout, err := streams.Open(octx, js)
-	cancel()
-	if err != nil {
-		return e.fail(err, tryRunning)
-	}
+	defer l.close()
+	js, layout := l.js, l.layout
 	var parts []int
 	switch {
 	case partition < -1 || partition >= layout.Partitions:
@@ -1286,6 +1277,7 @@ func runEvents(ctx context.Context, e *env, args []string) int {
 		}
 	}
 	t := tailer{js: js, root: root, typ: typ, fromSeq: fromSeq, follow: follow, timeout: cf.timeout, w: e.stdout}
+	var err error
 	if follow {
 		g, gctx := errgroup.WithContext(ctx)
 		for _, n := range parts {
@@ -1305,9 +1297,9 @@ func runEvents(ctx context.Context, e *env, args []string) int {
 	case follow && ctx.Err() != nil:
 		return exitOK // interrupted: the normal end of --follow
 	case errors.Is(err, context.DeadlineExceeded):
-		return e.fail(err, tryRunning)
+		return e.ledgerFail(l, err, tryRunning)
 	}
-	return e.fail(err, "")
+	return e.ledgerFail(l, err, "")
 }
 
 // tailer prints the events of partition streams.

@@ -149,6 +149,11 @@ include ./accounts.conf
 		!strings.Contains(errOut, fixPermissions) {
 		t.Errorf("auditor report balances: exit %d, want %d refused with the reason and fix: %s%s", code, exitFail, out, errOut)
 	}
+	code, out, errOut = as("agent-acme", "CHANGE-ME-acme", "_INBOX_acme", "events", "tail", "--root", "tenant:acme")
+	if code != exitFail || !strings.Contains(errOut, `Permissions Violation for Publish to "$JS.API.STREAM.INFO.KV_tally_meta"`) ||
+		!strings.Contains(errOut, fixPermissions) {
+		t.Errorf("agent-acme events tail: exit %d, want %d refused with the reason and fix: %s%s", code, exitFail, out, errOut)
+	}
 	code, out, errOut = as("auditor", "CHANGE-ME-auditor", "", "audit", "verify", "--no-projection")
 	if code != exitFail || !strings.Contains(errOut, "Permissions Violation for Subscription to") || !strings.Contains(errOut, fixPermissions) {
 		t.Errorf("auditor without its inbox prefix: exit %d, want %d refused with the reason and fix: %s%s", code, exitFail, out, errOut)

@@ -67,6 +67,9 @@ func (l *ledgerConn) partitionsOf(root string) []int {
 // openLedger connects and reads the ledger's layout; it returns an exit
 // code ≥ 0 on failure, after printing why.
 func (e *env) openLedger(ctx context.Context, f ledgerFlags) (*ledgerConn, int) {
+	if f.timeout <= 0 {
+		return nil, e.usageErr("--timeout %s: want a positive duration such as 5s", f.timeout)
+	}
 	opts, err := f.auth.options()
 	if err != nil {
 		return nil, e.usageErr("%v", err)
