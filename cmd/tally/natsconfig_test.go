@@ -237,6 +237,7 @@ func TestServeNATSConfigErrors(t *testing.T) {
 		{"taken user name", []string{"--nats-config", write("taken.conf", `authorization { users: [{user: `+serviceUserName+`, password: p}] }`)},
 			"the name of tally's own user", exitUsage},
 		{"account without config", []string{"--nats-account", "A"}, "--nats-account names an account of --nats-config", exitUsage},
+		{"config with a URL", []string{"--nats-config", twoAccounts, "--nats-url", "nats://127.0.0.1:1"}, "--nats-config configures the embedded server", exitUsage},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -125,6 +125,9 @@ func (e *env) serve(ctx context.Context, f serveFlags, embedded bool) int {
 	if f.natsAccount != "" && f.natsConfig == "" {
 		return e.usageErr("--nats-account names an account of --nats-config")
 	}
+	if f.natsConfig != "" && !embedded {
+		return e.usageErr("--nats-config configures the embedded server; with --nats-url tally joins NATS servers that have their own configuration")
+	}
 	var ns *server.Server
 	var scfg streams.ServerConfig // of ns
 	var nc *nats.Conn
