@@ -106,7 +106,7 @@ func (e *env) connect(f clientFlags) (*nats.Conn, int) {
 	if err != nil {
 		return nil, e.usageErr("%v", err)
 	}
-	opts = append(opts, nats.Name("tally-cli"), nats.Timeout(f.timeout), quietPermissions(e.stderr))
+	opts = append(opts, nats.Name("tally-cli"), nats.Timeout(f.timeout), quietAsync())
 	nc, err := nats.Connect(f.natsURL, opts...)
 	if err != nil {
 		return nil, e.fail(fmt.Errorf("connect to NATS at %s: %w", f.natsURL, err), cmp.Or(connectFix(err), tryRunning))

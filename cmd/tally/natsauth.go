@@ -6,7 +6,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 
@@ -153,13 +152,11 @@ func refusal(nc *nats.Conn) error {
 	return nil
 }
 
-// quietPermissions is an asynchronous error handler for one-shot commands:
-// a permissions violation is reported by the command that hit it (see
-// refusal), other errors are printed to w as nats.go would.
-func quietPermissions(w io.Writer) nats.Option {
-	return nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-		if !errors.Is(err, nats.ErrPermissionViolation) {
-			fmt.Fprintf(w, "error: %v\n", err)
-		}
-	})
+// quietAsync is the asynchronous error handler of the commands: none.
+// nats.go's default prints every asynchronous error (a permissions
+// violation, an authorization error while reconnecting) in its own format,
+// from its own goroutine, beside the command's report of what made it
+// fail; the command reads a refusal back from the connection (refusal).
+func quietAsync() nats.Option {
+	return nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {})
 }

@@ -74,7 +74,7 @@ func (e *env) openLedger(ctx context.Context, f ledgerFlags) (*ledgerConn, int) 
 	if err != nil {
 		return nil, e.usageErr("%v", err)
 	}
-	nc, err := nats.Connect(f.natsURL, append(opts, nats.Name("tally-cli"), nats.Timeout(f.timeout), quietPermissions(e.stderr))...)
+	nc, err := nats.Connect(f.natsURL, append(opts, nats.Name("tally-cli"), nats.Timeout(f.timeout), quietAsync())...)
 	if err != nil {
 		return nil, e.fail(fmt.Errorf("connect to NATS at %s: %w", f.natsURL, err), cmp.Or(connectFix(err), tryRunning))
 	}
