@@ -627,6 +627,29 @@ func TestTenantIsolation(t *testing.T) {
 			t.Errorf("auditor: %d of acme's reservations granted and committed in partition %d, want 1", committed, pa)
 		}
 
+		// The projection is the auditor's to read (tally audit verify
+		// compares it with the streams), not to write.
+		var balances jetstream.KeyValue
+		for _, bucket := range []string{streams.BalancesBucket, streams.BudgetsBucket} {
+			kv, err := ajs.KeyValue(ctx, bucket)
+			if err != nil {
+				t.Fatalf("auditor opens %s: %v", bucket, err)
+			}
+			if _, err := kv.Keys(ctx); err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
+				t.Errorf("auditor lists %s: %v", bucket, err)
+			}
+			if bucket == streams.BalancesBucket {
+				balances = kv
+			}
+		}
+		expectRefused(ctx, t, errs, []refusal{{name: "projection write", subject: "$KV." + streams.BalancesBucket + ".x",
+			send: func(ctx context.Context) error {
+				ctx, cancel := context.WithTimeout(ctx, refusedTimeout)
+				defer cancel()
+				_, err := balances.Put(ctx, "x", []byte("1"))
+				return err
+			}}})
+
 		c := client.New(auditor, client.WithAttempts(1), client.WithTimeout(refusedTimeout))
 		calls := tenantCalls(c, acmeRoot, gid)
 		refused := sdkRefusals(acmeRoot, map[events.Op]func(context.Context) error{

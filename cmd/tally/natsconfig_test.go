@@ -105,7 +105,8 @@ include ./accounts.conf
 		return nil
 	}
 	data := t.TempDir()
-	stop, _ := startServe(t, []string{"--data-dir", data, "--nats-listen", addr, "--nats-config", conf, "--partitions", "2"}, ready)
+	stop, _ := startServe(t, []string{"--data-dir", data, "--nats-listen", addr, "--nats-config", conf, "--partitions", "2",
+		"--projector=true"}, ready)
 
 	if code, out, errOut := as("admin", "CHANGE-ME-admin", "_INBOX_admin", "budget", "set", "--scope", "tenant:acme", "--name", "monthly", "--limit", "USD=10"); code != exitOK {
 		t.Fatalf("admin budget set: exit %d: %s%s", code, out, errOut)
@@ -131,10 +132,11 @@ include ./accounts.conf
 	if code != exitFail || !strings.Contains(errOut, "Permissions Violation for Subscription to") || !strings.Contains(errOut, "--inbox-prefix") {
 		t.Errorf("agent-acme without its inbox prefix: exit %d, want %d naming the subscription and the fix: %s%s", code, exitFail, out, errOut)
 	}
-	// The auditor reads and checks the ledger with its own inboxes; it may
-	// not read the projection.
+	// The auditor reads and checks the ledger and the projection with its
+	// own inboxes.
 	for _, args := range [][]string{
-		{"audit", "verify", "--no-projection"},
+		{"audit", "verify"},
+		{"report", "balances", "--root", "tenant:acme"},
 		{"events", "dump", "--root", "tenant:acme"},
 		{"events", "tail", "--root", "tenant:acme"},
 		{"report", "spend", "--root", "tenant:acme", "--period", time.Now().UTC().Format("2006-01")},
@@ -143,11 +145,6 @@ include ./accounts.conf
 		if code, out, errOut := as("auditor", "CHANGE-ME-auditor", "_INBOX_auditor", args...); code != exitOK {
 			t.Errorf("auditor %s: exit %d: %s%s", strings.Join(args, " "), code, out, errOut)
 		}
-	}
-	code, out, errOut = as("auditor", "CHANGE-ME-auditor", "_INBOX_auditor", "report", "balances", "--root", "tenant:acme")
-	if code != exitFail || !strings.Contains(errOut, `because nats: permissions violation: Permissions Violation for Publish to "$JS.API.STREAM.INFO.KV_tally_balances"`) ||
-		!strings.Contains(errOut, fixPermissions) {
-		t.Errorf("auditor report balances: exit %d, want %d refused with the reason and fix: %s%s", code, exitFail, out, errOut)
 	}
 	code, out, errOut = as("agent-acme", "CHANGE-ME-acme", "_INBOX_acme", "events", "tail", "--root", "tenant:acme")
 	if code != exitFail || !strings.Contains(errOut, `Permissions Violation for Publish to "$JS.API.STREAM.INFO.KV_tally_meta"`) ||
@@ -330,5 +327,34 @@ func TestServeReloadsNATSConfigOnSIGHUP(t *testing.T) {
 	hup("--nats-config not reloaded")
 	if code, out, errOut := list("new", "pw-new"); code != exitOK {
 		t.Errorf("after a failed reload: exit %d: %s%s", code, out, errOut)
+	}
+}
+
+// TestLedgerCommandRefusedAfterOpen: a user who may open the ledger but
+// not read the projection gets the servers' refusal as the reason, with
+// its fix, not a bare timeout.
+func TestLedgerCommandRefusedAfterOpen(t *testing.T) {
+	conf := filepath.Join(t.TempDir(), "meta.conf")
+	if err := os.WriteFile(conf, []byte(`authorization { users: [
+  { user: meta, password: m, permissions: {
+      publish: ["$JS.API.INFO", "$JS.API.STREAM.INFO.KV_tally_meta", "$JS.API.STREAM.MSG.GET.KV_tally_meta",
+                "$JS.API.DIRECT.GET.KV_tally_meta", "$JS.API.DIRECT.GET.KV_tally_meta.>"]
+      subscribe: "_INBOX.>" } }
+] }`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	url := "nats://meta:m@" + addr
+	startServe(t, []string{"--data-dir", t.TempDir(), "--nats-listen", addr, "--partitions", "1", "--nats-config", conf},
+		func(log string) error {
+			if !strings.Contains(log, "tally serving") {
+				return errors.New("not serving yet")
+			}
+			return nil
+		})
+	code, out, errOut := tallyCmd("report", "balances", "--root", "tenant:acme", "--nats-url", url, "--timeout", "1s")
+	want := `error: bucket tally_balances: context deadline exceeded, because nats: permissions violation: Permissions Violation for Publish to "$JS.API.STREAM.INFO.KV_tally_balances"`
+	if code != exitFail || !strings.HasPrefix(errOut, want) || !strings.Contains(errOut, "try: "+fixPermissions) {
+		t.Errorf("exit %d, want %d with %q and the fix: %s%s", code, exitFail, want, out, errOut)
 	}
 }
