@@ -31,9 +31,9 @@ func ledger(t *testing.T) (*server.Server, *nats.Conn) {
 	return srv, nc
 }
 
-func start(t *testing.T, srv *server.Server) {
+func start(t *testing.T, srv *server.Server, opts ...nats.Option) {
 	t.Helper()
-	svc, err := enforcer.NewService(natstest.Connect(t, srv), enforcer.ServiceConfig{Partitions: testPartitions})
+	svc, err := enforcer.NewService(natstest.Connect(t, srv, opts...), enforcer.ServiceConfig{Partitions: testPartitions})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,27 +215,10 @@ func TestRefusedByPermissions(t *testing.T) {
 		srv.Shutdown()
 		srv.WaitForShutdown()
 	})
-	svcConn := natstest.Connect(t, srv, nats.UserInfo("svc", "pw"))
-	js, err := jetstream.New(svcConn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	natstest.Ledger(t, srv, testPartitions, nats.UserInfo("svc", "pw"))
+	start(t, srv, nats.UserInfo("svc", "pw"))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := streams.Ensure(ctx, js, streams.Config{Partitions: testPartitions}); err != nil {
-		t.Fatal(err)
-	}
-	svc, err := enforcer.NewService(svcConn, enforcer.ServiceConfig{Partitions: testPartitions})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(rctx) }()
-	t.Cleanup(func() {
-		stop()
-		<-done
-	})
 
 	const timeout = 300 * time.Millisecond
 	agent := func(opts ...nats.Option) *client.Client {

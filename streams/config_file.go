@@ -98,18 +98,28 @@ func ledgerAccount(opts *server.Options, name string) (*server.Account, error) {
 	return nil, fmt.Errorf("accounts %s: name the one that holds the ledger", strings.Join(names, ", "))
 }
 
+// accountOf is the running server's account named name, its global
+// account for "".
+func accountOf(s *server.Server, name string) (*server.Account, error) {
+	if name != "" {
+		acc, err := s.LookupAccount(name)
+		if err != nil {
+			return nil, fmt.Errorf("account %q: %w", name, err)
+		}
+		return acc, nil
+	}
+	if acc := s.GlobalAccount(); acc != nil {
+		return acc, nil
+	}
+	return nil, errors.New("the server has no global account")
+}
+
 // checkLedgerAccount checks, on the started server, that the ledger's
 // account (name; "" the global account) has JetStream.
 func checkLedgerAccount(s *server.Server, name string) error {
-	acc := s.GlobalAccount()
-	if name != "" {
-		var err error
-		if acc, err = s.LookupAccount(name); err != nil {
-			return fmt.Errorf("account %q: %w", name, err)
-		}
-	}
-	if acc == nil {
-		return errors.New("no global account")
+	acc, err := accountOf(s, name)
+	if err != nil {
+		return err
 	}
 	if !acc.JetStreamEnabled() {
 		return fmt.Errorf("account %q has no JetStream: add `jetstream: enabled` to it", acc.Name)

@@ -261,15 +261,9 @@ func ApplyMapping(s *server.Server, account string, p int) error {
 	if err := validatePartitions(p); err != nil {
 		return err
 	}
-	acc := s.GlobalAccount()
-	if account != "" {
-		var err error
-		if acc, err = s.LookupAccount(account); err != nil {
-			return fmt.Errorf("apply mapping: account %q: %w", account, err)
-		}
-	}
-	if acc == nil {
-		return errors.New("apply mapping: server has no global account")
+	acc, err := accountOf(s, account)
+	if err != nil {
+		return fmt.Errorf("apply mapping: %w", err)
 	}
 	if err := acc.AddMapping(MappingSource, MappingDestination(p)); err != nil {
 		return fmt.Errorf("apply mapping for %d partitions: %w", p, err)

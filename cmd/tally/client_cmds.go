@@ -39,10 +39,10 @@ const tryRunning = "is tally running? start it with: make run"
 
 // clientFlags are the flags every client command shares.
 type clientFlags struct {
-	natsURL     string
-	json        bool
-	timeout     time.Duration
-	auth        natsAuth
+	natsURL string
+	json    bool
+	timeout time.Duration
+	auth    natsAuth
 }
 
 func (f *clientFlags) register(fs *flag.FlagSet) {

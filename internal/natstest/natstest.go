@@ -100,12 +100,12 @@ func ConnectTCP(t testing.TB, s *server.Server, opts ...nats.Option) *nats.Conn 
 	return nc
 }
 
-// Ledger connects to s in-process (Connect) and creates the ledger's
-// streams and buckets for p partitions (streams.Ensure), as tally serve
-// does when it starts; it returns the connection and its JetStream.
-func Ledger(t testing.TB, s *server.Server, p int) (*nats.Conn, jetstream.JetStream) {
+// Ledger connects to s in-process (Connect, with opts) and creates the
+// ledger's streams and buckets for p partitions (streams.Ensure), as tally
+// serve does when it starts; it returns the connection and its JetStream.
+func Ledger(t testing.TB, s *server.Server, p int, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc := Connect(t, s)
+	nc := Connect(t, s, opts...)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatalf("natstest: %v", err)
