@@ -207,11 +207,7 @@ func TestStartServerWithConfigFile(t *testing.T) {
 	if _, err := nats.Connect(s.ClientURL()); err == nil {
 		t.Fatal("a connection without a user was accepted")
 	}
-	svc, err := nats.Connect("", nats.InProcessServer(s), nats.UserInfo("svc", "pw"))
-	if err != nil {
-		t.Fatalf("service user: %v", err)
-	}
-	defer svc.Close()
+	svc := natstest.Connect(t, s, nats.UserInfo("svc", "pw")) // the service user
 	js, err := jetstream.New(svc)
 	if err != nil {
 		t.Fatal(err)
