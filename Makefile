@@ -8,7 +8,7 @@ BIN       ?= bin/tally
 FUZZTIME  ?= 200000x
 FUZZ_TARGETS := events:FuzzParseRequest events:FuzzDecodeEvent events:FuzzParseAmount events:FuzzParseFast events:FuzzEncodeEvent events:FuzzDecodeEventData enforcer:FuzzRestoreSnapshot
 
-.PHONY: all build run test test-long fuzz bench bench-recovery profile profile-e2e vet clean
+.PHONY: all build run test test-long fuzz bench bench-recovery bench-table profile profile-e2e vet clean
 
 all: build
 
@@ -47,6 +47,24 @@ bench:
 bench-recovery:
 	TALLY_RECOVERY_EVENTS=1000000 $(GO) test -count=1 -timeout 30m -run TestRecoveryTime -v ./enforcer
 
+## bench-table: every row of BENCHMARKS.md's "Where tally stands", one after the other (~9 min);
+## each command's report goes to $(BENCH_OUT)/<row>.txt. Run it on an otherwise idle machine.
+BENCH_OUT ?= bench-out
+bench-table: build
+	@mkdir -p $(BENCH_OUT)
+	@set -e; row() { name=$$1; shift; echo "$$name: $$*"; "$$@" > $(BENCH_OUT)/$$name.txt 2>&1; }; \
+	row interval      ./$(BIN) bench --embedded --sync interval --baseline --duration 10s --warmup 20s; \
+	row interval-half ./$(BIN) bench --embedded --sync interval --rate 7000 --baseline --duration 10s --warmup 20s; \
+	row always        ./$(BIN) bench --embedded --sync always --baseline --duration 10s; \
+	row always-half   ./$(BIN) bench --embedded --sync always --rate 1500 --baseline --duration 10s; \
+	row single-root   ./$(BIN) bench --embedded --sync interval --single-root --baseline --duration 8s --warmup 5s; \
+	row r3            ./$(BIN) bench --cluster3 --baseline --duration 8s; \
+	row r3-half       ./$(BIN) bench --cluster3 --rate 650 --baseline --duration 8s; \
+	row r3-p1         ./$(BIN) bench --cluster3 --partitions 1 --baseline --duration 8s; \
+	row core          $(GO) test -count=1 -run '^$$' -bench 'ReserveDecideApply|ReserveCommitDecideApply' -benchmem -benchtime=200000x -count=3 ./enforcer; \
+	row recovery      env TALLY_RECOVERY_EVENTS=300000 $(GO) test -count=1 -run TestRecoveryTime -v ./enforcer
+	@echo "reports in $(BENCH_OUT)/"
+
 ## profile-e2e: profile tally end to end (embedded server, enforcer and clients in one process)
 profile-e2e: build
 	./$(BIN) bench --embedded --sync interval --duration 20s --cpuprofile cpu-e2e.prof
@@ -57,4 +75,4 @@ profile:
 	$(GO) tool pprof -top -nodecount 30 enforcer.test cpu.prof
 
 clean:
-	rm -rf bin cpu.prof cpu-e2e.prof enforcer.test
+	rm -rf bin bench-out cpu.prof cpu-e2e.prof enforcer.test
