@@ -24,6 +24,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
 
+	"github.com/tallyledger/tally/internal/natstest"
 	"github.com/tallyledger/tally/streams"
 )
 
@@ -99,12 +100,20 @@ func writeTestPKI(t *testing.T) testPKI {
 // shut down when the test ends, and returns its port.
 func startConfigured(t *testing.T, conf string) int {
 	t.Helper()
+	return startConfiguredAt(t, conf, -1, t.TempDir()).Addr().(*net.TCPAddr).Port
+}
+
+// startConfiguredAt starts a JetStream server from a configuration text on
+// a given loopback port (-1: a free one) with its store in storeDir, shut
+// down when the test ends (or before, by the test).
+func startConfiguredAt(t *testing.T, conf string, port int, storeDir string) *server.Server {
+	t.Helper()
 	opts := &server.Options{}
 	if err := opts.ProcessConfigString(conf); err != nil {
 		t.Fatalf("server configuration: %v\n%s", err, conf)
 	}
-	opts.Host, opts.Port, opts.NoSigs, opts.NoLog = "127.0.0.1", -1, true, true
-	opts.JetStream, opts.StoreDir = true, t.TempDir()
+	opts.Host, opts.Port, opts.NoSigs, opts.NoLog = "127.0.0.1", port, true, true
+	opts.JetStream, opts.StoreDir = true, storeDir
 	s, err := server.NewServer(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -117,7 +126,7 @@ func startConfigured(t *testing.T, conf string) int {
 	if !s.ReadyForConnections(10 * time.Second) {
 		t.Fatal("server not ready")
 	}
-	return s.Addr().(*net.TCPAddr).Port
+	return s
 }
 
 // newNKeyUser makes a user key pair and writes its seed to a file.
@@ -137,11 +146,11 @@ func newNKeyUser(t *testing.T) (pub, seedFile string, kp nkeys.KeyPair) {
 }
 
 // secureLedger runs `tally serve --nats-url url` with the given connection
-// flags until the test ends, and waits until it answers through a client
-// command with the same flags.
-func secureLedger(t *testing.T, url string, partitions int, flags ...string) {
+// flags until the test ends, waits until it answers through a client
+// command with the same flags, and returns its log.
+func secureLedger(t *testing.T, url string, partitions int, flags ...string) *natstest.Buffer {
 	t.Helper()
-	startServe(t, append([]string{"--nats-url", url, "--partitions", fmt.Sprint(partitions), "--log-level", "warn"}, flags...),
+	_, log := startServe(t, append([]string{"--nats-url", url, "--partitions", fmt.Sprint(partitions), "--log-level", "warn"}, flags...),
 		func(string) error {
 			args := append([]string{"budget", "list", "--root", "tenant:acme", "--nats-url", url, "--timeout", "1s"}, flags...)
 			if code, out, errOut := tallyCmd(args...); code != exitOK {
@@ -149,6 +158,7 @@ func secureLedger(t *testing.T, url string, partitions int, flags ...string) {
 			}
 			return nil
 		})
+	return log
 }
 
 // tallyCmd runs one tally command in-process.
@@ -246,6 +256,107 @@ authorization { users = [ { nkey: %q } ] }
 		"no NKey":               {slices.Concat(clientCert, []string{"--nats-tls-ca", pki.ca}), "Authorization Violation", fixCredentials},
 		"unknown NKey":          {slices.Concat(clientCert, []string{"--nats-tls-ca", pki.ca, "--nats-nkey", otherSeed}), "Authorization Violation", fixCredentials},
 	})
+}
+
+// TestTLSFilesReadAgainAtReconnect rotates the certificates under a running
+// `tally serve --nats-url`: the server restarts with certificates of
+// another CA, the files behind --nats-tls-ca, --nats-tls-cert and
+// --nats-tls-key are replaced, and the enforcer answers again without a
+// restart of its own, because it reads the files again when it reconnects.
+// Had it kept what it read at start it would never reconnect: the new
+// server refuses the old client certificate, and the old CA refuses the
+// new server's. A rotation gone wrong (files of a CA the server does not
+// use) keeps it away, and its log says why until the right files come.
+func TestTLSFilesReadAgainAtReconnect(t *testing.T) {
+	const p = 2
+	before, after, wrong := writeTestPKI(t), writeTestPKI(t), writeTestPKI(t)
+	dir := t.TempDir()
+	ca, cert, key := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem")
+	install := func(pki testPKI) {
+		t.Helper()
+		for dst, src := range map[string]string{ca: pki.ca, cert: pki.clientCert, key: pki.clientKey} {
+			data, err := os.ReadFile(src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Renamed over the old file, as certificate managers do: no
+			// reader sees half a file.
+			if err := os.WriteFile(dst+".new", data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(dst+".new", dst); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	conf := func(pki testPKI) string {
+		return fmt.Sprintf(`
+tls {
+  cert_file: %q
+  key_file: %q
+  ca_file: %q
+  verify: true
+}
+%s`, pki.serverCert, pki.serverKey, pki.ca, streams.Mapping(p))
+	}
+	install(before)
+	store := t.TempDir()
+	s := startConfiguredAt(t, conf(before), -1, store)
+	port := s.Addr().(*net.TCPAddr).Port
+	url := fmt.Sprintf("tls://127.0.0.1:%d", port)
+	flags := []string{"--nats-tls-ca", ca, "--nats-tls-cert", cert, "--nats-tls-key", key}
+	log := secureLedger(t, url, p, flags...)
+	with := func(args ...string) []string {
+		return append(append(args, "--nats-url", url, "--timeout", "2s"), flags...)
+	}
+	if code, out, errOut := tallyCmd(with("budget", "set", "--scope", "tenant:acme", "--name", "monthly", "--limit", "USD=10")...); code != exitOK {
+		t.Fatalf("budget set: exit %d: %s%s", code, out, errOut)
+	}
+	reserve := func(run string) (int, string, string) {
+		return tallyCmd(with("reserve", "--scope", "tenant:acme/run:"+run, "--amount", "USD=4", "--key", "rotation-"+run)...)
+	}
+	if code, out, errOut := reserve("r1"); code != exitOK {
+		t.Fatalf("reserve before the rotation: exit %d: %s%s", code, out, errOut)
+	}
+
+	s.Shutdown()
+	s.WaitForShutdown()
+	install(after)
+	s = startConfiguredAt(t, conf(after), port, store)
+	// The same key on every attempt: an attempt decided after its client
+	// gave up is not granted twice.
+	natstest.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+		if code, out, errOut := reserve("r2"); code != exitOK {
+			return fmt.Errorf("reserve after the rotation: exit %d: %s%s", code, out, errOut)
+		}
+		return nil
+	})
+	if want := `msg="NATS connection lost; reconnecting" conn=tally-enforcer`; !strings.Contains(log.String(), want) {
+		t.Errorf("serve's log has no %s:\n%s", want, log.String())
+	}
+
+	// A rotation gone wrong: the enforcer cannot come back, and says why.
+	s.Shutdown()
+	s.WaitForShutdown()
+	install(wrong)
+	startConfiguredAt(t, conf(after), port, store)
+	natstest.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+		if !strings.Contains(log.String(), `msg="NATS reconnect attempt failed; retrying" conn=tally-enforcer err="nats: tls error: tls: failed to verify certificate: x509: certificate signed by unknown authority`) {
+			return fmt.Errorf("serve's log does not say why it cannot reconnect:\n%s", log.String())
+		}
+		return nil
+	})
+	install(after)
+	natstest.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+		if code, out, errOut := reserve("r2"); code != exitOK {
+			return fmt.Errorf("reserve once the right files are back: exit %d: %s%s", code, out, errOut)
+		}
+		return nil
+	})
+	// The ledger is the one from before: a third $4 does not fit in $10.
+	if code, out, errOut := reserve("r3"); code != exitDenied {
+		t.Fatalf("third reserve: exit %d, want %d (denied): %s%s", code, exitDenied, out, errOut)
+	}
 }
 
 // TestCredsFile runs the ledger on a server in operator mode (decentralized

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -65,11 +66,13 @@ func runProjector(ctx context.Context, e *env, args []string) int {
 	if err != nil {
 		return e.usageErr("%v", err)
 	}
-	nc, err := nats.Connect(natsURL, append(opts, nats.Name("tally-projector"), nats.MaxReconnects(-1))...)
+	ncLog := newConnLog(log)
+	nc, err := nats.Connect(natsURL, slices.Concat(opts, ncLog.options(), []nats.Option{nats.Name("tally-projector"), nats.MaxReconnects(-1)})...)
 	if err != nil {
 		return e.fail(fmt.Errorf("connect to NATS at %s: %w", natsURL, err), cmp.Or(connectFix(err), tryRunning))
 	}
 	defer nc.Close()
+	ncLog.watch(nc, time.Second)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return e.fail(err, "")

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
 
@@ -131,6 +132,7 @@ func (e *env) serve(ctx context.Context, f serveFlags, embedded bool) int {
 	var ns *server.Server
 	var scfg streams.ServerConfig // of ns
 	var nc *nats.Conn
+	ncLog := newConnLog(log)
 	var ledgerAccount string // "" the global account
 	var users bool           // the embedded server has users
 	var serviceUser []nats.Option
@@ -158,14 +160,15 @@ func (e *env) serve(ctx context.Context, f serveFlags, embedded bool) int {
 				"set budgets and read the ledger; keep --nats-listen on loopback, or give it users and TLS with "+
 				"--nats-config", "nats_listen", f.natsListen)
 		}
-		nc, err = nats.Connect("", append(serviceUser, nats.InProcessServer(ns), nats.Name("tally-serve"))...)
+		nc, err = nats.Connect("", slices.Concat(serviceUser, ncLog.options(), []nats.Option{nats.InProcessServer(ns), nats.Name("tally-serve")})...)
 	} else {
-		nc, err = nats.Connect(f.natsURL, append(authOpts, nats.Name("tally-enforcer"), nats.MaxReconnects(-1))...)
+		nc, err = nats.Connect(f.natsURL, slices.Concat(authOpts, ncLog.options(), []nats.Option{nats.Name("tally-enforcer"), nats.MaxReconnects(-1)})...)
 	}
 	if err != nil {
 		return e.fail(fmt.Errorf("connect to NATS: %w", err), cmp.Or(connectFix(err), "check --nats-url"))
 	}
 	defer nc.Close()
+	ncLog.watch(nc, time.Second)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return e.fail(err, "")
@@ -198,7 +201,7 @@ func (e *env) serve(ctx context.Context, f serveFlags, embedded bool) int {
 	// for bulk reads (enforcer.ServiceConfig.ReplayConn).
 	var replayConn *nats.Conn
 	if ns != nil {
-		if replayConn, err = nats.Connect(ns.ClientURL(), append(serviceUser, nats.Name("tally-replay"))...); err != nil {
+		if replayConn, err = nats.Connect(ns.ClientURL(), slices.Concat(serviceUser, newConnLog(log).options(), []nats.Option{nats.Name("tally-replay")})...); err != nil {
 			// With --nats-config TLS on the client port is expected to
 			// refuse a loopback connection without certificates.
 			lvl := slog.LevelWarn
