@@ -146,11 +146,11 @@ func newNKeyUser(t *testing.T) (pub, seedFile string, kp nkeys.KeyPair) {
 }
 
 // secureLedger runs `tally serve --nats-url url` with the given connection
-// flags until the test ends, waits until it answers through a client
-// command with the same flags, and returns its log.
-func secureLedger(t *testing.T, url string, partitions int, flags ...string) *natstest.Buffer {
+// flags (and serveArgs) until the test ends, waits until it answers through
+// a client command with the same flags, and returns its log.
+func secureLedger(t *testing.T, url string, partitions int, serveArgs []string, flags ...string) *natstest.Buffer {
 	t.Helper()
-	_, log := startServe(t, append([]string{"--nats-url", url, "--partitions", fmt.Sprint(partitions), "--log-level", "warn"}, flags...),
+	_, log := startServe(t, slices.Concat([]string{"--nats-url", url, "--partitions", fmt.Sprint(partitions), "--log-level", "warn"}, serveArgs, flags),
 		func(string) error {
 			args := append([]string{"budget", "list", "--root", "tenant:acme", "--nats-url", url, "--timeout", "1s"}, flags...)
 			if code, out, errOut := tallyCmd(args...); code != exitOK {
@@ -243,7 +243,7 @@ authorization { users = [ { nkey: %q } ] }
 %s`, pki.serverCert, pki.serverKey, pki.ca, pub, streams.Mapping(p)))
 	url := fmt.Sprintf("tls://127.0.0.1:%d", port)
 	flags := []string{"--nats-tls-ca", pki.ca, "--nats-tls-cert", pki.clientCert, "--nats-tls-key", pki.clientKey, "--nats-nkey", seedFile}
-	secureLedger(t, url, p, flags...)
+	secureLedger(t, url, p, nil, flags...)
 	_, otherSeed, _ := newNKeyUser(t)
 	clientCert := []string{"--nats-tls-cert", pki.clientCert, "--nats-tls-key", pki.clientKey}
 	unknownCA := "x509: certificate signed by unknown authority"
@@ -305,7 +305,19 @@ tls {
 	port := s.Addr().(*net.TCPAddr).Port
 	url := fmt.Sprintf("tls://127.0.0.1:%d", port)
 	flags := []string{"--nats-tls-ca", ca, "--nats-tls-cert", cert, "--nats-tls-key", key}
-	log := secureLedger(t, url, p, flags...)
+	httpAddr := freeAddr(t)
+	log := secureLedger(t, url, p, []string{"--http-listen", httpAddr}, flags...)
+	metric := func(name string) float64 {
+		t.Helper()
+		v, ok := scrape(t, httpAddr, name, `conn="tally-enforcer"`)
+		if !ok {
+			t.Fatalf("no %s{conn=\"tally-enforcer\"} on /metrics", name)
+		}
+		return v
+	}
+	if c, r := metric("tally_nats_connected"), metric("tally_nats_reconnects_total"); c != 1 || r != 0 {
+		t.Fatalf("before the rotation: connected %v, reconnects %v; want 1 and 0", c, r)
+	}
 	with := func(args ...string) []string {
 		return append(append(args, "--nats-url", url, "--timeout", "2s"), flags...)
 	}
@@ -334,6 +346,9 @@ tls {
 	if want := `msg="NATS connection lost; reconnecting" conn=tally-enforcer`; !strings.Contains(log.String(), want) {
 		t.Errorf("serve's log has no %s:\n%s", want, log.String())
 	}
+	if c, r := metric("tally_nats_connected"), metric("tally_nats_reconnects_total"); c != 1 || r != 1 {
+		t.Errorf("after the rotation: connected %v, reconnects %v; want 1 and 1", c, r)
+	}
 
 	// A rotation gone wrong: the enforcer cannot come back, and says why.
 	s.Shutdown()
@@ -346,6 +361,9 @@ tls {
 		}
 		return nil
 	})
+	if c := metric("tally_nats_connected"); c != 0 {
+		t.Errorf("while the files are wrong: connected %v, want 0", c)
+	}
 	install(after)
 	natstest.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
 		if code, out, errOut := reserve("r2"); code != exitOK {
@@ -419,7 +437,7 @@ resolver_preload: {
 	tallyCreds := creds("tally", accKP)
 	strangerKP, err := nkeys.CreateAccount() // an account the operator never signed
 	must(err)
-	secureLedger(t, url, p, "--nats-creds", tallyCreds)
+	secureLedger(t, url, p, nil, "--nats-creds", tallyCreds)
 	checkSecuredCommands(t, url, []string{"--nats-creds", tallyCreds}, map[string]refusedConn{
 		"no credentials":                {nil, "Authorization Violation", fixCredentials},
 		"credentials of another signer": {[]string{"--nats-creds", creds("stranger", strangerKP)}, "Authorization Violation", fixCredentials},

@@ -85,6 +85,7 @@ func runProjector(ctx context.Context, e *env, args []string) int {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registerConnMetrics(reg, nc)
 	p, err := projector.New(js, projector.Config{Partitions: layout.Partitions, FlushInterval: flushInterval,
 		Retention: retention, Rebuild: rebuild, Once: once, Logger: log, Metrics: projector.NewMetrics(reg)})
 	if err != nil {

@@ -325,6 +325,12 @@ func TestServeMetrics(t *testing.T) {
 		}
 		return nil
 	})
+	if v, ok := scrape(t, httpAddr, "tally_nats_connected", `conn="tally-serve"`); !ok || v != 1 {
+		t.Errorf(`tally_nats_connected{conn="tally-serve"} %v (present %v), want 1`, v, ok)
+	}
+	if v, ok := scrape(t, httpAddr, "tally_nats_reconnects_total", `conn="tally-serve"`); !ok || v != 0 {
+		t.Errorf(`tally_nats_reconnects_total{conn="tally-serve"} %v (present %v), want 0`, v, ok)
+	}
 	for _, name := range []string{"tally_decision_latency_seconds_count", "tally_partitions_owned", "tally_open_reservations"} {
 		if _, ok := scrape(t, httpAddr, name); !ok {
 			t.Errorf("no %s on /metrics", name)

@@ -196,6 +196,7 @@ func (e *env) serve(ctx context.Context, f serveFlags, embedded bool) int {
 	cancel()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registerConnMetrics(reg, nc)
 	// Replays (taking a partition over) read the embedded server through
 	// TCP loopback: the in-process connection is an unbuffered pipe, slower
 	// for bulk reads (enforcer.ServiceConfig.ReplayConn).
