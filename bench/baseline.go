@@ -97,6 +97,7 @@ type b1Responder struct {
 	ackPrefix string
 	token     atomic.Uint64
 	pad       int // append at least this many bytes (padding with spaces)
+	answerPad int // answer with at least this many bytes (the ack, then spaces)
 
 	mu      sync.Mutex
 	pending map[string]string // ack token → the request's reply subject
@@ -130,15 +131,19 @@ func (r *b1Responder) onAck(m *nats.Msg) {
 	delete(r.pending, tok)
 	r.mu.Unlock()
 	if ok {
-		_ = r.nc.Publish(reply, m.Data)
+		data := m.Data
+		if r.answerPad > len(data) {
+			data = append(append(make([]byte, 0, r.answerPad), data...), bytes.Repeat([]byte{' '}, r.answerPad-len(data))...)
+		}
+		_ = r.nc.Publish(reply, data)
 	}
 }
 
 // subscribeB1 starts n B1 responders on nc, each with its own ack inbox.
-func subscribeB1(nc *nats.Conn, n, pad int) ([]*nats.Subscription, error) {
+func subscribeB1(nc *nats.Conn, n, pad, answerPad int) ([]*nats.Subscription, error) {
 	var subs []*nats.Subscription
 	for range n {
-		r := &b1Responder{nc: nc, ackPrefix: nc.NewInbox(), pending: map[string]string{}, pad: pad}
+		r := &b1Responder{nc: nc, ackPrefix: nc.NewInbox(), pending: map[string]string{}, pad: pad, answerPad: answerPad}
 		acks, err := nc.Subscribe(r.ackPrefix+".*", r.onAck)
 		if err != nil {
 			unsubscribeAll(subs)

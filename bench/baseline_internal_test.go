@@ -2,6 +2,8 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,8 +13,9 @@ import (
 )
 
 // TestB1Padding: the padded B1 responder appends records of the asked size
-// (the request, then spaces) and still answers with the ack; unpadded, it
-// appends the request as it came.
+// (the request, then spaces) and answers with the ack, padded to the asked
+// size too when answers are padded; unpadded, it appends the request as it
+// came and answers with the ack as it came.
 func TestB1Padding(t *testing.T) {
 	srv := natstest.RunServer(t)
 	nc := natstest.Connect(t, srv)
@@ -24,8 +27,8 @@ func TestB1Padding(t *testing.T) {
 	if err := createScratch(ctx, js, b1Stream, b1AppendSubject, 1); err != nil {
 		t.Fatal(err)
 	}
-	for i, pad := range []int{0, 1400} {
-		subs, err := subscribeB1(nc, 1, pad)
+	for i, c := range []struct{ pad, answerPad int }{{0, 0}, {1400, 0}, {0, 1300}, {1400, 1300}} {
+		subs, err := subscribeB1(nc, 1, c.pad, c.answerPad)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -33,10 +36,17 @@ func TestB1Padding(t *testing.T) {
 		ans, err := nc.Request(b1Subject, req, 5*time.Second)
 		unsubscribeAll(subs)
 		if err != nil {
-			t.Fatalf("pad %d: %v", pad, err)
+			t.Fatalf("%+v: %v", c, err)
 		}
-		if len(ans.Data) == 0 || ans.Data[0] != '{' {
-			t.Fatalf("pad %d: answer %q is not the ack", pad, ans.Data)
+		var ack jetstream.PubAck
+		if err := json.Unmarshal(ans.Data, &ack); err != nil || ack.Stream != b1Stream || ack.Sequence != uint64(i+1) {
+			t.Fatalf("%+v: answer %q is not the ack of seq %d (%v)", c, ans.Data, i+1, err)
+		}
+		if c.answerPad > 0 && len(ans.Data) != c.answerPad {
+			t.Errorf("%+v: answer of %d bytes, want %d", c, len(ans.Data), c.answerPad)
+		}
+		if c.answerPad == 0 && strings.HasSuffix(string(ans.Data), " ") {
+			t.Errorf("%+v: unpadded answer %q is padded", c, ans.Data)
 		}
 		stream, err := js.Stream(ctx, b1Stream)
 		if err != nil {
@@ -46,9 +56,9 @@ func TestB1Padding(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := max(pad, len(req))
+		want := max(c.pad, len(req))
 		if len(m.Data) != want || string(m.Data[:len(req)]) != string(req) {
-			t.Errorf("pad %d: appended %d bytes %q…, want %d starting with the request", pad, len(m.Data), m.Data[:min(len(m.Data), 40)], want)
+			t.Errorf("%+v: appended %d bytes %q…, want %d starting with the request", c, len(m.Data), m.Data[:min(len(m.Data), 40)], want)
 		}
 	}
 }

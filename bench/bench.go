@@ -101,11 +101,11 @@ func measure(ctx context.Context, cfg Config, dep *deployment, rep *Report) erro
 		if rep.B0, err = runB0(ctx, cfg, conns, resp, dep.partitions, payload); err != nil {
 			return err
 		}
-		if rep.B1, err = runB1(ctx, cfg, conns, resp, js, dep, payload, 0); err != nil {
+		if rep.B1, err = runB1(ctx, cfg, conns, resp, js, dep, payload, 0, 0); err != nil {
 			return err
 		}
-		if cfg.B1AppendBytes > 0 {
-			if rep.B1Padded, err = runB1(ctx, cfg, conns, resp, js, dep, payload, cfg.B1AppendBytes); err != nil {
+		if cfg.B1AppendBytes > 0 || cfg.B1AnswerBytes > 0 {
+			if rep.B1Padded, err = runB1(ctx, cfg, conns, resp, js, dep, payload, cfg.B1AppendBytes, cfg.B1AnswerBytes); err != nil {
 				return err
 			}
 		}
@@ -166,7 +166,7 @@ func runB0(ctx context.Context, cfg Config, conns []*nats.Conn, resp *nats.Conn,
 
 // runB1 measures the minimal durable ledger: responders that append each
 // request to a scratch stream and answer after the ack.
-func runB1(ctx context.Context, cfg Config, conns []*nats.Conn, resp *nats.Conn, js jetstream.JetStream, dep *deployment, payload []byte, pad int) (l *Load, err error) {
+func runB1(ctx context.Context, cfg Config, conns []*nats.Conn, resp *nats.Conn, js jetstream.JetStream, dep *deployment, payload []byte, pad, answerPad int) (l *Load, err error) {
 	if err := createScratch(ctx, js, b1Stream, b1AppendSubject, dep.replicas); err != nil {
 		return nil, err
 	}
@@ -175,13 +175,13 @@ func runB1(ctx context.Context, cfg Config, conns []*nats.Conn, resp *nats.Conn,
 			l, err = nil, derr
 		}
 	}()
-	subs, err := subscribeB1(resp, dep.partitions, pad)
+	subs, err := subscribeB1(resp, dep.partitions, pad, answerPad)
 	if err != nil {
 		return nil, err
 	}
 	defer unsubscribeAll(subs)
 	name := "B1"
-	if pad > 0 {
+	if pad > 0 || answerPad > 0 {
 		name = "B1-padded"
 	}
 	res, err := phase{name: name, unit: "requests", conns: conns, cfg: cfg, step: baselineStep(b1Subject, payload)}.run(ctx)
@@ -192,6 +192,7 @@ func runB1(ctx context.Context, cfg Config, conns []*nats.Conn, resp *nats.Conn,
 	if pad > 0 {
 		l.AppendBytes = max(pad, len(payload))
 	}
+	l.AnswerBytes = answerPad
 	return l, nil
 }
 

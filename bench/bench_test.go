@@ -135,7 +135,7 @@ func TestBenchBaselineAccountsForEveryGrant(t *testing.T) {
 	var progress bytes.Buffer
 	rep, err := bench.Run(context.Background(), bench.Config{
 		Target: bench.TargetURL, NATSURL: srv.ClientURL(), Clients: 8, Duration: 2 * time.Second, Roots: 10,
-		Baseline: true, B1AppendBytes: 1400, Progress: &progress, OnGranted: g.add,
+		Baseline: true, B1AppendBytes: 1400, B1AnswerBytes: 1300, Progress: &progress, OnGranted: g.add,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -150,10 +150,10 @@ func TestBenchBaselineAccountsForEveryGrant(t *testing.T) {
 	if err := rep.WriteText(&text); err != nil {
 		t.Fatal(err)
 	}
-	if p := rep.B1Padded; p == nil || p.AppendBytes != 1400 || p.Requests == 0 || p.Errors != 0 {
-		t.Errorf("padded B1 phase: %+v, want 1400-byte appends, answered, no errors", p)
+	if p := rep.B1Padded; p == nil || p.AppendBytes != 1400 || p.AnswerBytes != 1300 || p.Requests == 0 || p.Errors != 0 {
+		t.Errorf("padded B1 phase: %+v, want 1400-byte appends and 1300-byte answers, answered, no errors", p)
 	}
-	for _, want := range []string{"B0 requests", "B1 requests", "B1 1400 B ", "tally ", "raw async publish:", "ordered-consumer replay:", "tally ÷ B1:"} {
+	for _, want := range []string{"B0 requests", "B1 requests", "B1 1400/1300 B ", "tally ", "raw async publish:", "ordered-consumer replay:", "tally ÷ B1:"} {
 		if !strings.Contains(text.String(), want) {
 			t.Errorf("text report has no %q:\n%s", want, text.String())
 		}
@@ -472,6 +472,10 @@ func TestConfigValidate(t *testing.T) {
 		{"roots", bench.Config{NATSURL: "u", Roots: -3}, "roots"},
 		{"mix", bench.Config{NATSURL: "u", Mix: "reserve-only"}, "mix"},
 		{"rate", bench.Config{NATSURL: "u", Rate: -1}, "rate"},
+		{"b1 append bytes", bench.Config{NATSURL: "u", Baseline: true, B1AppendBytes: -1}, "b1-append-bytes -1"},
+		{"b1 append bytes without baseline", bench.Config{NATSURL: "u", B1AppendBytes: 1400}, "b1-append-bytes needs --baseline"},
+		{"b1 answer bytes", bench.Config{NATSURL: "u", Baseline: true, B1AnswerBytes: bench.MaxB1AppendBytes + 1}, "b1-answer-bytes"},
+		{"b1 answer bytes without baseline", bench.Config{NATSURL: "u", B1AnswerBytes: 1400}, "b1-answer-bytes needs --baseline"},
 		{"partitions", bench.Config{Target: bench.TargetEmbedded, Partitions: streams.MaxPartitions + 1}, "partitions"},
 		{"ok", bench.Config{NATSURL: "u"}, ""},
 		{"ok embedded", bench.Config{Target: bench.TargetCluster3, Sync: bench.SyncInterval, Rate: 100}, ""},

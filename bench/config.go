@@ -137,6 +137,12 @@ type Config struct {
 	// in two units), separating the cost of the events' size from the cost
 	// of tally's own work. 0: no extra phase.
 	B1AppendBytes int
+	// B1AnswerBytes, if larger than JetStream's ack, pads the answers of
+	// the "B1-padded" phase to this many bytes (tally's reserve answer
+	// carries the same instance views as its event, ~1.4 KB): with
+	// B1AppendBytes, a minimal durable ledger moving tally's bytes, so
+	// what remains between it and tally is tally's own work. 0: the ack.
+	B1AnswerBytes int
 	// Rate, if positive, paces the clients (open loop) to this many
 	// decisions/s over all of them; latency is then measured from each
 	// request's scheduled time, so a stall is not hidden (no coordinated
@@ -267,6 +273,12 @@ func (c Config) Validate() error {
 	}
 	if c.B1AppendBytes > 0 && !c.Baseline {
 		return errors.New("bench: b1-append-bytes needs --baseline")
+	}
+	if c.B1AnswerBytes < 0 || c.B1AnswerBytes > MaxB1AppendBytes {
+		return fmt.Errorf("bench: b1-answer-bytes %d: must be 0 to %d", c.B1AnswerBytes, MaxB1AppendBytes)
+	}
+	if c.B1AnswerBytes > 0 && !c.Baseline {
+		return errors.New("bench: b1-answer-bytes needs --baseline")
 	}
 	if c.Rate < 0 || c.Rate > MaxRate {
 		return fmt.Errorf("bench: rate %g: must be 0 (closed loop) to %d decisions/s", c.Rate, MaxRate)

@@ -188,8 +188,10 @@ type Load struct {
 	// CPUS and CPUPerRequestUS are as Tally's, the responders included.
 	CPUS            float64 `json:"cpu_s"`
 	CPUPerRequestUS float64 `json:"cpu_us_per_request"`
-	// AppendBytes is the size of each append of a padded B1 phase.
+	// AppendBytes is the size of each append of a padded B1 phase, and
+	// AnswerBytes of each answer when those are padded too.
 	AppendBytes int `json:"append_bytes,omitempty"`
+	AnswerBytes int `json:"answer_bytes,omitempty"`
 }
 
 // Throughput is a one-way phase: raw publish or replay.
@@ -268,7 +270,14 @@ func (r *Report) WriteText(w io.Writer) error {
 		row("B1 requests", r.B1.RequestsPerS, r.B1.Errors, r.B1.Latency, r.B1.CPUPerRequestUS)
 	}
 	if r.B1Padded != nil {
-		row(fmt.Sprintf("B1 %d B", r.B1Padded.AppendBytes), r.B1Padded.RequestsPerS, r.B1Padded.Errors, r.B1Padded.Latency, r.B1Padded.CPUPerRequestUS)
+		name := "B1 padded"
+		switch p := r.B1Padded; {
+		case p.AppendBytes > 0 && p.AnswerBytes > 0:
+			name = fmt.Sprintf("B1 %d/%d B", p.AppendBytes, p.AnswerBytes)
+		case p.AppendBytes > 0:
+			name = fmt.Sprintf("B1 %d B", p.AppendBytes)
+		}
+		row(name, r.B1Padded.RequestsPerS, r.B1Padded.Errors, r.B1Padded.Latency, r.B1Padded.CPUPerRequestUS)
 	}
 	t := r.Tally
 	row("tally", t.DecisionsPerS, t.Errors, t.Latency, t.CPUPerDecisionUS)
