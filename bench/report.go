@@ -259,9 +259,9 @@ func (r *Report) WriteText(w io.Writer) error {
 	if o := r.Machine.OtherCPUShare; o != nil {
 		fmt.Fprintf(&b, "; other processes used %.1f%% of it", 100**o)
 	}
-	fmt.Fprintf(&b, "\n\n%-12s %12s %8s %9s %9s %9s %9s %9s %10s\n", "", "per second", "errors", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "cpu µs/op")
+	fmt.Fprintf(&b, "\n\n%-15s %12s %8s %9s %9s %9s %9s %9s %10s\n", "", "per second", "errors", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "cpu µs/op")
 	row := func(name string, rate float64, errs uint64, l Latency, cpu float64) {
-		fmt.Fprintf(&b, "%-12s %12.0f %8d %9.3f %9.3f %9.3f %9.3f %9.3f %10.1f\n", name, rate, errs, l.P50, l.P90, l.P99, l.P999, l.Max, cpu)
+		fmt.Fprintf(&b, "%-15s %12.0f %8d %9.3f %9.3f %9.3f %9.3f %9.3f %10.1f\n", name, rate, errs, l.P50, l.P90, l.P99, l.P999, l.Max, cpu)
 	}
 	if r.B0 != nil {
 		row("B0 requests", r.B0.RequestsPerS, r.B0.Errors, r.B0.Latency, r.B0.CPUPerRequestUS)
