@@ -1210,17 +1210,20 @@ func runBudgetAdjust(ctx context.Context, e *env, args []string) int {
 
 func runEvents(ctx context.Context, e *env, args []string) int {
 	if len(args) == 0 {
-		return e.usageErr("usage: tally events tail|dump [flags]")
+		return e.usageErr("usage: tally events tail|dump|restore [flags]")
 	}
 	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprintln(e.stderr, "usage: tally events tail|dump [flags]\n\nrun 'tally events tail --help' or 'tally events dump --help' for their flags")
+		fmt.Fprintln(e.stderr, "usage: tally events tail|dump|restore [flags]\n\nrun 'tally events tail --help', 'tally events dump --help' or 'tally events restore --help' for their flags")
 		return exitOK
 	}
 	if args[0] == "dump" { // events dump: report_cmds.go
 		return runEventsDump(ctx, e, args[1:])
 	}
+	if args[0] == "restore" { // events restore: restore_cmd.go
+		return runEventsRestore(ctx, e, args[1:])
+	}
 	if args[0] != "tail" {
-		return e.usageErr("unknown events command %q (want: events tail or events dump)", args[0])
+		return e.usageErr("unknown events command %q (want: events tail, events dump or events restore)", args[0])
 	}
 	var (
 		cf              clientFlags

@@ -48,7 +48,7 @@ func commands() []command {
 		{"balance", "show the balances of every budget that applies to a scope", runBalance},
 		{"reservation", "show a reservation (reservation get <root> <id>)", runReservation},
 		{"budget", "manage budgets: set, get, list, delete, adjust", runBudget},
-		{"events", "read the event history: events tail, events dump", runEvents},
+		{"events", "the event history: events tail, events dump, events restore", runEvents},
 		{"report", "reports from the event history: report shadow, report spend", runReport},
 		{"audit", "verify the ledger: audit verify", runAudit},
 		{"demo", "set up the seed's budgets and run simulated agents against a running tally", runDemo},
