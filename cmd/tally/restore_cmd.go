@@ -139,7 +139,7 @@ func runEventsRestore(ctx context.Context, e *env, args []string) int {
 		return e.usageErr("--partitions %d: the target ledger has P = %d, fixed when it was created", partitions, layout.Partitions)
 	}
 
-	r := &restorer{ctx: ctx, js: js, p: layout.Partitions, parts: map[int]*restorePart{}}
+	r := &restorer{ctx: ctx, js: js, p: layout.Partitions, parts: map[int]*restorePart{}, timeout: lf.timeout}
 	if err := r.run(in); err != nil {
 		return e.fail(err, "nothing after the line named was appended; fix the dump or the target and run the restore again: it resumes")
 	}
@@ -161,7 +161,8 @@ type restorer struct {
 	p       int
 	parts   map[int]*restorePart
 	pending []restorePending
-	dry     bool // check only: read no stream, append nothing
+	dry     bool          // check only: read no stream, append nothing
+	timeout time.Duration // for the acks of the appends in flight
 }
 
 // restorePart is where a restore stands in one partition.
@@ -295,11 +296,15 @@ func (r *restorer) part(n int) (*restorePart, error) {
 // settle waits for the appends in flight and fails on the first refused.
 func (r *restorer) settle() error {
 	defer func() { r.pending = r.pending[:0] }()
+	deadline := time.NewTimer(r.timeout)
+	defer deadline.Stop()
 	for _, p := range r.pending {
 		select {
 		case <-p.f.Ok():
 		case err := <-p.f.Err():
 			return fmt.Errorf("line %d: append refused: %w", p.line, err)
+		case <-deadline.C:
+			return fmt.Errorf("line %d: no ack within --timeout %s", p.line, r.timeout)
 		case <-r.ctx.Done():
 			return r.ctx.Err()
 		}
