@@ -118,14 +118,9 @@ func runEventsRestore(ctx context.Context, e *env, args []string) int {
 		if file == "-" {
 			return e.usageErr("--file -: creating a ledger needs the dump in a file, read twice (checked first, then restored)")
 		}
-		f, err := os.Open(file)
-		if err != nil {
-			return e.usageErr("--file: %v", err)
-		}
-		err = (&restorer{ctx: ctx, p: partitions, parts: map[int]*restorePart{}, dry: true}).run(f)
-		f.Close()
-		if err != nil {
-			return e.fail(err, "nothing was created or appended")
+		if code := e.checkDump(ctx, file, &restorer{ctx: ctx, p: partitions, parts: map[int]*restorePart{}, check: true},
+			"nothing was created or appended"); code >= 0 {
+			return code
 		}
 		octx, cancel := context.WithTimeout(ctx, max(lf.timeout, 30*time.Second))
 		layout, err = streams.Ensure(octx, js, streams.Config{Partitions: partitions, Replicas: replicas, RequirePartitions: true})
@@ -139,9 +134,17 @@ func runEventsRestore(ctx context.Context, e *env, args []string) int {
 		return e.usageErr("--partitions %d: the target ledger has P = %d, fixed when it was created", partitions, layout.Partitions)
 	}
 
+	// A dump in a file is checked whole against what every partition
+	// already holds before anything is appended (from stdin, as it comes).
+	if file != "-" {
+		if code := e.checkDump(ctx, file, &restorer{ctx: ctx, js: js, p: layout.Partitions, parts: map[int]*restorePart{}, check: true},
+			"nothing was appended"); code >= 0 {
+			return code
+		}
+	}
 	r := &restorer{ctx: ctx, js: js, p: layout.Partitions, parts: map[int]*restorePart{}, timeout: lf.timeout}
 	if err := r.run(in); err != nil {
-		return e.fail(err, "nothing after the line named was appended; fix the dump or the target and run the restore again: it resumes")
+		return e.fail(err, "what was appended before it stays, in order; fix the dump or the target and run the restore again: it resumes where each partition stands")
 	}
 	for n := range layout.Partitions {
 		rp := r.parts[n]
@@ -154,6 +157,19 @@ func runEventsRestore(ctx context.Context, e *env, args []string) int {
 	return exitOK
 }
 
+// checkDump runs r, a checking restorer, over the dump in file.
+func (e *env) checkDump(ctx context.Context, file string, r *restorer, nothing string) int {
+	f, err := os.Open(file)
+	if err != nil {
+		return e.usageErr("--file: %v", err)
+	}
+	defer f.Close()
+	if err := r.run(f); err != nil {
+		return e.fail(err, nothing)
+	}
+	return -1
+}
+
 // restorer appends a dump's lines to their partition streams.
 type restorer struct {
 	ctx     context.Context
@@ -161,7 +177,7 @@ type restorer struct {
 	p       int
 	parts   map[int]*restorePart
 	pending []restorePending
-	dry     bool          // check only: read no stream, append nothing
+	check   bool          // check only: append nothing (and read no stream without js)
 	timeout time.Duration // for the acks of the appends in flight
 }
 
@@ -241,7 +257,7 @@ func (r *restorer) line(line int, raw []byte) error {
 		}
 		return nil
 	}
-	if r.dry {
+	if r.check {
 		return nil
 	}
 	root := ev.Root
@@ -268,7 +284,7 @@ func (r *restorer) part(n int) (*restorePart, error) {
 	if rp := r.parts[n]; rp != nil {
 		return rp, nil
 	}
-	if r.dry {
+	if r.js == nil { // checking a dump for a ledger yet to be created
 		r.parts[n] = &restorePart{}
 		return r.parts[n], nil
 	}

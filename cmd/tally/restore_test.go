@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -147,6 +148,45 @@ func TestEventsRestore(t *testing.T) {
 		t.Fatalf("restore into a ledger with other events: exit %d: %s", code, errOut)
 	}
 	if after := streamCounts(t, other.url, rptPartitions); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Fatalf("a refused restore appended: %v → %v", before, after)
+	}
+
+	// A target that holds the dump's partition 0 but something else in
+	// partition 2: refused before anything is appended to partition 1.
+	mixed := natstest.RunServer(t, natstest.WithPartitions(rptPartitions))
+	var p0 []string
+	for _, line := range lines {
+		var ev struct {
+			Partition int `json:"partition"`
+		}
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatal(err)
+		}
+		if ev.Partition == 0 {
+			p0 = append(p0, line)
+		}
+	}
+	first := filepath.Join(dir, "p0.jsonl")
+	if err := os.WriteFile(first, []byte(strings.Join(p0, "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	must(tallyAt(t, mixed.ClientURL(), "events", "restore", "--file", first, "--partitions", "3"))
+	mnc := natstest.Connect(t, mixed)
+	if err := mnc.Publish(streams.EventSubject(2, "_", "foreign"), []byte(`{"not":"ours"}`)); err != nil {
+		t.Fatal(err)
+	}
+	natstest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if c := streamCounts(t, mixed.ClientURL(), rptPartitions); c[2] != 1 {
+			return fmt.Errorf("partition 2 holds %d", c[2])
+		}
+		return nil
+	})
+	before = streamCounts(t, mixed.ClientURL(), rptPartitions)
+	if code, _, errOut := tallyAt(t, mixed.ClientURL(), "events", "restore", "--file", dumpFile); code != exitFail ||
+		!strings.Contains(errOut, "partition 2 already holds 1 events") || !strings.Contains(errOut, "nothing was appended") {
+		t.Fatalf("restore into a ledger with a foreign event: exit %d: %s", code, errOut)
+	}
+	if after := streamCounts(t, mixed.ClientURL(), rptPartitions); fmt.Sprint(after) != fmt.Sprint(before) {
 		t.Fatalf("a refused restore appended: %v → %v", before, after)
 	}
 
