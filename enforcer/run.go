@@ -623,11 +623,7 @@ func (p *partition) seal(ev *events.Event) (*nats.Msg, []byte) {
 	if err != nil {
 		panic(fmt.Sprintf("enforcer: encode %s: %v", ev.Type, err))
 	}
-	root := ev.Root
-	if root == "" {
-		root = "_"
-	}
-	msg := nats.NewMsg(streams.EventSubject(p.n, root, string(ev.Type)))
+	msg := nats.NewMsg(streams.EventSubject(p.n, ev.Root, string(ev.Type)))
 	msg.Data = raw
 	msg.Header.Set(jetstream.MsgIDHeader, ev.ID)
 	return msg, raw

@@ -106,14 +106,10 @@ func (c *Checker) Check(seq uint64, subject string, data []byte) (ev events.Even
 	case !first && ev.Prev != prevHash:
 		find(CheckChain, "prev %s is not the SHA-256 of seq %d (%s): seq %d or this event was altered", short(ev.Prev), seq-1, short(prevHash), seq-1)
 	}
-	root := ev.Root
-	if root == "" {
-		root = "_"
-	}
 	if ev.Partition != c.n {
 		find(CheckEnvelope, "event of partition %d in partition %d's stream", ev.Partition, c.n)
 	}
-	if want := streams.EventSubject(c.n, root, string(ev.Type)); subject != "" && subject != want {
+	if want := streams.EventSubject(c.n, ev.Root, string(ev.Type)); subject != "" && subject != want {
 		find(CheckEnvelope, "stored under subject %q, the event says %q", subject, want)
 	}
 	if s := scopeOf(ev.Data); s != "" && events.Root(s) != ev.Root {

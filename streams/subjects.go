@@ -60,10 +60,16 @@ func PartitionWildcard(n int) string {
 	return Prefix + "." + partitionToken + "." + strconv.Itoa(n) + ".>"
 }
 
+// NoRootToken stands for the root in the subject of an event of no root.
+const NoRootToken = "_"
+
 // EventSubject is the subject of an event of type typ for root in
 // partition n: tally.v1.ev.<n>.<root>.<type>. Consumers filter on it by
-// root or type.
+// root or type. An event of no root (partition.claimed) has the token _.
 func EventSubject(n int, root, typ string) string {
+	if root == "" {
+		root = NoRootToken
+	}
 	return Prefix + "." + eventToken + "." + strconv.Itoa(n) + "." + root + "." + typ
 }
 

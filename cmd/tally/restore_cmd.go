@@ -260,11 +260,7 @@ func (r *restorer) line(line int, raw []byte) error {
 	if r.check {
 		return nil
 	}
-	root := ev.Root
-	if root == "" {
-		root = "_"
-	}
-	msg := nats.NewMsg(streams.EventSubject(n, root, string(ev.Type)))
+	msg := nats.NewMsg(streams.EventSubject(n, ev.Root, string(ev.Type)))
 	msg.Data = raw
 	msg.Header.Set(jetstream.MsgIDHeader, ev.ID)
 	msg.Header.Set(jetstream.ExpectedLastSeqHeader, strconv.FormatUint(rp.seq-1, 10))
