@@ -256,6 +256,8 @@ func (p *partition) publish(msgs []*nats.Msg) []unitSpan {
 		m.Reply = u.reply
 		if err := p.svc.nc.PublishMsg(m); err != nil {
 			p.resolve(u.token, 0, &AppendError{Description: err.Error()})
+		} else {
+			cfg.Metrics.observeSent(1)
 		}
 		p.prevID, p.prevOurs, p.lastUnit = m.Header.Get(jetstream.MsgIDHeader), true, u.appendUnit
 		spans = append(spans, unitSpan{u: u.appendUnit, from: seq, to: seq})
@@ -296,9 +298,10 @@ func (p *partition) publishBatch(msgs []*nats.Msg, firstSeq uint64) *appendUnit 
 		}
 		if err := p.svc.nc.PublishMsg(m); err != nil {
 			p.resolve(u.token, 0, &AppendError{Description: err.Error()})
-			break
+			return u.appendUnit
 		}
 	}
+	p.svc.cfg.Metrics.observeSent(len(msgs))
 	return u.appendUnit
 }
 

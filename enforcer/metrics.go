@@ -16,6 +16,7 @@ type Metrics struct {
 	decisions       *prometheus.CounterVec
 	latency         *prometheus.HistogramVec
 	appendLatency   prometheus.Histogram
+	appendEvents    prometheus.Histogram
 	open            *prometheus.GaugeVec
 	owned           *prometheus.GaugeVec
 	idempotencyKeys *prometheus.GaugeVec
@@ -31,6 +32,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}, []string{"op"}),
 		appendLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tally_append_latency_seconds",
 			Help: "Time from publishing an append to its JetStream ack.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
+		appendEvents: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tally_append_events",
+			Help:    "Events per append: 1 for a single message, more for an atomic batch (group commit).",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 11)}),
 		open: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tally_open_reservations",
 			Help: "Open reservations by partition."}, []string{"partition"}),
 		owned: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tally_partitions_owned",
@@ -38,7 +42,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		idempotencyKeys: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tally_idempotency_window_seconds",
 			Help: "How far back idempotency keys are remembered, by partition."}, []string{"partition"}),
 	}
-	reg.MustRegister(m.decisions, m.latency, m.appendLatency, m.open, m.owned, m.idempotencyKeys)
+	reg.MustRegister(m.decisions, m.latency, m.appendLatency, m.appendEvents, m.open, m.owned, m.idempotencyKeys)
 	return m
 }
 
@@ -72,6 +76,14 @@ func (m *Metrics) observeAppend(d time.Duration) {
 		return
 	}
 	m.appendLatency.Observe(d.Seconds())
+}
+
+// observeSent records an append of n events sent.
+func (m *Metrics) observeSent(n int) {
+	if m == nil {
+		return
+	}
+	m.appendEvents.Observe(float64(n))
 }
 
 func (m *Metrics) setOpen(n, open int) {
