@@ -254,10 +254,9 @@ func (p *partition) publish(msgs []*nats.Msg) []unitSpan {
 			m.Header.Set(jetstream.ExpectedLastMsgIDHeader, p.prevID)
 		}
 		m.Reply = u.reply
+		cfg.Metrics.observeSent(1)
 		if err := p.svc.nc.PublishMsg(m); err != nil {
 			p.resolve(u.token, 0, &AppendError{Description: err.Error()})
-		} else {
-			cfg.Metrics.observeSent(1)
 		}
 		p.prevID, p.prevOurs, p.lastUnit = m.Header.Get(jetstream.MsgIDHeader), true, u.appendUnit
 		spans = append(spans, unitSpan{u: u.appendUnit, from: seq, to: seq})
@@ -286,6 +285,7 @@ func (p *partition) publishBatch(msgs []*nats.Msg, firstSeq uint64) *appendUnit 
 		}
 	}
 	id := fmt.Sprintf("p%d-%s", p.n, u.token)
+	p.svc.cfg.Metrics.observeSent(len(msgs))
 	for i, m := range msgs {
 		m.Header.Set(hdrBatchID, id)
 		m.Header.Set(hdrBatchSeq, strconv.Itoa(i+1))
@@ -298,10 +298,9 @@ func (p *partition) publishBatch(msgs []*nats.Msg, firstSeq uint64) *appendUnit 
 		}
 		if err := p.svc.nc.PublishMsg(m); err != nil {
 			p.resolve(u.token, 0, &AppendError{Description: err.Error()})
-			return u.appendUnit
+			break
 		}
 	}
-	p.svc.cfg.Metrics.observeSent(len(msgs))
 	return u.appendUnit
 }
 

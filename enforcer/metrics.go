@@ -33,7 +33,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		appendLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tally_append_latency_seconds",
 			Help: "Time from publishing an append to its JetStream ack.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
 		appendEvents: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tally_append_events",
-			Help:    "Events per append: 1 for a single message, more for an atomic batch (group commit).",
+			Help:    "Events per append published (counted as it is sent, before its ack): 1 for a single message, more for an atomic batch (group commit).",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 11)}),
 		open: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tally_open_reservations",
 			Help: "Open reservations by partition."}, []string{"partition"}),
@@ -78,7 +78,8 @@ func (m *Metrics) observeAppend(d time.Duration) {
 	m.appendLatency.Observe(d.Seconds())
 }
 
-// observeSent records an append of n events sent.
+// observeSent records an append of n events, as it is published: before
+// any answer that waits for its ack.
 func (m *Metrics) observeSent(n int) {
 	if m == nil {
 		return

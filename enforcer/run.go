@@ -703,10 +703,12 @@ func (p *partition) reply(msg *nats.Msg, op events.Op, received time.Time, answe
 	if msg == nil || msg.Reply == "" {
 		return
 	}
+	// Counted before it is sent: a client that has its answer never reads
+	// a counter without it.
+	p.svc.cfg.Metrics.observe(op, answer, received)
 	if err := msg.Respond(answer); err != nil {
 		p.log.Debug("answer not sent", logErr, err)
 	}
-	p.svc.cfg.Metrics.observe(op, answer, received)
 }
 
 func errAnswer(e *events.Error) []byte {
