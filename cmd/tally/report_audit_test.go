@@ -331,7 +331,7 @@ func TestServeMetrics(t *testing.T) {
 	if v, ok := scrape(t, httpAddr, "tally_nats_reconnects_total", `conn="tally-serve"`); !ok || v != 0 {
 		t.Errorf(`tally_nats_reconnects_total{conn="tally-serve"} %v (present %v), want 0`, v, ok)
 	}
-	for _, name := range []string{"tally_decision_latency_seconds_count", "tally_partitions_owned", "tally_open_reservations"} {
+	for _, name := range []string{"tally_decision_latency_seconds_count", "tally_append_events_count", "tally_partitions_owned", "tally_open_reservations"} {
 		if _, ok := scrape(t, httpAddr, name); !ok {
 			t.Errorf("no %s on /metrics", name)
 		}
