@@ -1,8 +1,10 @@
 package streams_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -90,6 +92,58 @@ func TestStartServerSyncAlways(t *testing.T) {
 		}
 		if _, err := js.Publish(ctx, streams.EventSubject(0, "tenant:acme", "budget.set"), []byte("{}")); err != nil {
 			t.Fatalf("append: %v", err)
+		}
+	}
+}
+
+// TestAckedAppendIsInTheFiles pins what JETSTREAM.md says of the embedded
+// R1 server in both sync modes: by the time an append is acknowledged its
+// bytes are in the stream's files, handed to the operating system (so they
+// survive the process being killed; without SyncAlways not yet a power
+// loss). Each acked payload is looked for in the store at once, before
+// anything flushes or syncs it: a server that acked from its own buffers
+// would fail this.
+func TestAckedAppendIsInTheFiles(t *testing.T) {
+	for _, always := range []bool{true, false} {
+		dir := t.TempDir()
+		s, err := streams.StartServer(streams.ServerConfig{DataDir: dir, Listen: "127.0.0.1:-1", SyncAlways: always})
+		if err != nil {
+			t.Fatalf("StartServer(SyncAlways=%v): %v", always, err)
+		}
+		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+		nc := natstest.Connect(t, s)
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		if _, err := streams.Ensure(ctx, js, streams.Config{Partitions: 1}); err != nil {
+			t.Fatalf("Ensure: %v", err)
+		}
+		for i := range 20 {
+			payload := fmt.Sprintf(`{"pin":"acked-%v-%03d"}`, always, i)
+			if _, err := js.Publish(ctx, streams.EventSubject(0, "tenant:acme", "budget.set"), []byte(payload)); err != nil {
+				t.Fatalf("append: %v", err)
+			}
+			found := false
+			err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+				if err != nil || d.IsDir() || found {
+					return err
+				}
+				b, err := os.ReadFile(path)
+				if err != nil {
+					return err
+				}
+				found = bytes.Contains(b, []byte(payload))
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !found {
+				t.Fatalf("SyncAlways=%v: acked append %d (%s) is in no file under the store", always, i, payload)
+			}
 		}
 	}
 }
