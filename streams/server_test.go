@@ -65,30 +65,38 @@ func TestServerConfigValidate(t *testing.T) {
 	}
 }
 
+// oneLedger starts an embedded server on dir in the given sync mode and
+// creates a one-partition ledger on it; the context bounds the test's
+// JetStream calls.
+func oneLedger(t *testing.T, dir string, always bool) (*server.Server, jetstream.JetStream, context.Context) {
+	t.Helper()
+	s, err := streams.StartServer(streams.ServerConfig{DataDir: dir, Listen: "127.0.0.1:-1", SyncAlways: always})
+	if err != nil {
+		t.Fatalf("StartServer(SyncAlways=%v): %v", always, err)
+	}
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	js, err := jetstream.New(natstest.Connect(t, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	t.Cleanup(cancel)
+	if _, err := streams.Ensure(ctx, js, streams.Config{Partitions: 1}); err != nil {
+		t.Fatalf("Ensure: %v", err)
+	}
+	return s, js, ctx
+}
+
 // TestStartServerSyncAlways starts the embedded server in both sync modes
 // and appends through JetStream.
 func TestStartServerSyncAlways(t *testing.T) {
 	for _, always := range []bool{true, false} {
-		s, err := streams.StartServer(streams.ServerConfig{DataDir: t.TempDir(), Listen: "127.0.0.1:-1", SyncAlways: always})
-		if err != nil {
-			t.Fatalf("StartServer(SyncAlways=%v): %v", always, err)
-		}
-		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+		s, js, ctx := oneLedger(t, t.TempDir(), always)
 		if got := s.JetStreamConfig().SyncAlways; got != always {
 			t.Errorf("JetStream SyncAlways = %v, want %v", got, always)
 		}
 		if got := s.JetStreamConfig().StoreDir; got == "" {
 			t.Error("JetStream has no store dir")
-		}
-		nc := natstest.Connect(t, s)
-		js, err := jetstream.New(nc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-		defer cancel()
-		if _, err := streams.Ensure(ctx, js, streams.Config{Partitions: 1}); err != nil {
-			t.Fatalf("Ensure: %v", err)
 		}
 		if _, err := js.Publish(ctx, streams.EventSubject(0, "tenant:acme", "budget.set"), []byte("{}")); err != nil {
 			t.Fatalf("append: %v", err)
@@ -106,21 +114,7 @@ func TestStartServerSyncAlways(t *testing.T) {
 func TestAckedAppendIsInTheFiles(t *testing.T) {
 	for _, always := range []bool{true, false} {
 		dir := t.TempDir()
-		s, err := streams.StartServer(streams.ServerConfig{DataDir: dir, Listen: "127.0.0.1:-1", SyncAlways: always})
-		if err != nil {
-			t.Fatalf("StartServer(SyncAlways=%v): %v", always, err)
-		}
-		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-		nc := natstest.Connect(t, s)
-		js, err := jetstream.New(nc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-		defer cancel()
-		if _, err := streams.Ensure(ctx, js, streams.Config{Partitions: 1}); err != nil {
-			t.Fatalf("Ensure: %v", err)
-		}
+		_, js, ctx := oneLedger(t, dir, always)
 		for i := range 20 {
 			payload := fmt.Sprintf(`{"pin":"acked-%v-%03d"}`, always, i)
 			if _, err := js.Publish(ctx, streams.EventSubject(0, "tenant:acme", "budget.set"), []byte(payload)); err != nil {
