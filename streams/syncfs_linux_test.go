@@ -1,0 +1,75 @@
+package streams_test
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/tallyledger/tally/streams"
+)
+
+func TestFileSystemSync(t *testing.T) {
+	if !streams.GroupFsyncSupported {
+		t.Fatal("GroupFsyncSupported = false on Linux")
+	}
+	dir := t.TempDir()
+	sync, closeDir, err := streams.FileSystemSync(dir)
+	if err != nil {
+		t.Fatalf("FileSystemSync(%s): %v", dir, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "events"), []byte("acked"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := sync(t.Context()); err != nil {
+		t.Errorf("sync: %v", err)
+	}
+	if err := streams.NewBarrier(sync).Sync(t.Context()); err != nil {
+		t.Errorf("a barrier's Sync through it: %v", err)
+	}
+	if err := closeDir(); err != nil {
+		t.Errorf("close: %v", err)
+	}
+}
+
+func TestFileSystemSyncMissingDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "missing")
+	sync, closeDir, err := streams.FileSystemSync(dir)
+	if err == nil {
+		closeDir()
+		t.Fatalf("FileSystemSync(%s) = nil error, want one", dir)
+	}
+	if sync != nil || closeDir != nil {
+		t.Errorf("FileSystemSync(%s) returned functions with its error", dir)
+	}
+	if !strings.Contains(err.Error(), dir) {
+		t.Errorf("FileSystemSync(%s): %v, want an error naming the directory", dir, err)
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("FileSystemSync(%s): %v, want fs.ErrNotExist", dir, err)
+	}
+}
+
+// A sync after close fails, even once another file has taken the closed
+// directory's descriptor number: it must never report a sync of
+// whatever file system that file is on.
+func TestFileSystemSyncAfterClose(t *testing.T) {
+	dir := t.TempDir()
+	sync, closeDir, err := streams.FileSystemSync(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := closeDir(); err != nil {
+		t.Fatal(err)
+	}
+	other, err := os.Open(t.TempDir()) // likely reuses the number
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if err := sync(t.Context()); err == nil || !strings.Contains(err.Error(), "closed") {
+		t.Fatalf("sync after close: %v, want an error saying the directory is closed", err)
+	}
+}
