@@ -75,6 +75,12 @@ func (s *Service) manage(ctx context.Context) error {
 	t := time.NewTicker(max(ttl/4, 50*time.Millisecond))
 	defer t.Stop()
 	for {
+		if b := s.cfg.Barrier; b != nil && b.Err() != nil {
+			// The store's fsync failed: nothing acknowledged since the
+			// last good one is known to be on disk, and no partition may
+			// serve again until a restart reads what the disk holds.
+			return fmt.Errorf("enforcer: %w", b.Err())
+		}
 		m.round(ctx)
 		select {
 		case <-ctx.Done():

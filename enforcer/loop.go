@@ -356,8 +356,31 @@ func (p *partition) resolve(tok string, seq uint64, err error) {
 	u.lastSeq, u.err = seq, err
 	if err == nil {
 		p.svc.cfg.Metrics.observeAppend(time.Since(u.started))
+		if b := p.svc.cfg.Barrier; b != nil {
+			// Now that the ack is here: the next sync to begin covers it.
+			u.durable = b.Ticket()
+		}
 	}
 	close(u.done)
+}
+
+// sync waits until everything acknowledged so far is durable (a no-op
+// without a Barrier).
+func (p *partition) sync(ctx context.Context) error {
+	if b := p.svc.cfg.Barrier; b != nil {
+		return b.Sync(ctx)
+	}
+	return nil
+}
+
+// waitDurable blocks until the acked unit is durable. The sync is not
+// abandoned on shutdown: the answers still in the pipeline wait for it.
+func (p *partition) waitDurable(u *appendUnit) error {
+	if u.durable == nil {
+		return nil
+	}
+	<-u.durable.Done()
+	return u.durable.Err()
 }
 
 // wait blocks until the unit is acked or times out.
@@ -402,6 +425,12 @@ func (p *partition) acker(ctx context.Context) error {
 		}
 		if e.unit != nil {
 			err := p.wait(e.unit)
+			if err == nil {
+				// Not answered, not snapshotted (p.acked) before it is on
+				// disk. A failed sync is handled like a failed append:
+				// the reload syncs again before it answers anything.
+				err = p.waitDurable(e.unit)
+			}
 			if err == nil && e.unit.lastSeq > p.acked.Load() {
 				p.acked.Store(e.unit.lastSeq)
 			}
@@ -501,7 +530,14 @@ func (p *partition) recover(ctx context.Context) error {
 			landed[ev.ID] = seq
 		}
 	})
+	if err == nil {
+		// The events that landed are answered below: on disk first.
+		err = p.sync(ctx)
+	}
 	if err != nil {
+		for _, e := range held {
+			p.reply(e.msg, e.op, e.received, errAnswer(events.Errorf(events.CodeUnavailable, "partition %d could not reload: %v; retry with the same idempotency key", p.n, err)))
+		}
 		return fmt.Errorf("partition %d: reload: %w", p.n, err)
 	}
 	p.state, p.hash = st, hash

@@ -72,8 +72,14 @@ type ServiceConfig struct {
 	// (BENCHMARKS.md). tally serve passes a loopback TCP connection to its
 	// embedded server.
 	ReplayConn *nats.Conn
-	Logger     *slog.Logger
-	Metrics    *Metrics
+	// Barrier, if not nil, makes the acknowledged events durable before
+	// they are answered, stored in a snapshot or answered again: the
+	// group fsync of --sync always on an embedded server that does not
+	// fsync each write itself (streams.Barrier). nil: the server's sync
+	// mode is all there is.
+	Barrier *streams.Barrier
+	Logger  *slog.Logger
+	Metrics *Metrics
 }
 
 func (c ServiceConfig) withDefaults() ServiceConfig {
@@ -203,6 +209,9 @@ type appendUnit struct {
 	err     error
 	lastSeq uint64
 	started time.Time
+	// durable, with a Barrier, is the sync that makes the unit durable:
+	// taken when the ack arrives, it covers the unit.
+	durable *streams.Ticket
 }
 
 type partition struct {
@@ -272,6 +281,12 @@ func (p *partition) run(ctx context.Context) error {
 	defer acks.Unsubscribe()
 	if err := p.claim(ctx); err != nil {
 		return fmt.Errorf("partition %d: claim: %w", p.n, err)
+	}
+	// What was loaded may have been appended but not yet made durable
+	// (an earlier owner's last events, before a crash of its process):
+	// it is answered again to retries, so it goes to disk first.
+	if err := p.sync(ctx); err != nil {
+		return fmt.Errorf("partition %d: %w", p.n, err)
 	}
 	// A queue group: while ownership moves (or in a split brain) each
 	// request reaches one enforcer only, never two deciding it twice.

@@ -144,16 +144,35 @@ type answered struct {
 // every answered decision is in the stream at the sequence its answer
 // names, balances equal the fold of the stream, and every answered
 // request retried with its key returns the original answer.
+//
+// With group fsync (tally serve's --sync always on Linux) the server does
+// not fsync each write and the answers wait for syncs of its store.
 func TestServiceCrashRestart(t *testing.T) {
+	t.Run("server sync", func(t *testing.T) { testCrashRestart(t, false) })
+	if streams.GroupFsyncSupported {
+		t.Run("group fsync", func(t *testing.T) { testCrashRestart(t, true) })
+	}
+}
+
+func testCrashRestart(t *testing.T, groupFsync bool) {
 	dir := t.TempDir()
 	cfg := streams.ServerConfig{Name: "crash", DataDir: dir, Listen: "127.0.0.1:-1", Partitions: testPartitions}
 	srv, err := streams.StartServer(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	var barrier *streams.Barrier
+	if groupFsync {
+		sync, closeDir, err := streams.FileSystemSync(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = closeDir() })
+		barrier = streams.NewBarrier(sync)
+	}
 	// BatchMin 2: batches from a queue of two, so this test's load goes
 	// through atomic batches, not only pipelined singles.
-	l := startLedger(t, srv, func(c *enforcer.ServiceConfig) { c.GroupCommit, c.BatchMin = true, 2 })
+	l := startLedger(t, srv, func(c *enforcer.ServiceConfig) { c.GroupCommit, c.BatchMin, c.Barrier = true, 2, barrier })
 	roots := []string{"tenant:a", "tenant:b", "tenant:c", "tenant:d", "tenant:e"}
 	for _, r := range roots {
 		mustOK(t, call(t, l.nc, r, "budget-set", fmt.Sprintf(`{"idempotency_key":"b","scope":%q,"name":"m","limits":{"USD":"40"}}`, r)), nil)
@@ -219,7 +238,7 @@ func TestServiceCrashRestart(t *testing.T) {
 	t.Cleanup(func() { srv2.Shutdown(); srv2.WaitForShutdown() })
 	// The new owner replays through TCP loopback, as tally serve does.
 	replayConn := natstest.ConnectTCP(t, srv2)
-	l2 := startLedger(t, srv2, func(c *enforcer.ServiceConfig) { c.ReplayConn = replayConn })
+	l2 := startLedger(t, srv2, func(c *enforcer.ServiceConfig) { c.ReplayConn, c.Barrier = replayConn, barrier })
 	if replayConn.Stats().InMsgs < 400 {
 		t.Fatalf("the restart read %d messages through ReplayConn, not the %d+ events", replayConn.Stats().InMsgs, len(done))
 	}
