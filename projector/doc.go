@@ -39,6 +39,12 @@
 // are deterministic functions of the events: seq is the last event that
 // changed the entry, not the flush).
 //
+// That order holds on disk too when the server does not fsync each write
+// (the group fsync of --sync always): Config.Barrier runs before every
+// write phase — the marker, the entries, the checkpoint, a purge — so a
+// power cut never keeps a checkpoint without the entries it vouches for,
+// nor entries folded from events that were not on disk.
+//
 // Spend roll-ups are keyed by hour, and event time never goes backwards
 // within a partition, so a roll-up of an hour before the last event's is
 // final: it is evicted from memory once flushed, which bounds memory by the

@@ -55,7 +55,17 @@ type Config struct {
 	Rebuild bool
 	// Once stops each partition when it has caught up with the stream's
 	// head as it was when the partition started; Run then returns.
-	Once    bool
+	Once bool
+	// Barrier is called before each KV write phase that must follow the
+	// earlier writes and the events it folds to disk: before every
+	// checkpoint, before a flush's entries and before a purge, never
+	// when there is nothing to write. On a server that does not fsync
+	// each write (the group fsync of --sync always, streams.Barrier) a
+	// power cut could otherwise keep a checkpoint and lose the entries
+	// it vouches for, or keep entries folded from events that were never
+	// on disk. Its error fails the flush like a failed write. nil means
+	// the server's own sync mode is all there is.
+	Barrier func(context.Context) error
 	Logger  *slog.Logger
 	Metrics *Metrics
 }
@@ -154,7 +164,12 @@ func (p *Projector) partition(ctx context.Context, n int) error {
 	for {
 		done, err := p.project(ctx, n, &rebuild, log)
 		switch {
-		case done || ctx.Err() != nil:
+		case done:
+			return nil
+		case ctx.Err() != nil:
+			if err != nil && !errors.Is(err, ctx.Err()) {
+				log.Info("the last flush failed; the next start resumes from the stored views", logErr, err)
+			}
 			return nil
 		case errors.Is(err, ErrCorrupt):
 			return fmt.Errorf("projector: partition %d: %w", n, err)
@@ -269,7 +284,12 @@ func (p *Projector) project(ctx context.Context, n int, rebuild *bool, log *slog
 				}
 			}
 			if p.cfg.Once && pt.view.Seq() >= target {
-				return true, pt.flush(ctx)
+				// Caught up only once the flush is stored: a failed one
+				// is retried like any other.
+				if err := pt.flush(ctx); err != nil {
+					return false, err
+				}
+				return true, nil
 			}
 		case <-tick.C:
 			if err := pt.flush(ctx); err != nil {
@@ -344,8 +364,28 @@ func flushed(marker Checkpoint, fl Flush) Checkpoint {
 	return cp
 }
 
+// sync waits for Barrier, if any: every KV write acknowledged before it,
+// and every event folded so far, is on disk when it returns.
+func (pt *part) sync(ctx context.Context) error {
+	if pt.p.cfg.Barrier == nil {
+		return nil
+	}
+	if err := pt.p.cfg.Barrier(ctx); err != nil {
+		return fmt.Errorf("barrier: %w", err)
+	}
+	return nil
+}
+
 // write applies changes with up to Writers in flight: puts, then deletes.
+// What was written before, and the events folded, go to disk first
+// (sync); nothing to write syncs nothing, so an idle projector does not.
 func (pt *part) write(ctx context.Context, changes []Change) error {
+	if len(changes) == 0 {
+		return nil
+	}
+	if err := pt.sync(ctx); err != nil {
+		return err
+	}
 	split := len(changes)
 	for i, c := range changes {
 		if c.Value == nil {
@@ -381,7 +421,12 @@ func (pt *part) write(ctx context.Context, changes []Change) error {
 	return nil
 }
 
+// putCheckpoint writes cp once what was written before it, and the events
+// it vouches for, are on disk (sync).
 func (pt *part) putCheckpoint(ctx context.Context, cp Checkpoint) error {
+	if err := pt.sync(ctx); err != nil {
+		return err
+	}
 	cp.Partition = pt.n
 	b, err := json.Marshal(cp)
 	if err != nil {
@@ -496,6 +541,11 @@ func (pt *part) wipe(ctx context.Context) error {
 		if err := pt.write(ctx, changes); err != nil {
 			return err
 		}
+	}
+	// The deletions go to disk before the marker goes: a start that
+	// found no checkpoint beside surviving entries would skip events.
+	if err := pt.sync(ctx); err != nil {
+		return err
 	}
 	if err := pt.balances.Delete(ctx, CheckpointKey(pt.n)); err != nil {
 		return err

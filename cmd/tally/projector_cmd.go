@@ -42,7 +42,8 @@ func runProjector(ctx context.Context, e *env, args []string) int {
 		"budget definitions, spend roll-ups, shadow statistics). Restarts resume from the stored\n"+
 		"checkpoints; --rebuild wipes the views and folds every partition from sequence 1 (stop\n"+
 		"other projectors first). The views are eventually consistent: tally_projector_lag_events\n"+
-		"on /metrics says by how much.")
+		"on /metrics says by how much. When the tally serve that runs the server syncs its store\n"+
+		"itself (group fsync, --sync always), the projector's writes wait for its syncs.")
 	fs.StringVar(&natsURL, "nats-url", DefaultNATSURL, "NATS server(s) of the ledger, comma-separated")
 	auth.register(fs)
 	fs.StringVar(&httpListen, "http-listen", defaultProjectorHTTP, "address of /healthz and /metrics (empty: off)")
@@ -83,11 +84,22 @@ func runProjector(ctx context.Context, e *env, args []string) int {
 	if err != nil {
 		return e.fail(err, tryRunning)
 	}
+	// With group fsync the server acks writes before they are on disk:
+	// the checkpoints wait for the syncs of the tally serve that runs it.
+	barrier, err := streams.DialBarrier(ctx, nc)
+	if err != nil {
+		return e.fail(fmt.Errorf("ask the servers' tally serve for its group fsync: %w", err), "see the logs of tally serve: its sync of the store failed or it did not answer")
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registerConnMetrics(reg, nc)
-	p, err := projector.New(js, projector.Config{Partitions: layout.Partitions, FlushInterval: flushInterval,
-		Retention: retention, Rebuild: rebuild, Once: once, Logger: log, Metrics: projector.NewMetrics(reg)})
+	pcfg := projector.Config{Partitions: layout.Partitions, FlushInterval: flushInterval,
+		Retention: retention, Rebuild: rebuild, Once: once, Logger: log, Metrics: projector.NewMetrics(reg)}
+	if barrier != nil {
+		pcfg.Barrier = barrier.Sync
+		log.Info("group fsync: syncing through tally serve", "subject", streams.SyncSubject)
+	}
+	p, err := projector.New(js, pcfg)
 	if err != nil {
 		return e.usageErr("%v", err)
 	}
