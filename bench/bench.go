@@ -19,11 +19,16 @@ import (
 // Run measures cfg's target and returns the report. With TargetEmbedded or
 // TargetCluster3 it starts the servers and an enforcer first; then it
 // connects the clients, sets up the budgets and runs the phases — with
-// Config.Baseline in the order B0, B1, tally, raw publish, replay. It
-// blocks until everything it started has stopped (shutdown order: clients
-// finish their step, the enforcer finishes the decisions in flight, its
-// connection drains, the servers stop) and owns every goroutine it starts.
-// Cancelling ctx stops it early with ctx's error.
+// Config.Baseline in the order B0, B1, tally, raw publish, replay. With
+// group fsync (Config.GroupFsync) the baselines keep the server's
+// per-message fsync: B0, B1 and raw publish run first, on a server of
+// their own, which then stops cleanly; the tally's server starts on the
+// same store, and the same number of clients connect to it afresh for
+// the budgets, tally and replay. It blocks until everything it started
+// has stopped (shutdown order: clients finish their step, the enforcer
+// finishes the decisions in flight, its connection drains, the servers
+// stop) and owns every goroutine it starts. Cancelling ctx stops it early
+// with ctx's error.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -42,6 +47,20 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	load := newTallyLoad(cfg, ulid.Make().String())
+	baselines := cfg.Baseline
+	if dep.baselineServer {
+		if err := measure(ctx, cfg, dep, load, rep, true, false); err != nil {
+			return nil, err
+		}
+		if err := dep.restartForTally(ctx, cfg); err != nil {
+			return nil, err
+		}
+		if w := cfg.Progress; w != nil {
+			fmt.Fprintf(w, "server restarted for tally: fsync %s\n", dep.fsync)
+		}
+		baselines = false
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	ectx, stopEnforcer := context.WithCancel(gctx)
 	defer stopEnforcer()
@@ -50,7 +69,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	g.Go(func() error {
 		defer stopEnforcer()
-		return measure(gctx, cfg, dep, rep)
+		return measure(gctx, cfg, dep, load, rep, baselines, true)
 	})
 	if err := g.Wait(); err != nil {
 		return nil, err
@@ -59,8 +78,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	return rep, nil
 }
 
-// measure runs the phases against a serving deployment and fills rep.
-func measure(ctx context.Context, cfg Config, dep *deployment, rep *Report) error {
+// measure runs phases against a serving deployment and fills rep: with
+// baselines B0, B1 and B1-padded, with tally the budgets' setup and the
+// tally phase, and with Config.Baseline the raw publish (on the baselines'
+// server), the replay and the ratios (once tally is measured).
+func measure(ctx context.Context, cfg Config, dep *deployment, load *tallyLoad, rep *Report, baselines, tally bool) error {
 	ctl, err := dep.dial(strings.Join(dep.urls, ","), benchOwner+"-control")
 	if err != nil {
 		return fmt.Errorf("bench: connect to %s: %w", dep.urls[0], err)
@@ -70,8 +92,10 @@ func measure(ctx context.Context, cfg Config, dep *deployment, rep *Report) erro
 	if err != nil {
 		return err
 	}
-	if err := waitServing(ctx, ctl, dep.partitions, servingTimeout); err != nil {
-		return fmt.Errorf("bench: the ledger does not answer: %w", err)
+	if tally {
+		if err := waitServing(ctx, ctl, dep.partitions, servingTimeout); err != nil {
+			return fmt.Errorf("bench: the ledger does not answer: %w", err)
+		}
 	}
 	conns, err := connectClients(dep, cfg.Clients)
 	if err != nil {
@@ -80,19 +104,22 @@ func measure(ctx context.Context, cfg Config, dep *deployment, rep *Report) erro
 	defer closeAll(conns)
 	// On cancellation, closing the connections ends the requests in flight.
 	defer context.AfterFunc(ctx, func() { closeAll(conns) })()
-	if err := setupBudgets(ctx, conns, cfg.Roots, cfg.Timeout); err != nil {
-		return err
+	if tally {
+		if err := setupBudgets(ctx, conns, cfg.Roots, cfg.Timeout); err != nil {
+			return err
+		}
 	}
 
-	load := newTallyLoad(cfg, ulid.Make().String())
 	payload := load.reserveBody(&agent{cycle: 1}, load.roots[0], true)
 	rep.Setup = Setup{Target: string(cfg.Target), NATSURL: cfg.NATSURL, Servers: len(dep.urls), Partitions: dep.partitions,
-		Replicas: dep.replicas, Sync: dep.sync, GroupCommit: dep.groupCommit, Clients: cfg.Clients, Connections: len(conns),
+		Replicas: dep.replicas, Sync: dep.sync, Fsync: dep.fsync, GroupCommit: dep.groupCommit, Clients: cfg.Clients, Connections: len(conns),
 		Roots: cfg.Roots, SingleRoot: cfg.SingleRoot, Mix: string(cfg.Mix), DurationS: cfg.Duration.Seconds(), WarmupS: cfg.Warmup.Seconds(),
 		TargetRate: cfg.Rate, PayloadBytes: len(payload)}
-
 	if cfg.Baseline {
-		rep.Setup.Responders = dep.partitions
+		rep.Setup.Responders, rep.Setup.BaselineFsync = dep.partitions, dep.baselineFsync
+	}
+
+	if baselines {
 		resp, err := dep.connectServer(benchOwner + "-responders")
 		if err != nil {
 			return fmt.Errorf("bench: connect the responders: %w", err)
@@ -110,8 +137,18 @@ func measure(ctx context.Context, cfg Config, dep *deployment, rep *Report) erro
 			}
 		}
 	}
+	if !tally {
+		// The baselines' server stops next: raw publish, a yardstick of
+		// its writes too, runs on it.
+		rep.RawPublish, err = runRawPublish(ctx, cfg, dep, js, payload)
+		return err
+	}
 
-	res, err := phase{name: "tally", unit: "decisions", conns: conns, cfg: cfg, step: load.step}.run(ctx)
+	tp := phase{name: "tally", unit: "decisions", conns: conns, cfg: cfg, step: load.step}
+	if dep.barrier != nil {
+		tp.syncs = &dep.fsyncs
+	}
+	res, err := tp.run(ctx)
 	if err != nil {
 		return err
 	}
@@ -128,10 +165,15 @@ func measure(ctx context.Context, cfg Config, dep *deployment, rep *Report) erro
 		Errors:   res.failed(), ErrorsByCode: res.codes(), ElapsedS: seconds(res.elapsed), Latency: latencyOf(res.hist),
 		CPUS: seconds(res.cpu), CPUPerDecisionUS: perOp(res.cpu, res.answered()),
 	}
+	if tp.syncs != nil {
+		rep.Tally.Fsyncs = &res.syncs
+	}
 
 	if cfg.Baseline {
-		if rep.RawPublish, err = runRawPublish(ctx, cfg, dep, js, payload); err != nil {
-			return err
+		if baselines {
+			if rep.RawPublish, err = runRawPublish(ctx, cfg, dep, js, payload); err != nil {
+				return err
+			}
 		}
 		if rep.Replay, err = runReplay(ctx, cfg, js, dep.partitions); err != nil {
 			return err

@@ -309,9 +309,80 @@ func TestBenchEmbeddedOpenLoop(t *testing.T) {
 	if tl.Releases != tl.Granted || tl.Commits != 0 || tl.Granted == 0 || tl.Decisions != tl.Reserves+tl.Releases {
 		t.Errorf("reserve-release counts: %+v", tl)
 	}
-	if s := rep.Setup; s.Target != "embedded" || s.Sync != "interval" || s.GroupCommit == nil || *s.GroupCommit ||
-		s.Replicas != 1 || s.Partitions != testPartitions || s.TargetRate != target {
+	if s := rep.Setup; s.Target != "embedded" || s.Sync != "interval" || s.Fsync != bench.FsyncInterval || s.BaselineFsync != "" ||
+		s.GroupCommit == nil || *s.GroupCommit || s.Replicas != 1 || s.Partitions != testPartitions || s.TargetRate != target {
 		t.Errorf("setup %+v", s)
+	}
+	if tl.Fsyncs != nil {
+		t.Errorf("a run without group fsync reports %d fsyncs", *tl.Fsyncs)
+	}
+}
+
+// --embedded --sync always with group fsync (the default where the OS has
+// syncfs): the baselines run first on a server that fsyncs every write,
+// then the tally's replaces it on the same store, and the report says
+// which phases used which fsync — in the JSON and in the text.
+func TestBenchEmbeddedGroupFsync(t *testing.T) {
+	var progress bytes.Buffer
+	rep, err := bench.Run(context.Background(), bench.Config{
+		Target: bench.TargetEmbedded, Sync: bench.SyncAlways, Partitions: 2, Clients: 4,
+		Duration: 300 * time.Millisecond, Roots: 3, Baseline: true, Progress: &progress,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("progress:\n%s", progress.String())
+	var out bytes.Buffer
+	if err := rep.WriteJSON(&out); err != nil {
+		t.Fatal(err)
+	}
+	m := checkReportJSON(t, out.Bytes(), true)
+	wantFsync := bench.FsyncGroup
+	if !streams.GroupFsyncSupported {
+		wantFsync = bench.FsyncPerMessage
+	}
+	setup := m["setup"].(map[string]any)
+	if setup["fsync"] != wantFsync || setup["baseline_fsync"] != bench.FsyncPerMessage || setup["sync"] != "always" {
+		t.Errorf("setup: fsync %v, baseline_fsync %v, sync %v; want %q, %q, always",
+			setup["fsync"], setup["baseline_fsync"], setup["sync"], wantFsync, bench.FsyncPerMessage)
+	}
+	if s := rep.Setup; s.Connections != 4 || s.Partitions != 2 || s.Responders != 2 {
+		t.Errorf("setup %+v", s)
+	}
+	if tl := rep.Tally; tl.Granted == 0 || tl.Commits != tl.Granted || tl.Errors != 0 {
+		t.Errorf("tally %+v", tl)
+	}
+	if got := rep.Tally.Fsyncs != nil; got != streams.GroupFsyncSupported {
+		t.Errorf("tally reports fsyncs: %v, want %v", got, streams.GroupFsyncSupported)
+	}
+	var text bytes.Buffer
+	if err := rep.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	wants := []string{"sync always", "tally ", "B1 requests", "fsync: server, per message)"}
+	if streams.GroupFsyncSupported {
+		wants = append(wants, "fsync: tally group (syncfs); baselines server, per message", "  group (syncfs)\n",
+			"  server, per message\n", "group fsync: ")
+	}
+	for _, want := range wants {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("text report has no %q:\n%s", want, text.String())
+		}
+	}
+	if streams.GroupFsyncSupported && !strings.Contains(progress.String(), "server restarted for tally") {
+		t.Errorf("progress does not say the server restarted:\n%s", progress.String())
+	}
+
+	// off: one server, fsync per message in every phase.
+	rep, err = bench.Run(context.Background(), bench.Config{
+		Target: bench.TargetEmbedded, Sync: bench.SyncAlways, GroupFsync: bench.GroupFsyncOff, Partitions: 2, Clients: 2,
+		Duration: 200 * time.Millisecond, Roots: 2,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := rep.Setup; s.Fsync != bench.FsyncPerMessage || rep.Tally.Fsyncs != nil || rep.Tally.Decisions == 0 {
+		t.Errorf("--group-fsync off: setup %+v, tally %+v", s, rep.Tally)
 	}
 }
 
@@ -465,6 +536,7 @@ func TestConfigValidate(t *testing.T) {
 		{"unknown target", bench.Config{Target: "moon"}, "unknown target"},
 		{"sync", bench.Config{Target: bench.TargetEmbedded, Sync: "never"}, "sync"},
 		{"group commit", bench.Config{Target: bench.TargetEmbedded, GroupCommit: "maybe"}, "group commit"},
+		{"group fsync", bench.Config{Target: bench.TargetEmbedded, GroupFsync: "on"}, "group fsync"},
 		{"clients", bench.Config{NATSURL: "u", Clients: -1}, "clients"},
 		{"too many clients", bench.Config{NATSURL: "u", Clients: bench.MaxClients + 1}, "clients"},
 		{"duration", bench.Config{NATSURL: "u", Duration: time.Millisecond}, "duration"},

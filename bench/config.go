@@ -68,6 +68,24 @@ const (
 	GroupCommitOff  = "off"
 )
 
+// Group fsync settings (as `tally serve --group-fsync`).
+const (
+	GroupFsyncAuto = "auto"
+	GroupFsyncOff  = "off"
+)
+
+// Where the writes of a phase are made durable (Setup.Fsync).
+const (
+	// FsyncPerMessage: the server fsyncs every write before its ack.
+	FsyncPerMessage = "server, per message"
+	// FsyncGroup: the server does not fsync; the enforcer syncs the
+	// store's file system (syncfs) once per group of acknowledged events
+	// before it answers them (streams.Barrier).
+	FsyncGroup = "group (syncfs)"
+	// FsyncInterval: the server fsyncs on its interval (2 minutes).
+	FsyncInterval = "server, interval"
+)
+
 // Defaults of Config.
 const (
 	DefaultClients  = 64
@@ -107,6 +125,16 @@ type Config struct {
 	// GroupCommit of the enforcer the bench starts: auto (on with sync
 	// always or on a cluster, as `tally serve`), on or off.
 	GroupCommit string
+	// GroupFsync is auto or off (as `tally serve --group-fsync`). auto,
+	// with TargetEmbedded and SyncAlways where the system has syncfs
+	// (streams.GroupFsyncSupported): the tally phases run on a server
+	// that does not fsync each write, and the enforcer makes what it
+	// answers durable in groups (streams.Barrier). The baselines keep the
+	// server's per-message fsync: B1 is a minimal durable ledger, not one
+	// that borrows tally's fsync. With Baseline they run first, on a
+	// server of their own on the same store, stopped before the tally's
+	// starts. off: the server fsyncs every write in every phase.
+	GroupFsync string
 	// Partitions is P of the ledger the bench creates; default
 	// streams.DefaultPartitions. With TargetURL the ledger's own P is used.
 	Partitions int
@@ -191,6 +219,9 @@ func (c Config) withDefaults() Config {
 	if c.GroupCommit == "" {
 		c.GroupCommit = GroupCommitAuto
 	}
+	if c.GroupFsync == "" {
+		c.GroupFsync = GroupFsyncAuto
+	}
 	if c.Partitions == 0 {
 		c.Partitions = streams.DefaultPartitions
 	}
@@ -250,6 +281,9 @@ func (c Config) Validate() error {
 	if c.GroupCommit != GroupCommitAuto && c.GroupCommit != GroupCommitOn && c.GroupCommit != GroupCommitOff {
 		return fmt.Errorf("bench: group commit %q: want %s, %s or %s", c.GroupCommit, GroupCommitAuto, GroupCommitOn, GroupCommitOff)
 	}
+	if c.GroupFsync != GroupFsyncAuto && c.GroupFsync != GroupFsyncOff {
+		return fmt.Errorf("bench: group fsync %q: want %s or %s", c.GroupFsync, GroupFsyncAuto, GroupFsyncOff)
+	}
 	if c.Partitions < 1 || c.Partitions > streams.MaxPartitions {
 		return fmt.Errorf("bench: partitions %d: must be 1..%d", c.Partitions, streams.MaxPartitions)
 	}
@@ -302,4 +336,10 @@ func (c Config) groupCommit() bool {
 		return false
 	}
 	return c.Sync == SyncAlways || c.Target == TargetCluster3
+}
+
+// groupFsync resolves GroupFsyncAuto as `tally serve` does: on with sync
+// always on the embedded server, where the system has syncfs.
+func (c Config) groupFsync() bool {
+	return c.GroupFsync != GroupFsyncOff && c.Target == TargetEmbedded && c.Sync == SyncAlways && streams.GroupFsyncSupported
 }

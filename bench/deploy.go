@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -25,6 +26,8 @@ const (
 	servingTimeout = 30 * time.Second
 	// probeTimeout bounds one probe request while waiting.
 	probeTimeout = 500 * time.Millisecond
+	// closeSyncTimeout bounds the wait for the group fsync's last sync.
+	closeSyncTimeout = 10 * time.Second
 	// benchOwner names the bench's enforcer in partition.claimed events.
 	benchOwner = "tally-bench"
 )
@@ -40,8 +43,17 @@ type deployment struct {
 	replicas   int
 	// sync is the servers' sync mode; "" when unknown (TargetURL).
 	sync string
+	// fsync says how the writes of the tally phases are made durable, and
+	// baselineFsync those of the baselines (FsyncPerMessage, FsyncGroup,
+	// FsyncInterval); "" when unknown (TargetURL).
+	fsync, baselineFsync string
 	// groupCommit of the enforcer the bench runs; nil when unknown.
 	groupCommit *bool
+	// baselineServer says the servers are the baselines' own, which keep
+	// the per-message fsync that the tally's, with group fsync, leaves to
+	// the enforcer: there is no enforcer yet, and restartForTally
+	// replaces them once the baselines are measured.
+	baselineServer bool
 
 	// connectServer opens a connection the way the server side connects:
 	// the enforcer, and the B0/B1 responders so they compete on equal
@@ -50,18 +62,27 @@ type deployment struct {
 	// urlOptions are Config.NATSOptions, for every connection to urls.
 	urlOptions []nats.Option
 
-	// svc is the enforcer to run, on enforcerConn; nil with TargetURL.
+	// svc is the enforcer to run, on enforcerConn; nil with TargetURL
+	// and on the baselines' server.
 	svc          *enforcer.Service
 	enforcerConn *nats.Conn
 
 	servers []*server.Server
+	dir     string // the servers' store
 	tempDir string // removed by close
+	// barrier is the group fsync of the tally's server, through the
+	// directory that closeFsync closes; nil without group fsync.
+	barrier    *streams.Barrier
+	closeFsync func() error
+	// fsyncs counts the barrier's syncs.
+	fsyncs atomic.Uint64
 }
 
 // deploy prepares cfg's target: with TargetEmbedded or TargetCluster3 it
 // starts the servers, creates the ledger and the enforcer (the caller runs
-// it); with TargetURL it checks the ledger exists. close undoes it, also
-// after an error.
+// it) — or, with group fsync and Config.Baseline, the baselines' server
+// first (baselineServer); with TargetURL it checks the ledger exists.
+// close undoes it, also after an error.
 func deploy(ctx context.Context, cfg Config) (*deployment, error) {
 	d := &deployment{}
 	if cfg.Target == TargetURL {
@@ -72,32 +93,32 @@ func deploy(ctx context.Context, cfg Config) (*deployment, error) {
 		return d, d.openLedger(ctx)
 	}
 
-	dir := cfg.DataDir
-	if dir == "" {
+	d.dir = cfg.DataDir
+	if d.dir == "" {
 		tmp, err := os.MkdirTemp("", "tally-bench-")
 		if err != nil {
 			return d, fmt.Errorf("bench: store directory: %w", err)
 		}
-		d.tempDir, dir = tmp, tmp
+		d.tempDir, d.dir = tmp, tmp
 	}
 	d.sync = cfg.Sync
+	d.fsync, d.baselineFsync = FsyncInterval, FsyncInterval
+	if cfg.Sync == SyncAlways {
+		d.fsync, d.baselineFsync = FsyncPerMessage, FsyncPerMessage
+	}
 	gc := cfg.groupCommit()
 	d.groupCommit = &gc
 	switch cfg.Target {
 	case TargetEmbedded:
-		s, err := streams.StartServer(streams.ServerConfig{Name: benchOwner, DataDir: dir, Listen: loopback + ":-1",
-			Partitions: cfg.Partitions, SyncAlways: cfg.Sync == SyncAlways, Logger: cfg.Logger})
-		if err != nil {
-			return d, fmt.Errorf("bench: %w", err)
+		if cfg.groupFsync() {
+			d.fsync = FsyncGroup
+			d.baselineServer = cfg.Baseline
 		}
-		d.servers = []*server.Server{s}
-		d.urls = []string{s.ClientURL()}
-		d.replicas = 1
-		d.connectServer = func(name string) (*nats.Conn, error) {
-			return nats.Connect("", nats.InProcessServer(s), nats.Name(name))
+		if err := d.startEmbedded(cfg); err != nil {
+			return d, err
 		}
 	case TargetCluster3:
-		servers, err := startCluster(ctx, dir, cfg.Partitions, cfg.Sync == SyncAlways)
+		servers, err := startCluster(ctx, d.dir, cfg.Partitions, cfg.Sync == SyncAlways)
 		d.servers = servers
 		if err != nil {
 			return d, fmt.Errorf("bench: %w", err)
@@ -111,21 +132,57 @@ func deploy(ctx context.Context, cfg Config) (*deployment, error) {
 			return nats.Connect(all, nats.Name(name), nats.MaxReconnects(-1))
 		}
 	}
+	return d, d.openEnforcer(ctx, cfg)
+}
 
+// startEmbedded starts the embedded server on d.dir: the baselines' with
+// the per-message fsync of --sync always, the tally's without it when the
+// enforcer syncs in groups (d.fsync is FsyncGroup) — then with a barrier
+// on the store's file system.
+func (d *deployment) startEmbedded(cfg Config) error {
+	group := d.fsync == FsyncGroup && !d.baselineServer
+	if group {
+		sync, closeFsync, err := streams.FileSystemSync(d.dir)
+		if err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		d.barrier = streams.NewBarrier(func(ctx context.Context) error {
+			d.fsyncs.Add(1)
+			return sync(ctx)
+		})
+		d.closeFsync = closeFsync
+	}
+	s, err := streams.StartServer(streams.ServerConfig{Name: benchOwner, DataDir: d.dir, Listen: loopback + ":-1",
+		Partitions: cfg.Partitions, SyncAlways: cfg.Sync == SyncAlways && !group, Logger: cfg.Logger})
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	d.servers = []*server.Server{s}
+	d.urls = []string{s.ClientURL()}
+	d.replicas = 1
+	d.connectServer = func(name string) (*nats.Conn, error) {
+		return nats.Connect("", nats.InProcessServer(s), nats.Name(name))
+	}
+	return nil
+}
+
+// openEnforcer connects the enforcer, creates the ledger (or finds it) and,
+// unless the servers are the baselines' own, the enforcer.
+func (d *deployment) openEnforcer(ctx context.Context, cfg Config) error {
 	nc, err := d.connectServer(benchOwner + "-enforcer")
 	if err != nil {
-		return d, fmt.Errorf("bench: connect the enforcer: %w", err)
+		return fmt.Errorf("bench: connect the enforcer: %w", err)
 	}
 	d.enforcerConn = nc
 	js, err := jetstream.New(nc)
 	if err != nil {
-		return d, fmt.Errorf("bench: %w", err)
+		return fmt.Errorf("bench: %w", err)
 	}
 	ectx, cancel := context.WithTimeout(ctx, ensureTimeout)
 	layout, err := streams.Ensure(ectx, js, streams.Config{Partitions: cfg.Partitions, Replicas: d.replicas})
 	cancel()
 	if err != nil {
-		return d, fmt.Errorf("bench: create the ledger: %w", err)
+		return fmt.Errorf("bench: create the ledger: %w", err)
 	}
 	d.partitions = layout.Partitions
 	if layout.Partitions != cfg.Partitions {
@@ -133,16 +190,33 @@ func deploy(ctx context.Context, cfg Config) (*deployment, error) {
 		// requests the way that ledger expects.
 		for _, s := range d.servers {
 			if err := streams.ApplyMapping(s, "", layout.Partitions); err != nil {
-				return d, fmt.Errorf("bench: %w", err)
+				return fmt.Errorf("bench: %w", err)
 			}
 		}
 	}
-	d.svc, err = enforcer.NewService(nc, enforcer.ServiceConfig{Partitions: layout.Partitions, Owner: benchOwner,
-		GroupCommit: gc, Logger: cfg.logger()})
-	if err != nil {
-		return d, fmt.Errorf("bench: %w", err)
+	if d.baselineServer {
+		return nil
 	}
-	return d, nil
+	d.svc, err = enforcer.NewService(nc, enforcer.ServiceConfig{Partitions: layout.Partitions, Owner: benchOwner,
+		GroupCommit: *d.groupCommit, Barrier: d.barrier, Logger: cfg.logger()})
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	return nil
+}
+
+// restartForTally replaces the baselines' server by the tally's, on the
+// same store: the connection drains, the server shuts down cleanly, and
+// the new one (without the per-message fsync, with a barrier) recovers
+// the ledger the first one created. The clients must reconnect.
+func (d *deployment) restartForTally(ctx context.Context, cfg Config) error {
+	d.closeEnforcerConn()
+	shutdownAll(d.servers)
+	d.servers, d.urls, d.baselineServer = nil, nil, false
+	if err := d.startEmbedded(cfg); err != nil {
+		return err
+	}
+	return d.openEnforcer(ctx, cfg)
 }
 
 // openLedger reads the layout of the running ledger at d.urls.
@@ -172,16 +246,34 @@ func (d *deployment) openLedger(ctx context.Context) error {
 }
 
 // close drains the enforcer's connection, stops the servers the bench
-// started and removes its temporary store. Call it after the enforcer's
-// Run returned.
+// started, closes the group fsync's directory and removes its temporary
+// store. Call it after the enforcer's Run returned.
 func (d *deployment) close() {
+	d.closeEnforcerConn()
+	shutdownAll(d.servers)
+	if d.barrier != nil {
+		// The directory must not close under a sync in flight (its
+		// descriptor could be another file's by then). Nothing takes
+		// tickets once the enforcer has returned: this one waits for the
+		// last sync. A sync that outlasts the wait keeps the directory.
+		ctx, cancel := context.WithTimeout(context.Background(), closeSyncTimeout)
+		err := d.barrier.Sync(ctx)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			_ = d.closeFsync()
+		}
+	}
+	if d.tempDir != "" {
+		_ = os.RemoveAll(d.tempDir)
+	}
+}
+
+// closeEnforcerConn drains the enforcer's connection, if any.
+func (d *deployment) closeEnforcerConn() {
 	if d.enforcerConn != nil {
 		_ = d.enforcerConn.Drain()
 		waitClosed(d.enforcerConn)
-	}
-	shutdownAll(d.servers)
-	if d.tempDir != "" {
-		_ = os.RemoveAll(d.tempDir)
+		d.enforcerConn = nil
 	}
 }
 

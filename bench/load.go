@@ -170,6 +170,7 @@ type step func(c *agent, done <-chan struct{})
 type loadResult struct {
 	elapsed time.Duration
 	cpu     time.Duration // this process's CPU time during the phase
+	syncs   uint64        // group fsyncs during the phase (phase.syncs)
 	hist    *Histogram
 	clients []*agent
 }
@@ -217,6 +218,9 @@ type phase struct {
 	conns []*nats.Conn
 	cfg   Config
 	step  step
+	// syncs, if not nil, counts the group fsyncs of the store: the phase
+	// reports how many its measurement saw.
+	syncs *atomic.Uint64
 }
 
 // run measures the phase. Each client runs on its own goroutine; after the
@@ -255,9 +259,16 @@ func (p phase) run(ctx context.Context) (res loadResult, err error) {
 		}
 		defer stop()
 	}
+	var syncsStart uint64
+	if p.syncs != nil {
+		syncsStart = p.syncs.Load()
+	}
 	start, cpuStart := time.Now(), processCPU()
 	err = p.drive(ctx, start, res)
 	res.elapsed, res.cpu = time.Since(start), processCPU()-cpuStart
+	if p.syncs != nil {
+		res.syncs = p.syncs.Load() - syncsStart
+	}
 	for _, c := range res.clients {
 		res.hist.Merge(c.hist)
 	}

@@ -45,6 +45,17 @@ type Setup struct {
 	// Sync is the servers' sync mode ("always" or "interval"), empty when
 	// the bench did not start them.
 	Sync string `json:"sync,omitempty"`
+	// Fsync says how the writes of the tally phase were made durable:
+	// FsyncPerMessage (the server fsyncs each before its ack), FsyncGroup
+	// (the server does not; the enforcer syncs the store's file system
+	// once per group of acknowledged events before answering them) or
+	// FsyncInterval; empty when the bench did not start the servers.
+	Fsync string `json:"fsync,omitempty"`
+	// BaselineFsync is Fsync of the baselines (B0, B1, B1-padded, raw
+	// publish), with Config.Baseline. It is always the servers' own: with
+	// group fsync the baselines ran on a server of their own that fsyncs
+	// every write, stopped before the tally's started on the same store.
+	BaselineFsync string `json:"baseline_fsync,omitempty"`
 	// GroupCommit of the enforcer the bench ran; absent when it measured
 	// a running tally.
 	GroupCommit  *bool   `json:"group_commit,omitempty"`
@@ -175,6 +186,11 @@ type Tally struct {
 	// the decisions.
 	CPUS             float64 `json:"cpu_s"`
 	CPUPerDecisionUS float64 `json:"cpu_us_per_decision"`
+	// Fsyncs counts the syncs of the store's file system during the
+	// phase, with group fsync (Setup.Fsync); absent without. 0 with
+	// decisions appended means the enforcer answered without waiting for
+	// any: its answers were not durable.
+	Fsyncs *uint64 `json:"fsyncs,omitempty"`
 }
 
 // Load is a baseline phase: requests answered by a B0 or B1 responder.
@@ -239,6 +255,12 @@ func (r *Report) WriteText(w io.Writer) error {
 	if s.GroupCommit != nil {
 		fmt.Fprintf(&b, ", group commit %s", onOff(*s.GroupCommit))
 	}
+	switch {
+	case s.Fsync != "" && s.BaselineFsync != "" && s.BaselineFsync != s.Fsync:
+		fmt.Fprintf(&b, "\nfsync: tally %s; baselines %s, on a server of their own (same store)", s.Fsync, s.BaselineFsync)
+	case s.Fsync != "":
+		fmt.Fprintf(&b, "\nfsync: %s", s.Fsync)
+	}
 	fmt.Fprintf(&b, "\n%d clients (one connection each), %d roots, mix %s, %gs per phase, payload %d B",
 		s.Clients, s.Roots, s.Mix, s.DurationS, s.PayloadBytes)
 	if s.WarmupS > 0 {
@@ -259,15 +281,29 @@ func (r *Report) WriteText(w io.Writer) error {
 	if o := r.Machine.OtherCPUShare; o != nil {
 		fmt.Fprintf(&b, "; other processes used %.1f%% of it", 100**o)
 	}
-	fmt.Fprintf(&b, "\n\n%-15s %12s %8s %9s %9s %9s %9s %9s %10s\n", "", "per second", "errors", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "cpu µs/op")
-	row := func(name string, rate float64, errs uint64, l Latency, cpu float64) {
-		fmt.Fprintf(&b, "%-15s %12.0f %8d %9.3f %9.3f %9.3f %9.3f %9.3f %10.1f\n", name, rate, errs, l.P50, l.P90, l.P99, l.P999, l.Max, cpu)
+	// The fsync column, when known, says how each row's writes were made
+	// durable, so a row copied on its own says it too.
+	fsyncHeader := ""
+	if s.Fsync != "" {
+		fsyncHeader = "  fsync"
+	}
+	fmt.Fprintf(&b, "\n\n%-15s %12s %8s %9s %9s %9s %9s %9s %10s%s\n", "", "per second", "errors", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "cpu µs/op", fsyncHeader)
+	row := func(name string, rate float64, errs uint64, l Latency, cpu float64, fsync string) {
+		fmt.Fprintf(&b, "%-15s %12.0f %8d %9.3f %9.3f %9.3f %9.3f %9.3f %10.1f", name, rate, errs, l.P50, l.P90, l.P99, l.P999, l.Max, cpu)
+		if fsync != "" {
+			fmt.Fprintf(&b, "  %s", fsync)
+		}
+		b.WriteString("\n")
+	}
+	baselineFsync := s.BaselineFsync
+	if baselineFsync == "" {
+		baselineFsync = s.Fsync
 	}
 	if r.B0 != nil {
-		row("B0 requests", r.B0.RequestsPerS, r.B0.Errors, r.B0.Latency, r.B0.CPUPerRequestUS)
+		row("B0 requests", r.B0.RequestsPerS, r.B0.Errors, r.B0.Latency, r.B0.CPUPerRequestUS, baselineFsync)
 	}
 	if r.B1 != nil {
-		row("B1 requests", r.B1.RequestsPerS, r.B1.Errors, r.B1.Latency, r.B1.CPUPerRequestUS)
+		row("B1 requests", r.B1.RequestsPerS, r.B1.Errors, r.B1.Latency, r.B1.CPUPerRequestUS, baselineFsync)
 	}
 	if r.B1Padded != nil {
 		name := "B1 padded"
@@ -277,19 +313,30 @@ func (r *Report) WriteText(w io.Writer) error {
 		case p.AppendBytes > 0:
 			name = fmt.Sprintf("B1 %d B", p.AppendBytes)
 		}
-		row(name, r.B1Padded.RequestsPerS, r.B1Padded.Errors, r.B1Padded.Latency, r.B1Padded.CPUPerRequestUS)
+		row(name, r.B1Padded.RequestsPerS, r.B1Padded.Errors, r.B1Padded.Latency, r.B1Padded.CPUPerRequestUS, baselineFsync)
 	}
 	t := r.Tally
-	row("tally", t.DecisionsPerS, t.Errors, t.Latency, t.CPUPerDecisionUS)
+	row("tally", t.DecisionsPerS, t.Errors, t.Latency, t.CPUPerDecisionUS, s.Fsync)
 	fmt.Fprintf(&b, "\ntally: %d decisions (%d reserves: %d granted, %d denied; %d commits, %d releases, %d decides) in %.1fs; %.0f reserves/s\n",
 		t.Decisions, t.Reserves, t.Granted, t.Denied, t.Commits, t.Releases, t.Decides, t.ElapsedS, t.ReservesPerS)
+	if n := t.Fsyncs; n != nil {
+		fmt.Fprintf(&b, "group fsync: %d syncs of the store", *n)
+		if *n > 0 {
+			fmt.Fprintf(&b, ", %.1f decisions per sync", float64(t.Decisions)/float64(*n))
+		}
+		b.WriteString("\n")
+	}
 	if len(t.ErrorsByCode) > 0 {
 		b.WriteString("errors: ")
 		sortedCodes(&b, t.ErrorsByCode)
 		b.WriteString("\n")
 	}
 	if r.RawPublish != nil {
-		fmt.Fprintf(&b, "raw async publish: %.0f msg/s (%d messages to %s)\n", r.RawPublish.MessagesPerS, r.RawPublish.Messages, r.RawPublish.Stream)
+		fmt.Fprintf(&b, "raw async publish: %.0f msg/s (%d messages to %s", r.RawPublish.MessagesPerS, r.RawPublish.Messages, r.RawPublish.Stream)
+		if baselineFsync != "" {
+			fmt.Fprintf(&b, "; fsync: %s", baselineFsync)
+		}
+		b.WriteString(")\n")
 	}
 	if r.Replay != nil {
 		fmt.Fprintf(&b, "ordered-consumer replay: %.0f msg/s (%d messages, %.1f MB of %s)\n", r.Replay.MessagesPerS,

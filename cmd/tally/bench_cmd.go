@@ -26,6 +26,7 @@ type benchFlags struct {
 	cluster3    bool
 	sync        string
 	groupCommit string
+	groupFsync  string
 	partitions  int
 	dataDir     string
 	auth        natsAuth // with natsURL
@@ -60,6 +61,7 @@ func runBench(ctx context.Context, e *env, args []string) int {
 	fs.BoolVar(&f.cluster3, "cluster3", false, "start a fresh in-process 3-node cluster (R3 streams) and enforcer and measure them")
 	fs.StringVar(&f.sync, "sync", bench.SyncAlways, "with --embedded or --cluster3: always (fsync before every ack) or interval")
 	fs.StringVar(&f.groupCommit, "group-commit", bench.GroupCommitAuto, "with --embedded or --cluster3: on, off, or auto (on with --sync always or on a cluster)")
+	fs.StringVar(&f.groupFsync, "group-fsync", bench.GroupFsyncAuto, "with --embedded --sync always: auto (as tally serve, where the OS has syncfs: the server does not fsync each write and tally fsyncs the store once for every event acknowledged meanwhile, before answering them; B0, B1 and raw publish keep the server's per-message fsync, on a server of their own started first on the same store) or off (the server fsyncs each write in every phase)")
 	fs.IntVar(&f.partitions, "partitions", streams.DefaultPartitions, "with --embedded or --cluster3: partitions P of the new ledger")
 	fs.StringVar(&f.dataDir, "data-dir", "", "with --embedded or --cluster3: store directory; empty: a temporary one, removed at the end")
 	fs.IntVar(&f.clients, "clients", bench.DefaultClients, "simulated agents, each on its own NATS connection")
@@ -97,7 +99,7 @@ func runBench(ctx context.Context, e *env, args []string) int {
 			f.auth = natsAuth{}
 		}
 	} else {
-		for _, name := range []string{"sync", "group-commit", "partitions", "data-dir"} {
+		for _, name := range []string{"sync", "group-commit", "group-fsync", "partitions", "data-dir"} {
 			if given[name] {
 				return e.usageErr("--%s applies to the servers the bench starts (--embedded, --cluster3); a running tally keeps its own", name)
 			}
@@ -189,7 +191,7 @@ func (f *benchFlags) config(e *env) (bench.Config, int) {
 		return cfg, e.usageErr("--log-level %q: %v", f.logLevel, err)
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: lvl}))
-	cfg.Sync, cfg.GroupCommit, cfg.Partitions, cfg.DataDir = f.sync, f.groupCommit, f.partitions, f.dataDir
+	cfg.Sync, cfg.GroupCommit, cfg.GroupFsync, cfg.Partitions, cfg.DataDir = f.sync, f.groupCommit, f.groupFsync, f.partitions, f.dataDir
 	cfg.Clients, cfg.Duration, cfg.Roots, cfg.SingleRoot = f.clients, f.duration, f.roots, f.singleRoot
 	cfg.Warmup = f.warmup
 	cfg.Mix, cfg.Rate, cfg.Baseline, cfg.Timeout = bench.Mix(f.mix), f.rate, f.baseline, f.timeout
