@@ -44,7 +44,8 @@ type serveFlags struct {
 	natsAccount string   // embedded: its account that holds the ledger
 	// partitionsSet says --partitions (or its env mirror) was given.
 	partitionsSet bool
-	projector     bool // serve only: run the projector in-process (projector_cmd.go)
+	projector     bool   // serve only: run the projector in-process (projector_cmd.go)
+	groupFsync    string // serve only: auto or off
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet, embedded bool) {
@@ -54,6 +55,7 @@ func (f *serveFlags) register(fs *flag.FlagSet, embedded bool) {
 		fs.StringVar(&f.sync, "sync", "always", "embedded server durability: always (fsync before every ack) or interval")
 		fs.StringVar(&f.natsConfig, "nats-config", "", "nats-server configuration file of the embedded server's accounts, users, permissions and TLS (e.g. deploy/nats/accounts.conf); its listen, jetstream, cluster and server_name settings are tally's flags' or refused; SIGHUP reloads it")
 		fs.StringVar(&f.natsAccount, "nats-account", "", "with --nats-config: the account that holds the ledger (default: the only one, or "+streams.PreferredAccount+")")
+		fs.StringVar(&f.groupFsync, "group-fsync", "auto", "with --sync always: auto (where the OS has syncfs: tally fsyncs the store once for every event acknowledged meanwhile, before answering them) or off (the server fsyncs each write)")
 		fs.BoolVar(&f.projector, "projector", true, "also run the projector: the views of tally report balances|budgets, projector metrics")
 	}
 	fs.StringVar(&f.natsURL, "nats-url", "", "join an existing NATS cluster at these URLs instead of embedding a server")
@@ -114,6 +116,13 @@ func (e *env) serve(ctx context.Context, f serveFlags, embedded bool) int {
 	if f.groupCommit != "on" && f.groupCommit != "off" && f.groupCommit != "auto" {
 		return e.usageErr("--group-commit %q: want on, off or auto", f.groupCommit)
 	}
+	if f.groupFsync != "" && f.groupFsync != "auto" && f.groupFsync != "off" {
+		return e.usageErr("--group-fsync %q: want auto or off", f.groupFsync)
+	}
+	// Group fsync: the embedded server acks without fsync, and every
+	// answer, snapshot and checkpoint waits for a syncfs that began after
+	// the ack of what it rests on (streams.Barrier).
+	groupFsync := embedded && f.sync == "always" && f.groupFsync == "auto" && streams.GroupFsyncSupported
 
 	if name, ok := f.auth.given(); ok && embedded {
 		return e.usageErr("--%s (or %s) secures a connection to the servers of --nats-url; the embedded server is reached in-process", name, envName(name))
@@ -138,7 +147,7 @@ func (e *env) serve(ctx context.Context, f serveFlags, embedded bool) int {
 	var serviceUser []nats.Option
 	if embedded {
 		scfg = streams.ServerConfig{Name: "tally", DataDir: f.dataDir, Listen: f.natsListen,
-			Partitions: f.partitions, SyncAlways: f.sync == "always", Logger: log}
+			Partitions: f.partitions, SyncAlways: f.sync == "always" && !groupFsync, Logger: log}
 		if f.natsConfig != "" {
 			scfg.ConfigFile, scfg.Account = f.natsConfig, f.natsAccount
 			scfg.ServiceUser, scfg.ServicePassword = serviceUserName, rand.Text()
@@ -169,6 +178,12 @@ func (e *env) serve(ctx context.Context, f serveFlags, embedded bool) int {
 	}
 	defer nc.Close()
 	ncLog.watch(nc, time.Second)
+	reg := prometheus.NewRegistry()
+	barrier, closeBarrier, err := f.barrier(ctx, nc, groupFsync, reg, log)
+	if err != nil {
+		return e.fail(err, "")
+	}
+	defer closeBarrier() // after the enforcer: its last answers wait for syncs
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return e.fail(err, "")
@@ -193,8 +208,13 @@ func (e *env) serve(ctx context.Context, f serveFlags, embedded bool) int {
 		return e.fail(fmt.Errorf("the NATS servers route requests for another partition count than the ledger's %d: %w", layout.Partitions, err),
 			"give every server the mapping of the shipped deploy/nats/accounts.conf for this P")
 	}
+	if barrier != nil {
+		// The streams and buckets just created go to disk before use.
+		if err := barrier.Sync(ectx); err != nil {
+			return e.fail(err, "")
+		}
+	}
 	cancel()
-	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registerConnMetrics(reg, nc)
 	// Replays (taking a partition over) read the embedded server through
@@ -216,15 +236,18 @@ func (e *env) serve(ctx context.Context, f serveFlags, embedded bool) int {
 		}
 	}
 	svc, err := enforcer.NewService(nc, enforcer.ServiceConfig{Partitions: layout.Partitions, Owner: f.owner,
-		GroupCommit: groupCommit, ReplayConn: replayConn, Logger: log, Metrics: enforcer.NewMetrics(reg)})
+		GroupCommit: groupCommit, ReplayConn: replayConn, Barrier: barrier, Logger: log, Metrics: enforcer.NewMetrics(reg)})
 	if err != nil {
 		return e.fail(err, "")
 	}
 	// --- projector: the read-side views, on the same connection and registry (projector_cmd.go) ---
 	var proj *projector.Projector
 	if f.projector {
-		if proj, err = projector.New(js, projector.Config{Partitions: layout.Partitions, Logger: log,
-			Metrics: projector.NewMetrics(reg)}); err != nil {
+		pcfg := projector.Config{Partitions: layout.Partitions, Logger: log, Metrics: projector.NewMetrics(reg)}
+		if barrier != nil {
+			pcfg.Barrier = barrier.Sync
+		}
+		if proj, err = projector.New(js, pcfg); err != nil {
 			return e.fail(err, "")
 		}
 	}
@@ -236,7 +259,8 @@ func (e *env) serve(ctx context.Context, f serveFlags, embedded bool) int {
 		signal.Notify(hup, syscall.SIGHUP)
 		defer signal.Stop(hup)
 	}
-	log.Info("tally serving", "partitions", layout.Partitions, "nats", natsAddr(ns, f.natsURL), "sync", f.sync, "group_commit", groupCommit)
+	log.Info("tally serving", "partitions", layout.Partitions, "nats", natsAddr(ns, f.natsURL), "sync", f.sync,
+		"group_fsync", groupFsync, "group_commit", groupCommit)
 
 	g, gctx := errgroup.WithContext(ctx)
 	if hup != nil {
@@ -313,4 +337,52 @@ func flagGiven(fs *flag.FlagSet, name string) bool {
 	given := false
 	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
 	return given
+}
+
+// barrier returns what makes acknowledged writes durable before tally
+// acts on them: with group fsync, a syncfs of the embedded server's store,
+// which it also serves to the other processes writing to that server
+// (streams.ServeBarrier); joining servers over --nats-url, the barrier of
+// the tally serve that syncs them, if one does (streams.DialBarrier); else
+// nil, and the servers' own sync mode is all there is.
+func (f *serveFlags) barrier(ctx context.Context, nc *nats.Conn, groupFsync bool, reg prometheus.Registerer, log *slog.Logger) (*streams.Barrier, func(), error) {
+	nop := func() {}
+	if !groupFsync {
+		if f.natsURL == "" {
+			return nil, nop, nil
+		}
+		b, err := streams.DialBarrier(ctx, nc)
+		if err != nil {
+			return nil, nop, fmt.Errorf("ask the servers' tally serve for its group fsync: %w", err)
+		}
+		if b != nil {
+			log.Info("group fsync: the servers' tally serve syncs their store; answers wait for it", "subject", streams.SyncSubject)
+		}
+		return b, nop, nil
+	}
+	sync, closeDir, err := streams.FileSystemSync(f.dataDir)
+	if err != nil {
+		return nil, nop, err
+	}
+	syncs := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tally_fsync_seconds",
+		Help:    "Group fsync (--sync always, --group-fsync auto): duration of each sync of the store's file system; its count is the number of syncs.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)})
+	failures := prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_fsync_failures_total",
+		Help: "Failed syncs of the store: after one, tally stops serving until restarted."})
+	reg.MustRegister(syncs, failures)
+	b := streams.NewBarrier(func(ctx context.Context) error {
+		start := time.Now()
+		err := sync(ctx)
+		syncs.Observe(time.Since(start).Seconds())
+		if err != nil {
+			failures.Inc()
+			log.Error("fsync of the store failed: tally stops serving; restart it once the disk is sound", "err", err)
+		}
+		return err
+	})
+	if _, err := streams.ServeBarrier(nc, b); err != nil {
+		_ = closeDir()
+		return nil, nop, err
+	}
+	return b, func() { _ = closeDir() }, nil
 }
