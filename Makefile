@@ -47,7 +47,7 @@ bench:
 bench-recovery:
 	TALLY_RECOVERY_EVENTS=1000000 $(GO) test -count=1 -timeout 30m -run TestRecoveryTime -v ./enforcer
 
-## bench-table: every row of BENCHMARKS.md's "Where tally stands" and the padded B1 after it, one after the other (~11 min);
+## bench-table: every row of BENCHMARKS.md's "Where tally stands" and the padded B1 after it, one after the other (~14 min);
 ## each command's report goes to $(BENCH_OUT)/<row>.txt. Run it on an otherwise idle machine.
 BENCH_OUT ?= bench-out
 bench-table: build
@@ -56,8 +56,10 @@ bench-table: build
 	row interval      ./$(BIN) bench --embedded --sync interval --baseline --duration 10s --warmup 20s; \
 	row interval-half ./$(BIN) bench --embedded --sync interval --rate 7000 --baseline --duration 10s --warmup 20s; \
 	row interval-bytes ./$(BIN) bench --embedded --sync interval --baseline --b1-append-bytes 1400 --b1-answer-bytes 1400 --duration 10s --warmup 10s; \
-	row always        ./$(BIN) bench --embedded --sync always --baseline --duration 10s; \
-	row always-half   ./$(BIN) bench --embedded --sync always --rate 1500 --baseline --duration 10s; \
+	row always        ./$(BIN) bench --embedded --sync always --baseline --duration 10s --warmup 10s; \
+	row always-half   ./$(BIN) bench --embedded --sync always --rate 4000 --baseline --duration 10s --warmup 10s; \
+	row always-1500   ./$(BIN) bench --embedded --sync always --rate 1500 --baseline --duration 10s --warmup 10s; \
+	row always-server ./$(BIN) bench --embedded --sync always --group-fsync off --baseline --duration 10s --warmup 10s; \
 	row single-root   ./$(BIN) bench --embedded --sync interval --single-root --baseline --duration 8s --warmup 5s; \
 	row r3            ./$(BIN) bench --cluster3 --baseline --duration 8s; \
 	row r3-half       ./$(BIN) bench --cluster3 --rate 650 --baseline --duration 8s; \
