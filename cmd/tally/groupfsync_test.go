@@ -5,7 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -138,5 +141,45 @@ func TestServeGroupFsyncOff(t *testing.T) {
 	code, _, errOut := tallyCmd("serve", "--group-fsync", "sometimes", "--data-dir", t.TempDir())
 	if code != exitUsage || !strings.Contains(errOut, `--group-fsync "sometimes"`) {
 		t.Errorf("--group-fsync sometimes: exit %d: %s", code, errOut)
+	}
+}
+
+// events restore into servers a tally serve syncs in groups asks its
+// barrier before it says it is done; a barrier that fails is a failure.
+func TestRestoreSyncsThroughTheBarrier(t *testing.T) {
+	l := startRptLedger(t)
+	if code, out, errOut := l.tally("budget", "set", "--scope", "tenant:r0", "--name", "m", "--limit", "USD=10"); code != exitOK {
+		t.Fatalf("budget set: exit %d: %s%s", code, out, errOut)
+	}
+	code, dump, errOut := l.tally("events", "dump")
+	if code != exitOK {
+		t.Fatalf("dump: exit %d: %s", code, errOut)
+	}
+	file := filepath.Join(t.TempDir(), "dump.jsonl")
+	if err := os.WriteFile(file, []byte(dump), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, fail := range []bool{false, true} {
+		srv := natstest.RunServer(t, natstest.WithPartitions(rptPartitions))
+		var syncs atomic.Int32
+		b := streams.NewBarrier(func(context.Context) error {
+			syncs.Add(1)
+			if fail {
+				return errors.New("disk gone")
+			}
+			return nil
+		})
+		if _, err := streams.ServeBarrier(natstest.Connect(t, srv), b); err != nil {
+			t.Fatal(err)
+		}
+		code, out, errOut := tallyAt(t, srv.ClientURL(), "events", "restore", "--file", file, "--partitions", "3")
+		switch {
+		case syncs.Load() == 0:
+			t.Errorf("restore (failing barrier %v) did not ask the barrier: exit %d: %s%s", fail, code, out, errOut)
+		case !fail && code != exitOK:
+			t.Errorf("restore: exit %d: %s%s", code, out, errOut)
+		case fail && (code != exitFail || !strings.Contains(errOut, "did not sync them to disk") || !strings.Contains(errOut, "disk gone")):
+			t.Errorf("restore with a failing barrier: exit %d: %s%s", code, out, errOut)
+		}
 	}
 }

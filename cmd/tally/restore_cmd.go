@@ -146,6 +146,19 @@ func runEventsRestore(ctx context.Context, e *env, args []string) int {
 	if err := r.run(in); err != nil {
 		return e.fail(err, "what was appended before it stays, in order; fix the dump or the target and run the restore again: it resumes where each partition stands")
 	}
+	if dataDir == "" {
+		// A ledger served by tally serve with group fsync acknowledged the
+		// appends before they were on disk: its barrier syncs them before
+		// the restore says it is done (no responder: the servers' own
+		// sync mode holds). With --data-dir the clean shutdown syncs.
+		sctx, cancel := context.WithTimeout(ctx, lf.timeout)
+		_, err := streams.DialBarrier(sctx, nc)
+		cancel()
+		if err != nil {
+			return e.fail(fmt.Errorf("every event is appended, but the server's tally serve did not sync them to disk: %w", err),
+				"run the restore again once tally serve syncs: it finds every event there and appends nothing")
+		}
+	}
 	for n := range layout.Partitions {
 		rp := r.parts[n]
 		if rp == nil {
