@@ -123,6 +123,7 @@ func TestDeployAlertRules(t *testing.T) {
 	enforcer.NewMetrics(exported)
 	projector.NewMetrics(exported)
 	registerConnMetrics(exported, &nats.Conn{})
+	registerFsyncMetrics(exported)
 	outcomes := []string{"granted", "denied", "ok", "error"}
 	for _, c := range []events.Code{events.CodeInvalidRequest, events.CodeForbidden, events.CodeNotFound, events.CodeReservationClosed,
 		events.CodeIdempotencyConflict, events.CodeUnavailable, events.CodeTooLarge, events.CodeInternal} {

@@ -364,18 +364,12 @@ func (f *serveFlags) barrier(ctx context.Context, nc *nats.Conn, groupFsync bool
 	if err != nil {
 		return nil, nop, err
 	}
-	syncs := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tally_fsync_seconds",
-		Help:    "Group fsync (--sync always, --group-fsync auto): duration of each sync of the store's file system; its count is the number of syncs.",
-		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)})
-	failures := prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_fsync_failures_total",
-		Help: "Failed syncs of the store: after one, tally stops serving until restarted."})
-	reg.MustRegister(syncs, failures)
+	observe := registerFsyncMetrics(reg)
 	b := streams.NewBarrier(func(ctx context.Context) error {
 		start := time.Now()
 		err := sync(ctx)
-		syncs.Observe(time.Since(start).Seconds())
+		observe(time.Since(start), err)
 		if err != nil {
-			failures.Inc()
 			log.Error("fsync of the store failed: tally stops serving; restart it once the disk is sound", "err", err)
 		}
 		return err
@@ -385,4 +379,21 @@ func (f *serveFlags) barrier(ctx context.Context, nc *nats.Conn, groupFsync bool
 		return nil, nop, err
 	}
 	return b, func() { _ = closeDir() }, nil
+}
+
+// registerFsyncMetrics registers the group fsync's series on reg and
+// returns what records one sync.
+func registerFsyncMetrics(reg prometheus.Registerer) func(time.Duration, error) {
+	syncs := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tally_fsync_seconds",
+		Help:    "Group fsync (--sync always, --group-fsync auto): duration of each sync of the store's file system; its count is the number of syncs.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)})
+	failures := prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_fsync_failures_total",
+		Help: "Failed syncs of the store: after one, tally stops serving until restarted."})
+	reg.MustRegister(syncs, failures)
+	return func(d time.Duration, err error) {
+		syncs.Observe(d.Seconds())
+		if err != nil {
+			failures.Inc()
+		}
+	}
 }
