@@ -409,11 +409,8 @@ func TestBenchSingleRootDecide(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		info, err := s.Info(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		for seq := uint64(1); seq <= info.State.LastSeq; seq++ {
+		last := natstest.PartitionState(t, js, n).LastSeq
+		for seq := uint64(1); seq <= last; seq++ {
 			m, err := s.GetMsg(context.Background(), seq)
 			if err != nil {
 				t.Fatal(err)

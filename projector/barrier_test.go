@@ -358,15 +358,7 @@ func entries(t *testing.T, js jetstream.JetStream) map[string]string {
 
 func lastSeq(t *testing.T, js jetstream.JetStream, n int) uint64 {
 	t.Helper()
-	s, err := js.Stream(context.Background(), streams.StreamName(n))
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State.LastSeq
+	return natstest.PartitionState(t, js, n).LastSeq
 }
 
 // gather reads the checkpoint gauge of every partition and the number of

@@ -118,6 +118,21 @@ func Ledger(t testing.TB, s *server.Server, p int, opts ...nats.Option) (*nats.C
 	return nc, js
 }
 
+// PartitionState returns the state of partition n's stream (its message
+// count, last sequence, …), failing the test if it cannot be read.
+func PartitionState(t testing.TB, js jetstream.JetStream, n int) jetstream.StreamState {
+	t.Helper()
+	s, err := js.Stream(context.Background(), streams.StreamName(n))
+	if err != nil {
+		t.Fatalf("natstest: stream of partition %d: %v", n, err)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		t.Fatalf("natstest: stream of partition %d: %v", n, err)
+	}
+	return info.State
+}
+
 // CheckFor calls f every interval until it returns nil, and fails the test
 // with f's last error if that has not happened within total. It is the way
 // tests wait for something asynchronous (after nats-server's checkFor).
