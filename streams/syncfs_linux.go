@@ -3,7 +3,10 @@ package streams
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -11,7 +14,14 @@ import (
 // FileSystemSync returns a sync for NewBarrier that flushes the file
 // system holding dir to disk (syncfs(2)): every file JetStream wrote there,
 // in one call. close releases the directory.
+//
+// syncfs covers one file system: a directory below dir that is on another
+// (a mount point, or a link to one) would not be synced, so FileSystemSync
+// refuses it.
 func FileSystemSync(dir string) (sync func(context.Context) error, close func() error, err error) {
+	if err := oneFileSystem(dir); err != nil {
+		return nil, nil, fmt.Errorf("group fsync: %w", err)
+	}
 	f, err := os.Open(dir)
 	if err != nil {
 		return nil, nil, fmt.Errorf("group fsync: %w", err)
@@ -35,6 +45,42 @@ func FileSystemSync(dir string) (sync func(context.Context) error, close func() 
 		return nil
 	}
 	return sync, f.Close, nil
+}
+
+// oneFileSystem checks that every directory below dir, links followed one
+// level, is on dir's file system.
+func oneFileSystem(dir string) error {
+	devOf := func(path string) (uint64, bool, error) {
+		fi, err := os.Stat(path) // follows links
+		if err != nil {
+			return 0, false, err
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			return 0, false, fmt.Errorf("%s: no device number", path)
+		}
+		return st.Dev, fi.IsDir(), nil
+	}
+	root, _, err := devOf(dir)
+	if err != nil {
+		return err
+	}
+	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() && d.Type()&fs.ModeSymlink == 0 {
+			return nil
+		}
+		dev, isDir, err := devOf(path)
+		if err != nil {
+			return err
+		}
+		if isDir && dev != root {
+			return fmt.Errorf("%s is on another file system than %s, which one syncfs would not cover; use --group-fsync off, or keep the store on one file system", path, dir)
+		}
+		return nil
+	})
 }
 
 // GroupFsyncSupported says FileSystemSync works on this system.

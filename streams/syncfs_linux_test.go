@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/tallyledger/tally/streams"
@@ -71,5 +72,33 @@ func TestFileSystemSyncAfterClose(t *testing.T) {
 	defer other.Close()
 	if err := sync(t.Context()); err == nil || !strings.Contains(err.Error(), "closed") {
 		t.Fatalf("sync after close: %v, want an error saying the directory is closed", err)
+	}
+}
+
+// A store directory reached through a link to another file system would
+// not be covered by the sync of the data directory's: refused.
+func TestFileSystemSyncRefusesAnotherFileSystem(t *testing.T) {
+	dir := t.TempDir()
+	other, err := os.MkdirTemp("/dev/shm", "tally-fs-")
+	if err != nil {
+		t.Skipf("no second file system to link to: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(other) })
+	var a, b syscall.Stat_t
+	if syscall.Stat(dir, &a) != nil || syscall.Stat(other, &b) != nil || a.Dev == b.Dev {
+		t.Skipf("%s and %s are on one file system here", dir, other)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "jetstream", "$G"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := streams.FileSystemSync(dir); err != nil {
+		t.Fatalf("one file system: %v", err)
+	}
+	if err := os.Symlink(other, filepath.Join(dir, "jetstream", "$G", "streams")); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = streams.FileSystemSync(dir)
+	if err == nil || !strings.Contains(err.Error(), "another file system") || !strings.Contains(err.Error(), "streams") {
+		t.Fatalf("a link to another file system below the store: %v", err)
 	}
 }
