@@ -83,5 +83,26 @@ func oneFileSystem(dir string) error {
 	})
 }
 
-// GroupFsyncSupported says FileSystemSync works on this system.
-const GroupFsyncSupported = true
+// GroupFsyncSupported says FileSystemSync works on this system and reports
+// what it could not write: syncfs(2) returns write-back errors from Linux
+// 5.8 on; before, it returned 0 even when writing back failed, and group
+// fsync would answer what never reached the disk.
+var GroupFsyncSupported = kernelAtLeast(unameRelease(), 5, 8)
+
+func unameRelease() string {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
+
+// kernelAtLeast reports whether a release such as "6.18.44-fc" is at
+// least major.minor; an unreadable one is not.
+func kernelAtLeast(release string, major, minor int) bool {
+	var maj, min int
+	if _, err := fmt.Sscanf(release, "%d.%d", &maj, &min); err != nil {
+		return false
+	}
+	return maj > major || maj == major && min >= minor
+}

@@ -123,6 +123,9 @@ func (e *env) serve(ctx context.Context, f serveFlags, embedded bool) int {
 	// answer, snapshot and checkpoint waits for a syncfs that began after
 	// the ack of what it rests on (streams.Barrier).
 	groupFsync := embedded && f.sync == "always" && f.groupFsync == "auto" && streams.GroupFsyncSupported
+	if embedded && f.sync == "always" && f.groupFsync == "auto" && !streams.GroupFsyncSupported {
+		log.Info("group fsync needs Linux 5.8 or later (a syncfs that reports write-back errors): the server fsyncs each write")
+	}
 
 	if name, ok := f.auth.given(); ok && embedded {
 		return e.usageErr("--%s (or %s) secures a connection to the servers of --nats-url; the embedded server is reached in-process", name, envName(name))
