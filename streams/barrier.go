@@ -201,9 +201,9 @@ func ServeBarrier(nc *nats.Conn, b *Barrier) (*nats.Subscription, error) {
 // servers' own sync mode is all there is. A serving side whose fsync has
 // failed already answers with that failure, which DialBarrier returns: a
 // process must not start writing to a store whose durability is lost.
-// A failed remote sync fails its
-// tickets only: the next one that succeeds began later and covers every
-// write acknowledged before it (the serving side's failures are sticky).
+// A failed remote sync fails its tickets only: the next one that succeeds
+// began later and covers every write acknowledged before it (the serving
+// side's failures are sticky).
 func DialBarrier(ctx context.Context, nc *nats.Conn) (*Barrier, error) {
 	b := &Barrier{sync: func(ctx context.Context) error { return remoteSync(ctx, nc) }}
 	err := remoteSync(ctx, nc)
