@@ -122,8 +122,9 @@ func (e *env) serve(ctx context.Context, f serveFlags, embedded bool) int {
 	// Group fsync: the embedded server acks without fsync, and every
 	// answer, snapshot and checkpoint waits for a syncfs that began after
 	// the ack of what it rests on (streams.Barrier).
-	groupFsync := embedded && f.sync == "always" && f.groupFsync == "auto" && streams.GroupFsyncSupported
-	if embedded && f.sync == "always" && f.groupFsync == "auto" && !streams.GroupFsyncSupported {
+	wantGroupFsync := embedded && f.sync == "always" && f.groupFsync == "auto"
+	groupFsync := wantGroupFsync && streams.GroupFsyncSupported
+	if wantGroupFsync && !groupFsync {
 		log.Info("group fsync needs Linux 5.8 or later (a syncfs that reports write-back errors): the server fsyncs each write")
 	}
 
