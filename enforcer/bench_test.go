@@ -96,14 +96,18 @@ func prehashed(build func(int) Command) func(int) Command {
 	}
 }
 
-// hashings are the two ways a command reaches Decide: hashed by the
-// service's subscription goroutine (prehashed), or hashed by Decide.
+// hashings are the ways a command reaches Decide: hashed by the service's
+// subscription goroutine (prehashed), or hashed by Decide; with the views
+// rendered into the state's reused buffer, as the service's decision loop
+// does (SetReuseViews), or allocated for each decision, as Step does.
 var hashings = []struct {
-	name string
-	wrap func(func(int) Command) func(int) Command
+	name  string
+	wrap  func(func(int) Command) func(int) Command
+	reuse bool
 }{
-	{"prehashed", prehashed},
-	{"hash-in-decide", func(build func(int) Command) func(int) Command { return build }},
+	{"prehashed", prehashed, true},
+	{"hash-in-decide", func(build func(int) Command) func(int) Command { return build }, true},
+	{"prehashed-own-views", prehashed, false},
 }
 
 // BenchmarkReserveDecideApply is Decide+Apply of a granted reserve against
@@ -114,6 +118,7 @@ func BenchmarkReserveDecideApply(b *testing.B) {
 		b.Run(hs.name, func(b *testing.B) {
 			h := benchHierarchy(b)
 			s := h.s
+			s.SetReuseViews(hs.reuse)
 			reserves := newCommands(b, hs.wrap(reserveCommand))
 			b.ReportAllocs()
 			now := h.now
@@ -135,6 +140,7 @@ func BenchmarkReserveCommitDecideApply(b *testing.B) {
 		b.Run(hs.name, func(b *testing.B) {
 			h := benchHierarchy(b)
 			s := h.s
+			s.SetReuseViews(hs.reuse)
 			reserves, commits := newCommands(b, hs.wrap(reserveCommand)), newCommands(b, hs.wrap(commitCommand))
 			b.ReportAllocs()
 			now := h.now

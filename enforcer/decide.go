@@ -63,6 +63,7 @@ func fail(code events.Code, format string, args ...any) Decision {
 // Decide evaluates cmd at time now without changing the state. now is
 // clamped so that time never goes backwards within the partition.
 func (s *State) Decide(cmd Command, now time.Time) Decision {
+	s.vbuf.reset()
 	now = now.UTC()
 	if now.Before(s.lastAt) {
 		now = s.lastAt
@@ -112,6 +113,17 @@ func (s *State) Step(cmd Command, now time.Time) Decision {
 
 func (s *State) event(root string, now time.Time, d events.Data) events.Event {
 	return events.Event{V: events.Version, Type: d.EventType(), Partition: s.cfg.Partition, At: now, Root: root, Data: d}
+}
+
+// oneEvent returns a decision's events: the one event of data, with room
+// for alerts; with SetReuseViews, in the state's buffer.
+func (s *State) oneEvent(root string, now time.Time, d events.Data) []events.Event {
+	ev := s.event(root, now, d)
+	if !s.reuseViews {
+		return []events.Event{ev}
+	}
+	s.vbuf.events = append(s.vbuf.events[:0], ev)
+	return s.vbuf.events
 }
 
 func (s *State) checkRoot(cmd Command, scope, field string) *events.Error {
@@ -241,9 +253,9 @@ func applied(us unitState, c *change) unitState {
 	return us
 }
 
-// views renders the instances after the targets' changes.
+// views renders the instances after the targets' changes: in memory of
+// their own, or, with SetReuseViews, in the state's view buffer.
 func (s *State) views(ts []target) []events.InstanceView {
-	out := make([]events.InstanceView, len(ts))
 	// One allocation each for all units and period ends of the views.
 	n, ends := 0, 0
 	for i := range ts {
@@ -252,10 +264,18 @@ func (s *State) views(ts []target) []events.InstanceView {
 			ends++
 		}
 	}
-	units := make(events.UnitBalances, n)
-	var endBuf []time.Time
-	if ends > 0 {
-		endBuf = make([]time.Time, 0, ends)
+	var (
+		out    []events.InstanceView
+		units  events.UnitBalances
+		endBuf []time.Time
+	)
+	if s.reuseViews {
+		out, units, endBuf = s.vbuf.take(len(ts), n, ends)
+	} else {
+		out, units = make([]events.InstanceView, len(ts)), make(events.UnitBalances, n)
+		if ends > 0 {
+			endBuf = make([]time.Time, 0, ends)
+		}
 	}
 	for i := range ts {
 		var end *time.Time
@@ -268,6 +288,70 @@ func (s *State) views(ts []target) []events.InstanceView {
 		units = units[k:]
 	}
 	return out
+}
+
+// SetReuseViews makes the state render the instance views of a decision's
+// events and result into a buffer of its own, which the next Decide
+// overwrites, instead of allocating them: the decision loop's views are
+// half of what a reserve allocates. The caller must be done with a
+// decision (its events encoded and applied, its answer rendered) before
+// it decides again. The service's decision loop is; tests that keep
+// decisions are not, and leave it off.
+func (s *State) SetReuseViews(on bool) { s.reuseViews = on }
+
+// viewBuf is the memory of one decision's views, events and commit
+// amounts with SetReuseViews. Views taken during one decision never share
+// memory: when a chunk runs out a new one is allocated, and the views
+// already taken keep the old one.
+type viewBuf struct {
+	views   []events.InstanceView
+	units   events.UnitBalances
+	ends    []time.Time
+	events  []events.Event
+	amounts [2]events.Amounts
+}
+
+// amounts returns an empty map for n units: map i of the view buffer, or
+// a new one without SetReuseViews.
+func (s *State) amounts(i, n int) events.Amounts {
+	if !s.reuseViews {
+		return make(events.Amounts, n)
+	}
+	m := s.vbuf.amounts[i]
+	if m == nil {
+		m = make(events.Amounts, n)
+		s.vbuf.amounts[i] = m
+	}
+	clear(m)
+	return m
+}
+
+// reset makes the whole buffer available again: the previous decision's
+// views are dead.
+func (v *viewBuf) reset() {
+	v.views, v.units, v.ends = v.views[:0], v.units[:0], v.ends[:0]
+}
+
+// take returns zeroed memory for n views with units unit entries and room
+// for ends period ends (an empty slice of that capacity).
+func (v *viewBuf) take(n, units, ends int) ([]events.InstanceView, events.UnitBalances, []time.Time) {
+	out := grab(&v.views, n)
+	clear(out)
+	us := grab(&v.units, units)
+	clear(us)
+	es := grab(&v.ends, ends)
+	return out, us, es[:0]
+}
+
+// grab takes the next n elements of *buf, in a new chunk when its capacity
+// runs out (the views taken before keep the old one).
+func grab[S ~[]E, E any](buf *S, n int) S {
+	b := *buf
+	if len(b)+n > cap(b) {
+		b = make(S, 0, max(2*cap(b), n, 16))
+	}
+	*buf = b[:len(b)+n]
+	return b[len(b) : len(b)+n : len(b)+n]
 }
 
 // viewOf renders t's instance into v, its units into units (one entry for
@@ -421,7 +505,7 @@ func (s *State) decideReserve(cmd Command, req *events.ReserveRequest, now time.
 			ReservationID: cmd.NewID, Scope: req.Scope, Amounts: o.Amounts, Priority: prio, ExpiresAt: exp,
 			Option: i, Label: o.Label, Degraded: i > 0, Labels: req.Labels, Instances: res.Instances,
 			ShadowDenials: nonNil(ev.shadow)}
-		evs := []events.Event{s.event(cmd.Root, now, data)}
+		evs := s.oneEvent(cmd.Root, now, data)
 		evs = s.appendAlerts(evs, cmd.Root, now, ev.targets, ev.denied)
 		return Decision{Events: evs}
 	}
@@ -438,7 +522,7 @@ func (s *State) decideReserve(cmd Command, req *events.ReserveRequest, now time.
 	}
 	data := events.ReservationDenied{Mutation: events.Mutation{IdempotencyKey: req.IdempotencyKey, RequestHash: hash},
 		Scope: req.Scope, Options: opts, Priority: prio, Labels: req.Labels, Denial: *first.denial, Instances: views}
-	evs := []events.Event{s.event(cmd.Root, now, data)}
+	evs := s.oneEvent(cmd.Root, now, data)
 	// Alert the first denial of the failing enforce instance only.
 	var denied []alertAt
 	for _, d := range first.denied {
@@ -639,16 +723,13 @@ func (s *State) decideCommit(cmd Command, req *events.CommitRequest, now time.Ti
 		return closedErr(r)
 	}
 	late := r.status == events.StatusExpired
-	var released events.Amounts
-	if late {
-		released = events.Amounts{}
-	} else {
-		released = make(events.Amounts, len(r.amounts))
+	released := s.amounts(0, len(r.amounts))
+	if !late {
 		for u, held := range r.amounts {
 			released[u] = events.Max(events.Zero, held.Sub(req.Actual[u]))
 		}
 	}
-	overage := make(events.Amounts, len(req.Actual))
+	overage := s.amounts(1, len(req.Actual))
 	for u, a := range req.Actual {
 		overage[u] = events.Max(events.Zero, a.Sub(r.amounts[u]))
 	}
@@ -659,7 +740,7 @@ func (s *State) decideCommit(cmd Command, req *events.CommitRequest, now time.Ti
 	data := events.ReservationCommitted{Mutation: events.Mutation{IdempotencyKey: req.IdempotencyKey, RequestHash: hash},
 		ReservationID: r.id, Scope: r.scope, Charged: req.Actual, Released: released, Overage: overage,
 		Late: late, Labels: req.Labels, OverLimit: s.overLimit(ts), Instances: s.views(ts)}
-	evs := []events.Event{s.event(cmd.Root, now, data)}
+	evs := s.oneEvent(cmd.Root, now, data)
 	return Decision{Events: s.appendAlerts(evs, cmd.Root, now, ts, nil)}
 }
 
@@ -685,7 +766,7 @@ func (s *State) decideRelease(cmd Command, req *events.ReleaseRequest, now time.
 		data.Released = r.amounts.Clone()
 		data.Instances = s.views(s.releaseTargets(r))
 	}
-	return Decision{Events: []events.Event{s.event(cmd.Root, now, data)}}
+	return Decision{Events: s.oneEvent(cmd.Root, now, data)}
 }
 
 func (s *State) decideExtend(cmd Command, req *events.ExtendRequest, now time.Time) Decision {
@@ -707,7 +788,7 @@ func (s *State) decideExtend(cmd Command, req *events.ExtendRequest, now time.Ti
 	}
 	data := events.ReservationExtended{Mutation: events.Mutation{IdempotencyKey: req.IdempotencyKey, RequestHash: hash},
 		ReservationID: r.id, Scope: r.scope, ExpiresAt: now.Add(time.Duration(*req.TTLMS) * time.Millisecond)}
-	return Decision{Events: []events.Event{s.event(cmd.Root, now, data)}}
+	return Decision{Events: s.oneEvent(cmd.Root, now, data)}
 }
 
 // chargeTargets charges amounts to every applicable instance that limits the unit.
@@ -738,7 +819,7 @@ func (s *State) decideCharge(cmd Command, req *events.ChargeRequest, now time.Ti
 	}
 	data := events.UsageCharged{Mutation: events.Mutation{IdempotencyKey: req.IdempotencyKey, RequestHash: hash},
 		Scope: req.Scope, Amounts: req.Amounts, Labels: req.Labels, OverLimit: s.overLimit(ts), Instances: s.views(ts)}
-	evs := []events.Event{s.event(cmd.Root, now, data)}
+	evs := s.oneEvent(cmd.Root, now, data)
 	return Decision{Events: s.appendAlerts(evs, cmd.Root, now, ts, nil)}
 }
 
@@ -779,7 +860,7 @@ func (s *State) decideBudgetSet(cmd Command, req *events.BudgetSetRequest, now t
 		return fail(events.CodeInvalidRequest, "root %q already has %d budgets, the limit", cmd.Root, s.cfg.MaxBudgetsPerRoot)
 	}
 	data := events.BudgetSet{Mutation: events.Mutation{IdempotencyKey: req.IdempotencyKey, RequestHash: hash}, Budget: def}
-	return Decision{Events: []events.Event{s.event(cmd.Root, now, data)}}
+	return Decision{Events: s.oneEvent(cmd.Root, now, data)}
 }
 
 func (s *State) budgetFor(cmd Command, ref *events.BudgetRef) (*budget, *events.Error) {
@@ -839,7 +920,7 @@ func (s *State) decideBudgetDelete(cmd Command, ref *events.BudgetRef, now time.
 	}
 	data := events.BudgetDeleted{Mutation: events.Mutation{IdempotencyKey: ref.IdempotencyKey, RequestHash: hash},
 		Scope: ref.Scope, Name: ref.Name}
-	return Decision{Events: []events.Event{s.event(cmd.Root, now, data)}}
+	return Decision{Events: s.oneEvent(cmd.Root, now, data)}
 }
 
 // adjustTarget finds the budget named name that applies to the concrete
@@ -894,7 +975,7 @@ func (s *State) decideBudgetAdjust(cmd Command, req *events.BudgetAdjustRequest,
 	data := events.BudgetAdjusted{Mutation: events.Mutation{IdempotencyKey: req.IdempotencyKey, RequestHash: hash},
 		Budget: b.def.Name, Pattern: b.def.Scope, Scope: req.Scope, Period: w.Key, Delta: req.Delta, Reason: req.Reason}
 	data.Instance = s.adjustedView(t, req.Delta)
-	return Decision{Events: []events.Event{s.event(cmd.Root, now, data)}}
+	return Decision{Events: s.oneEvent(cmd.Root, now, data)}
 }
 
 func (s *State) adjustedView(t target, delta events.SignedAmounts) events.InstanceView {

@@ -144,9 +144,9 @@ func (p *partition) decideBatch(batch []*request) {
 	if at, ok := p.state.NextExpiry(); ok && !at.After(now) {
 		d := p.state.Decide(Command{Op: OpExpire}, now)
 		for i := range d.Events {
-			seq, msg := p.stage(d.Events[i])
+			seq, msg := p.stage(&d.Events[i])
 			msgs = append(msgs, msg)
-			entries = append(entries, &entry{first: &d.Events[i], seq: seq, waitSeq: seq})
+			entries = append(entries, &entry{id: d.Events[i].ID, seq: seq, waitSeq: seq})
 		}
 	}
 	for _, r := range batch {
@@ -162,10 +162,14 @@ func (p *partition) decideBatch(batch []*request) {
 			e.dup = d.Duplicate
 		case len(d.Events) > 0:
 			for i := range d.Events {
-				seq, msg := p.stage(d.Events[i])
+				seq, msg := p.stage(&d.Events[i])
 				msgs = append(msgs, msg)
 				if i == 0 {
-					e.first, e.seq = &d.Events[0], seq
+					e.id, e.seq = d.Events[0].ID, seq
+					// The answer is rendered now: the decision's views live
+					// in the state's buffer, which the next Decide reuses.
+					r, _ := events.ResultOf(d.Events[0], events.EventRef{Partition: p.n, Seq: seq})
+					e.answer = events.AppendResultAnswer(make([]byte, 0, len(msg.Data)+256), r)
 				}
 			}
 		default:
@@ -208,12 +212,12 @@ func unitFor(units []unitSpan, seq uint64) *appendUnit {
 	panic(fmt.Sprintf("enforcer: no append unit holds seq %d", seq))
 }
 
-// stage seals an event, applies it to the state at the next sequence and
-// returns its message.
-func (p *partition) stage(ev events.Event) (uint64, *nats.Msg) {
-	msg, raw := p.seal(&ev)
+// stage seals an event (setting its id), applies it to the state at the
+// next sequence and returns its message.
+func (p *partition) stage(ev *events.Event) (uint64, *nats.Msg) {
+	msg, raw := p.seal(ev)
 	seq := p.state.LastSeq() + 1
-	p.state.Apply(seq, ev)
+	p.state.Apply(seq, *ev)
 	p.hash = events.Hash(raw)
 	p.recent.put(seq, raw)
 	return seq, msg
@@ -462,12 +466,6 @@ func (p *partition) answer(ctx context.Context, e *entry) {
 	switch {
 	case e.answer != nil:
 		p.reply(e.msg, e.op, e.received, e.answer)
-	case e.first != nil:
-		r, _ := events.ResultOf(*e.first, events.EventRef{Partition: p.n, Seq: e.seq})
-		// The acker answers one entry at a time, and Respond copies the
-		// answer out before it returns: one buffer serves every answer.
-		p.answerBuf = events.AppendResultAnswer(p.answerBuf[:0], r)
-		p.reply(e.msg, e.op, e.received, p.answerBuf)
 	case e.dup > 0:
 		ev, err := p.eventAt(ctx, e.dup)
 		if err != nil {
@@ -513,7 +511,7 @@ func (p *partition) recover(ctx context.Context) error {
 		if e.unit != nil {
 			_ = p.wait(e.unit)
 		}
-		if e.first != nil && (minSeq == 0 || e.seq < minSeq) {
+		if e.id != "" && (minSeq == 0 || e.seq < minSeq) {
 			minSeq = e.seq
 		}
 	}
@@ -540,18 +538,24 @@ func (p *partition) recover(ctx context.Context) error {
 		}
 		return fmt.Errorf("partition %d: reload: %w", p.n, err)
 	}
+	st.SetReuseViews(true)
 	p.state, p.hash = st, hash
 	p.acked.Store(st.LastSeq())
 	p.prevOurs, p.lastUnit = false, nil
 	lost := st.ClaimedBy() != p.svc.cfg.Owner
 	for _, e := range held {
-		if e.first != nil {
-			if seq, ok := landed[e.first.ID]; ok {
-				ev, _ := p.eventAt(ctx, seq)
-				r, _ := events.ResultOf(ev, events.EventRef{Partition: p.n, Seq: seq})
-				if e.msg != nil {
-					p.reply(e.msg, e.op, e.received, events.ResultAnswer(r))
+		if e.id != "" {
+			if seq, ok := landed[e.id]; ok {
+				// Fenced appends land at the sequence they were staged
+				// for, which the ready answer names; should one not have,
+				// the answer is rendered again from what landed.
+				ans := e.answer
+				if seq != e.seq {
+					ev, _ := p.eventAt(ctx, seq)
+					r, _ := events.ResultOf(ev, events.EventRef{Partition: p.n, Seq: seq})
+					ans = events.ResultAnswer(r)
 				}
+				p.reply(e.msg, e.op, e.received, ans)
 				continue
 			}
 		}

@@ -191,11 +191,13 @@ type entry struct {
 	op       events.Op
 	received time.Time
 	// exactly one of:
-	answer []byte        // ready answer (read or error), sent in order
-	first  *events.Event // first event of this decision, answered after ack
+	answer []byte        // ready answer, sent in order (after the ack of its events)
 	dup    uint64        // retry: answer with the result of the event at dup
 	marker chan []*entry // reload marker: the acker hands back what it holds
-	seq    uint64        // first event's sequence
+	// id and seq are the first event's of a decision that appends (its
+	// answer is ready too, or it has no request: an expiry).
+	id  string
+	seq uint64
 	// waitSeq is the last sequence staged up to this entry; its unit must
 	// be acked before the entry is answered.
 	waitSeq uint64
@@ -235,8 +237,6 @@ type partition struct {
 	brokenCh chan struct{}
 
 	recent recentEvents
-	// answerBuf is the acker's buffer for rendering answers (acker only).
-	answerBuf []byte
 
 	// prevID is the id of the last event published; prevOurs says it was
 	// published by this incarnation since the last load (decision loop only).
@@ -333,6 +333,7 @@ func (p *partition) load(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	st.SetReuseViews(true) // the decision loop renders answers before deciding again
 	p.state, p.hash = st, hash
 	p.prevOurs, p.lastUnit = false, nil
 	p.snapSeq = st.LastSeq()

@@ -88,6 +88,10 @@ type State struct {
 	// scratch is reused by every decision and apply (the state is
 	// single-threaded); no event or answer refers to it.
 	scratch scratch
+	// reuseViews renders a decision's instance views into vbuf, which the
+	// next Decide reuses (SetReuseViews).
+	reuseViews bool
+	vbuf       viewBuf
 }
 
 type budgetRef struct{ pattern, name string }
