@@ -92,6 +92,10 @@ type State struct {
 	// next Decide reuses (SetReuseViews).
 	reuseViews bool
 	vbuf       viewBuf
+	// gen counts changes to the budgets and their instances; appsCache
+	// holds while it stays.
+	gen       uint64
+	appsCache appsCache
 }
 
 type budgetRef struct{ pattern, name string }
@@ -233,6 +237,7 @@ func (b *budget) windowOf(at time.Time) events.Window {
 }
 
 func (s *State) putBudget(def events.Budget) {
+	s.changed()
 	ref := budgetRef{def.Scope, def.Name}
 	loc, err := events.LoadLocation(def.Timezone)
 	if err != nil {
@@ -278,6 +283,7 @@ func (s *State) putBudget(def events.Budget) {
 }
 
 func (s *State) deleteBudget(pattern, name string) {
+	s.changed()
 	ref := budgetRef{pattern, name}
 	b, ok := s.budgets[ref]
 	if !ok {
@@ -315,10 +321,14 @@ type applicable struct {
 // root to leaf, within a level by pattern then name, with the instance
 // each has at time at.
 func (s *State) applicableAt(scope string, at time.Time, out []applicable) []applicable {
+	if c := &s.appsCache; c.valid && c.gen == s.gen && c.scope == scope && !at.Before(c.from) && at.Before(c.until) {
+		return append(out, c.apps...)
+	}
 	list := s.byRoot[events.Root(scope)]
 	if len(list) == 0 {
 		return out
 	}
+	first := len(out)
 	depth := 0
 	for i := 0; i <= len(scope); i++ {
 		if i < len(scope) && scope[i] != '/' {
@@ -334,8 +344,43 @@ func (s *State) applicableAt(scope string, at time.Time, out []applicable) []app
 			out = append(out, applicable{b: b, in: b.instanceOf(prefix, w.Key), scope: prefix, period: w.Key, win: w})
 		}
 	}
+	s.appsCache.keep(scope, s.gen, out[first:])
 	return out
 }
+
+// appsCache is the last list applicableAt built: requests come in runs on
+// one scope, and Apply folds the scope its Decide has just looked up. The
+// list holds while no budget or instance is added, changed or removed
+// (State.gen) and the time stays within every window in it.
+type appsCache struct {
+	valid       bool
+	scope       string
+	gen         uint64
+	from, until time.Time // the intersection of the list's windows
+	apps        []applicable
+}
+
+// endOfTime bounds a list without periodic windows.
+var endOfTime = time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
+
+func (c *appsCache) keep(scope string, gen uint64, apps []applicable) {
+	c.valid, c.scope, c.gen, c.from, c.until = true, scope, gen, time.Time{}, endOfTime
+	for i := range apps {
+		if apps[i].b.def.Period == events.PeriodNone {
+			continue
+		}
+		if w := apps[i].win; w.Start.After(c.from) {
+			c.from = w.Start
+		}
+		if w := apps[i].win; w.End.Before(c.until) {
+			c.until = w.End
+		}
+	}
+	c.apps = append(c.apps[:0], apps...)
+}
+
+// changed invalidates what was derived from the budgets and instances.
+func (s *State) changed() { s.gen++ }
 
 // unitOf returns the state of unit u of an instance, or zeros if absent.
 func unitOf(in *instance, u string) unitState {
@@ -370,6 +415,7 @@ func (s *State) getInstance(b *budget, scope, period string, win events.Window) 
 	}
 	in := &instance{b: b, scope: scope, period: period, win: win}
 	b.instances[ref] = in
+	s.changed()
 	return in
 }
 
