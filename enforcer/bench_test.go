@@ -68,8 +68,18 @@ func (c *commands) get() Command {
 
 // reserveCommand is op i's reserve against the run scope of benchHierarchy.
 func reserveCommand(i int) Command {
+	return reserveOn(i, "tenant:acme/workflow:code-review/run:r-42")
+}
+
+// reserveAcrossRuns is op i's reserve against one of 64 runs in turn: no
+// two requests in a row share a scope, so no look-up is kept from the last.
+func reserveAcrossRuns(i int) Command {
+	return reserveOn(i, fmt.Sprintf("tenant:acme/workflow:code-review/run:r-%d", i%64))
+}
+
+func reserveOn(i int, scope string) Command {
 	prio := events.PriorityNormal
-	req := &events.ReserveRequest{IdempotencyKey: fmt.Sprintf("k%d", i), Scope: "tenant:acme/workflow:code-review/run:r-42",
+	req := &events.ReserveRequest{IdempotencyKey: fmt.Sprintf("k%d", i), Scope: scope,
 		Amounts: events.Amounts{"USD": benchUSD, "tokens": benchTokens}, Priority: &prio}
 	return Command{Op: events.OpReserve, Root: "tenant:acme", Request: req, NewID: fmt.Sprintf("R%d", i)}
 }
@@ -100,14 +110,17 @@ func prehashed(build func(int) Command) func(int) Command {
 // subscription goroutine (prehashed), or hashed by Decide; with the views
 // rendered into the state's reused buffer, as the service's decision loop
 // does (SetReuseViews), or allocated for each decision, as Step does.
+// The last way spreads the reserves over 64 runs.
 var hashings = []struct {
-	name  string
-	wrap  func(func(int) Command) func(int) Command
-	reuse bool
+	name    string
+	wrap    func(func(int) Command) func(int) Command
+	reuse   bool
+	reserve func(int) Command
 }{
-	{"prehashed", prehashed, true},
-	{"hash-in-decide", func(build func(int) Command) func(int) Command { return build }, true},
-	{"prehashed-own-views", prehashed, false},
+	{"prehashed", prehashed, true, reserveCommand},
+	{"hash-in-decide", func(build func(int) Command) func(int) Command { return build }, true, reserveCommand},
+	{"prehashed-own-views", prehashed, false, reserveCommand},
+	{"prehashed-64-runs", prehashed, true, reserveAcrossRuns},
 }
 
 // BenchmarkReserveDecideApply is Decide+Apply of a granted reserve against
@@ -119,7 +132,7 @@ func BenchmarkReserveDecideApply(b *testing.B) {
 			h := benchHierarchy(b)
 			s := h.s
 			s.SetReuseViews(hs.reuse)
-			reserves := newCommands(b, hs.wrap(reserveCommand))
+			reserves := newCommands(b, hs.wrap(hs.reserve))
 			b.ReportAllocs()
 			now := h.now
 			for b.Loop() {
@@ -141,7 +154,7 @@ func BenchmarkReserveCommitDecideApply(b *testing.B) {
 			h := benchHierarchy(b)
 			s := h.s
 			s.SetReuseViews(hs.reuse)
-			reserves, commits := newCommands(b, hs.wrap(reserveCommand)), newCommands(b, hs.wrap(commitCommand))
+			reserves, commits := newCommands(b, hs.wrap(hs.reserve)), newCommands(b, hs.wrap(commitCommand))
 			b.ReportAllocs()
 			now := h.now
 			for b.Loop() {

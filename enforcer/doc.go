@@ -10,7 +10,11 @@
 //
 // The shell (run.go and friends) subscribes to the partition subjects,
 // decides in arrival order, appends with the Nats-Expected-Last-Sequence
-// fence, and answers only after JetStream acknowledged the event.
+// fence, and answers only after JetStream acknowledged the event. Its
+// state renders a decision's instance views into a buffer that the next
+// decision reuses (State.SetReuseViews): the loop encodes the events,
+// applies them and renders the answer before it decides again, and the
+// acker sends that answer once the append is acknowledged.
 //
 // enforcer imports events; it never imports projector, report or cmd.
 package enforcer
