@@ -190,7 +190,7 @@ type entry struct {
 	msg      *nats.Msg
 	op       events.Op
 	received time.Time
-	// exactly one of:
+	// at most one of (an expiry has none: nobody asked):
 	answer []byte        // ready answer, sent in order (after the ack of its events)
 	dup    uint64        // retry: answer with the result of the event at dup
 	marker chan []*entry // reload marker: the acker hands back what it holds
