@@ -31,3 +31,10 @@ func ReadReplayStalling(ctx context.Context, stream jetstream.Stream, last uint6
 	}
 	return n, err
 }
+
+// SetSnapshotTurnHook makes h see every partition take and give back the
+// snapshot turn, until restore is called (after the service has stopped).
+func SetSnapshotTurnHook(h func(partition int, taken bool)) (restore func()) {
+	snapshotTurnHook = h
+	return func() { snapshotTurnHook = nil }
+}

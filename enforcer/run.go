@@ -143,6 +143,8 @@ type Service struct {
 	js  jetstream.JetStream
 	rjs jetstream.JetStream // replays read through it (ServiceConfig.ReplayConn)
 	cfg ServiceConfig
+	// snapTurn lets one partition at a time encode and store a snapshot.
+	snapTurn chan struct{}
 }
 
 // NewService returns a service on an established connection. The ledger's
@@ -161,7 +163,7 @@ func NewService(nc *nats.Conn, cfg ServiceConfig) (*Service, error) {
 			return nil, err
 		}
 	}
-	return &Service{nc: nc, js: js, rjs: rjs, cfg: cfg.withDefaults()}, nil
+	return &Service{nc: nc, js: js, rjs: rjs, cfg: cfg.withDefaults(), snapTurn: make(chan struct{}, 1)}, nil
 }
 
 // Run serves partitions until ctx ends: the pinned ones (Own), or those

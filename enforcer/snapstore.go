@@ -217,6 +217,19 @@ func (p *partition) snapshot(ctx context.Context) {
 			p.snapCopy, p.snapBuf = st, data
 			p.snapBusy.Store(false)
 		}()
+		// Under a uniform load every partition reaches its snapshot at
+		// about the same time: one at a time, their encoding and storing
+		// leave the other CPU to the decisions instead of taking both.
+		select {
+		case p.svc.snapTurn <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		defer func() { <-p.svc.snapTurn }()
+		if h := snapshotTurnHook; h != nil {
+			h(p.n, true)
+			defer h(p.n, false)
+		}
 		data = st.AppendSnapshot(buf[:0])
 		p.log.Debug("snapshot encoded", logSeq, seq, "bytes", len(data), "clone", cloned, "encode", time.Since(start)-cloned)
 		deadline := time.Now().Add(p.svc.cfg.AppendTimeout)
@@ -233,6 +246,10 @@ func (p *partition) snapshot(ctx context.Context) {
 		p.log.Debug("snapshot stored", logSeq, seq, "bytes", len(data))
 	})
 }
+
+// snapshotTurnHook, set by tests only, is called as a partition takes the
+// snapshot turn (taken) and as it gives it back.
+var snapshotTurnHook func(partition int, taken bool)
 
 // withIOTimeout gives ctx a deadline for snapshot I/O if it has none.
 func withIOTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
