@@ -321,7 +321,7 @@ type applicable struct {
 // root to leaf, within a level by pattern then name, with the instance
 // each has at time at.
 func (s *State) applicableAt(scope string, at time.Time, out []applicable) []applicable {
-	if c := &s.appsCache; c.valid && c.gen == s.gen && c.scope == scope && !at.Before(c.from) && at.Before(c.until) {
+	if c := &s.appsCache; c.gen == s.gen && c.scope == scope && !at.Before(c.from) && at.Before(c.until) {
 		return append(out, c.apps...)
 	}
 	list := s.byRoot[events.Root(scope)]
@@ -351,9 +351,9 @@ func (s *State) applicableAt(scope string, at time.Time, out []applicable) []app
 // appsCache is the last list applicableAt built: requests come in runs on
 // one scope, and Apply folds the scope its Decide has just looked up. The
 // list holds while no budget or instance is added, changed or removed
-// (State.gen) and the time stays within every window in it.
+// (State.gen) and the time stays within every window in it. The zero
+// value holds for no time at all.
 type appsCache struct {
-	valid       bool
 	scope       string
 	gen         uint64
 	from, until time.Time // the intersection of the list's windows
@@ -364,7 +364,7 @@ type appsCache struct {
 var endOfTime = time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
 
 func (c *appsCache) keep(scope string, gen uint64, apps []applicable) {
-	c.valid, c.scope, c.gen, c.from, c.until = true, scope, gen, time.Time{}, endOfTime
+	c.scope, c.gen, c.from, c.until = scope, gen, time.Time{}, endOfTime
 	for i := range apps {
 		if apps[i].b.def.Period == events.PeriodNone {
 			continue
