@@ -108,12 +108,23 @@ func (w *writer) bool(v bool) { w.b = strconv.AppendBool(w.b, v) }
 // each byte of invalid UTF-8 replaced by \ufffd.
 func (w *writer) string(s string) {
 	const hex = "0123456789abcdef"
+	// The common case, a string of safe ASCII bytes only, is one table
+	// look-up per byte and one copy.
+	i := 0
+	for i < len(s) && safeASCII[s[i]] {
+		i++
+	}
 	b := append(w.b, '"')
+	if i == len(s) {
+		b = append(b, s...)
+		w.b = append(b, '"')
+		return
+	}
 	start := 0
-	for i := 0; i < len(s); {
+	for i < len(s) {
 		c := s[i]
 		if c < utf8.RuneSelf {
-			if htmlSafe(c) {
+			if safeASCII[c] {
 				i++
 				continue
 			}
@@ -161,6 +172,14 @@ func (w *writer) string(s string) {
 func htmlSafe(c byte) bool {
 	return c >= 0x20 && c < utf8.RuneSelf && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
 }
+
+// safeASCII[c] is htmlSafe(c), as a table: the string writer's loop.
+var safeASCII = func() (t [256]bool) {
+	for c := range t {
+		t[c] = htmlSafe(byte(c))
+	}
+	return t
+}()
 
 // plainUnit reports whether a unit name comes out of Amounts.MarshalJSON
 // and UnitBalances.MarshalJSON (which quote it without escaping) unchanged
