@@ -133,14 +133,22 @@ func appendFixed(b []byte, a Amount) []byte {
 	if frac == 0 {
 		return b
 	}
+	// Drop the trailing zeros first (amounts mostly have few decimals),
+	// then write the n digits left, leading zeros included.
+	n := fixedScale
+	if frac%1e9 == 0 {
+		frac, n = frac/1e9, n-9
+	}
+	for frac%1e4 == 0 {
+		frac, n = frac/1e4, n-4
+	}
+	for frac%10 == 0 {
+		frac, n = frac/10, n-1
+	}
 	var buf [fixedScale]byte
-	for i := fixedScale - 1; i >= 0; i-- {
+	for i := n - 1; i >= 0; i-- {
 		buf[i] = '0' + byte(frac%10)
 		frac /= 10
-	}
-	n := fixedScale
-	for buf[n-1] == '0' {
-		n--
 	}
 	b = append(b, '.')
 	return append(b, buf[:n]...)
