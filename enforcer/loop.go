@@ -144,7 +144,7 @@ func (p *partition) decideBatch(batch []*request) {
 	if at, ok := p.state.NextExpiry(); ok && !at.After(now) {
 		d := p.state.Decide(Command{Op: OpExpire}, now)
 		for i := range d.Events {
-			seq, msg := p.stage(&d.Events[i])
+			seq, msg, _ := p.stage(&d.Events[i])
 			msgs = append(msgs, msg)
 			entries = append(entries, &entry{id: d.Events[i].ID, seq: seq, waitSeq: seq})
 		}
@@ -162,14 +162,15 @@ func (p *partition) decideBatch(batch []*request) {
 			e.dup = d.Duplicate
 		case len(d.Events) > 0:
 			for i := range d.Events {
-				seq, msg := p.stage(&d.Events[i])
+				seq, msg, views := p.stage(&d.Events[i])
 				msgs = append(msgs, msg)
 				if i == 0 {
 					e.id, e.seq = d.Events[0].ID, seq
 					// The answer is rendered now: the decision's views live
 					// in the state's buffer, which the next Decide reuses.
+					// Its views are the event's: their bytes are copied.
 					r, _ := events.ResultOf(d.Events[0], events.EventRef{Partition: p.n, Seq: seq})
-					e.answer = events.AppendResultAnswer(make([]byte, 0, len(msg.Data)+256), r)
+					e.answer = events.AppendResultAnswerViews(make([]byte, 0, len(msg.Data)+256), r, views)
 				}
 			}
 		default:
@@ -213,14 +214,14 @@ func unitFor(units []unitSpan, seq uint64) *appendUnit {
 }
 
 // stage seals an event (setting its id), applies it to the state at the
-// next sequence and returns its message.
-func (p *partition) stage(ev *events.Event) (uint64, *nats.Msg) {
-	msg, raw := p.seal(ev)
+// next sequence and returns its message, and its encoded views (seal).
+func (p *partition) stage(ev *events.Event) (uint64, *nats.Msg, []byte) {
+	msg, views := p.seal(ev)
 	seq := p.state.LastSeq() + 1
 	p.state.Apply(seq, *ev)
-	p.hash = events.Hash(raw)
-	p.recent.put(seq, raw)
-	return seq, msg
+	p.hash = events.Hash(msg.Data)
+	p.recent.put(seq, msg.Data)
+	return seq, msg, views
 }
 
 // publish sends msgs (sequences LastSeq−len+1 … LastSeq) as fenced appends.

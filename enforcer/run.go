@@ -631,20 +631,22 @@ func (p *partition) now() time.Time {
 	return now
 }
 
-// seal fills an event's envelope and returns its message; the partition's
-// chain hash is not advanced (the caller does once the event is applied).
-func (p *partition) seal(ev *events.Event) (*nats.Msg, []byte) {
+// seal fills an event's envelope and returns its message, and the
+// encoding of its instance views within the message's data (nil if it has
+// none); the partition's chain hash is not advanced (the caller does once
+// the event is applied).
+func (p *partition) seal(ev *events.Event) (msg *nats.Msg, views []byte) {
 	ev.ID = ulid.Make().String()
 	ev.Partition = p.n
 	ev.Prev = p.hash
-	raw, err := events.Encode(ev)
+	raw, views, err := events.EncodeViews(ev)
 	if err != nil {
 		panic(fmt.Sprintf("enforcer: encode %s: %v", ev.Type, err))
 	}
-	msg := nats.NewMsg(streams.EventSubject(p.n, ev.Root, string(ev.Type)))
+	msg = nats.NewMsg(streams.EventSubject(p.n, ev.Root, string(ev.Type)))
 	msg.Data = raw
 	msg.Header.Set(jetstream.MsgIDHeader, ev.ID)
-	return msg, raw
+	return msg, views
 }
 
 // stopServing stops taking requests. The server stops routing them here,

@@ -257,10 +257,17 @@ func ResultAnswer(v any) []byte {
 }
 
 // AppendResultAnswer appends ResultAnswer(v) to b.
-func AppendResultAnswer(b []byte, v any) []byte {
+func AppendResultAnswer(b []byte, v any) []byte { return AppendResultAnswerViews(b, v, nil) }
+
+// AppendResultAnswerViews is AppendResultAnswer for the result ResultOf
+// gives for an event, with views the event's encoded instance views from
+// EncodeViews (or nil): the answer copies them rather than rendering the
+// same list again.
+func AppendResultAnswerViews(b []byte, v any, views []byte) []byte {
 	b = append(b, `{"result":`...)
-	if r, ok := AppendResult(b, v); ok {
-		return append(r, '}')
+	w := writer{b: b, views: views}
+	if w.result(v) && !w.failed {
+		return append(w.b, '}')
 	}
 	r, err := json.Marshal(v)
 	if err != nil {

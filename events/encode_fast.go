@@ -34,6 +34,13 @@ type writer struct {
 	// failed is set by a value the writer does not render as
 	// encoding/json would; the caller then falls back to json.Marshal.
 	failed bool
+	// lists counts the instance lists written, and b[listFrom:listTo] is
+	// the last one.
+	lists            int
+	listFrom, listTo int
+	// views, if set, is the encoding of the next instance list to write,
+	// copied instead of rendered: the caller vouches that it is that list's.
+	views []byte
 }
 
 // scratch holds reusable buffers: callers copy the result out, so a buffer
@@ -46,7 +53,7 @@ const maxScratch = 64 << 10
 
 func getWriter() *writer {
 	w := scratch.Get().(*writer)
-	w.b, w.failed = w.b[:0], false
+	*w = writer{b: w.b[:0]}
 	return w
 }
 
@@ -57,13 +64,19 @@ func putWriter(w *writer) {
 }
 
 // encodeEvent is Encode's fast path; ev.At must already be in UTC.
-func encodeEvent(ev *Event) ([]byte, bool) {
+// encodeEvent also returns the encoding of the event's instance views, a
+// subslice of its bytes, if it has one list of them.
+func encodeEvent(ev *Event) (raw, views []byte, ok bool) {
 	w := getWriter()
 	defer putWriter(w)
 	if !w.event(ev) || w.failed {
-		return nil, false
+		return nil, nil, false
 	}
-	return slices.Clone(w.b), true
+	raw = slices.Clone(w.b)
+	if w.lists == 1 {
+		views = raw[w.listFrom:w.listTo:w.listTo]
+	}
+	return raw, views, true
 }
 
 // AppendResult appends the JSON encoding of an answer's result — the bytes
@@ -386,7 +399,15 @@ func (w *writer) instanceView(v *InstanceView) {
 	w.b = append(w.b, '}')
 }
 
-func (w *writer) instances(s []InstanceView) { list(w, s, (*writer).instanceView) }
+func (w *writer) instances(s []InstanceView) {
+	if w.views != nil {
+		w.b, w.views = append(w.b, w.views...), nil
+		return
+	}
+	from := len(w.b)
+	list(w, s, (*writer).instanceView)
+	w.lists, w.listFrom, w.listTo = w.lists+1, from, len(w.b)
+}
 
 func (w *writer) denial(d *Denial) {
 	w.raw(`{"code":`)

@@ -752,13 +752,26 @@ func FuzzEncodeEvent(f *testing.F) {
 		}
 		got, ok := events.EncodeEventFast(&ev)
 		encCheck(t, "decoded event", got, ok, want, nil, false)
-		if pub, err := events.Encode(&ev); err != nil || !bytes.Equal(pub, want) {
+		pub, err := events.Encode(&ev)
+		if err != nil || !bytes.Equal(pub, want) {
 			t.Fatalf("Encode = %s, %v; json.Marshal = %s", pub, err, want)
 		}
 		if res, ok := events.ResultOf(ev, events.EventRef{Partition: ev.Partition, Seq: 7}); ok {
 			want, err := json.Marshal(res)
 			got, ok := events.AppendResult(nil, res)
 			encCheck(t, "answer", got, ok, want, err, false)
+			// The answer with the event's encoded views copied in is the
+			// same answer.
+			raw, views, err := events.EncodeViews(&ev)
+			if err != nil || !bytes.Equal(raw, pub) {
+				t.Fatalf("EncodeViews = %s, %v; Encode = %s", raw, err, pub)
+			}
+			if f := reflect.ValueOf(ev.Data).FieldByName("Instances"); f.IsValid() && views == nil {
+				t.Fatalf("EncodeViews of a %s returned no views", ev.Type)
+			}
+			if ans := events.AppendResultAnswerViews([]byte("x"), res, views); string(ans) != `x{"result":`+string(want)+`}` {
+				t.Fatalf("answer with the event's views = %s, want %s", ans, want)
+			}
 		}
 	})
 }

@@ -302,18 +302,28 @@ var ErrVersion = errors.New("unsupported event version")
 
 // Encode renders an event as the bytes stored in the stream.
 func Encode(ev *Event) ([]byte, error) {
+	raw, _, err := EncodeViews(ev)
+	return raw, err
+}
+
+// EncodeViews is Encode that also returns the encoding of the event's
+// instance views, a subslice of its bytes, for AppendResultAnswerViews to
+// copy into the answer the event stands for. views is nil for an event
+// without one list of views, and for one encoding/json rendered.
+func EncodeViews(ev *Event) (raw, views []byte, err error) {
 	if ev.Data == nil || ev.Data.EventType() != ev.Type {
-		return nil, fmt.Errorf("events: data of %q does not match type %q", typeOf(ev.Data), ev.Type)
+		return nil, nil, fmt.Errorf("events: data of %q does not match type %q", typeOf(ev.Data), ev.Type)
 	}
 	e := *ev
 	e.At = e.At.UTC()
-	if b, ok := encodeEvent(&e); ok {
-		return b, nil
+	if b, views, ok := encodeEvent(&e); ok {
+		return b, views, nil
 	}
 	// What the hand-written encoder leaves to encoding/json (encode_fast.go),
 	// json.Marshal writes or refuses. (A copy, so e itself does not escape.)
 	fallback := e
-	return json.Marshal(&fallback)
+	raw, err = json.Marshal(&fallback)
+	return raw, nil, err
 }
 
 func typeOf(d Data) Type {
