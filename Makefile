@@ -6,7 +6,7 @@ BIN       ?= bin/tally
 # minimising a new input is reported as a failure ("context deadline
 # exceeded"). `make fuzz FUZZTIME=10m` for a long run.
 FUZZTIME  ?= 200000x
-FUZZ_TARGETS := events:FuzzParseRequest events:FuzzDecodeEvent events:FuzzParseAmount events:FuzzParseFast events:FuzzEncodeEvent events:FuzzDecodeEventData enforcer:FuzzRestoreSnapshot
+FUZZ_TARGETS := events:FuzzParseRequest events:FuzzDecodeEvent events:FuzzParseAmount events:FuzzParseFast events:FuzzEncodeEvent events:FuzzDecodeEventData enforcer:FuzzRestoreSnapshot enforcer:FuzzAckSeq
 
 .PHONY: all build run test test-long fuzz bench bench-recovery bench-table profile profile-e2e vet clean
 

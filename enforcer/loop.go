@@ -1,10 +1,12 @@
 package enforcer
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -338,6 +340,10 @@ type pubAck struct {
 
 func (p *partition) onAck(msg *nats.Msg) {
 	tok := msg.Subject[strings.LastIndexByte(msg.Subject, '.')+1:]
+	if seq, ok := ackSeq(msg.Data); ok {
+		p.resolve(tok, seq, nil)
+		return
+	}
 	var a pubAck
 	if err := json.Unmarshal(msg.Data, &a); err != nil {
 		p.resolve(tok, 0, &AppendError{Description: fmt.Sprintf("undecodable ack %q", msg.Data)})
@@ -348,6 +354,63 @@ func (p *partition) onAck(msg *nats.Msg) {
 		return
 	}
 	p.resolve(tok, a.Seq, nil)
+}
+
+// ackSeq reads the sequence of a plain successful ack, in the shape the
+// server writes from its stream's template, {"stream":"S","seq":N} or
+// {"stream":"S","domain":"D","seq":N} with S and D printable ASCII,
+// without encoding/json's reflection. Anything else (an error, a
+// duplicate, a batch's ack, an escape) is not ok: onAck leaves it to
+// encoding/json.
+func ackSeq(data []byte) (uint64, bool) {
+	const stream, domain, seq = `{"stream":"`, `","domain":"`, `","seq":`
+	// name is the length of the printable ASCII name b begins with, up to
+	// its closing quote; -1 if anything else comes first.
+	name := func(b []byte) int {
+		for i, c := range b {
+			switch {
+			case c == '"':
+				return i
+			case c < 0x20 || c > 0x7e || c == '\\':
+				return -1
+			}
+		}
+		return -1
+	}
+	rest, ok := bytes.CutPrefix(data, []byte(stream))
+	if !ok {
+		return 0, false
+	}
+	q := name(rest)
+	if q < 0 {
+		return 0, false
+	}
+	if d, ok := bytes.CutPrefix(rest[q:], []byte(domain)); ok {
+		if q = name(d); q < 0 {
+			return 0, false
+		}
+		rest = d
+	}
+	digits, ok := bytes.CutPrefix(rest[q:], []byte(seq))
+	if !ok || len(digits) < 2 || len(digits) > 21 || digits[len(digits)-1] != '}' {
+		return 0, false
+	}
+	digits = digits[:len(digits)-1]
+	if digits[0] == '0' && len(digits) > 1 {
+		return 0, false // JSON has no leading zeros
+	}
+	var n uint64
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		d := uint64(c - '0')
+		if n > (math.MaxUint64-d)/10 {
+			return 0, false
+		}
+		n = n*10 + d
+	}
+	return n, true
 }
 
 func (p *partition) resolve(tok string, seq uint64, err error) {
