@@ -63,9 +63,9 @@ func putWriter(w *writer) {
 	}
 }
 
-// encodeEvent is Encode's fast path; ev.At must already be in UTC.
-// encodeEvent also returns the encoding of the event's instance views, a
-// subslice of its bytes, if it has one list of them.
+// encodeEvent is Encode's fast path (ev.At must already be in UTC). It
+// also returns the encoding of the event's instance views, a subslice of
+// its bytes, if the event has exactly one list of them.
 func encodeEvent(ev *Event) (raw, views []byte, ok bool) {
 	w := getWriter()
 	defer putWriter(w)
