@@ -168,7 +168,7 @@ include ./accounts.conf
 
 	// The ledger keeps P = 2; the flag's default (8) is what the server
 	// starts with, and the mapping in the TALLY account is corrected.
-	startServe(t, []string{"--data-dir", data, "--nats-listen", addr, "--nats-config", conf}, ready)
+	_, serveLog := startServe(t, []string{"--data-dir", data, "--nats-listen", addr, "--nats-config", conf}, ready)
 	for i := range 8 {
 		if code, out, errOut := reserve("agent-acme", "CHANGE-ME-acme", "_INBOX_acme", fmt.Sprintf("tenant:acme/run:s%d", i)); code != exitOK {
 			t.Fatalf("agent-acme reserve %d after the restart: exit %d: %s%s", i, code, out, errOut)
@@ -191,6 +191,16 @@ include ./accounts.conf
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
+	// No new connection until the reload is done: nats-server 2.15.2
+	// checks the connected clients' credentials during a reload without
+	// the lock their CONNECT is parsed under (the race detector caught a
+	// CLI connection arriving mid-reload).
+	natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if !strings.Contains(serveLog.String(), "--nats-config reloaded") {
+			return errors.New("no reload in serve's log yet")
+		}
+		return nil
+	})
 	natstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
 		if code, _, _ := as("agent-acme", "CHANGE-ME-acme", "_INBOX_acme", "balance", "--scope", "tenant:acme"); code == exitOK {
 			return errors.New("the old password still works")
