@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -392,23 +391,15 @@ func ackSeq(data []byte) (uint64, bool) {
 		rest = d
 	}
 	digits, ok := bytes.CutPrefix(rest[q:], []byte(seq))
-	if !ok || len(digits) < 2 || len(digits) > 21 || digits[len(digits)-1] != '}' {
+	if !ok {
 		return 0, false
 	}
-	digits = digits[:len(digits)-1]
-	if digits[0] == '0' && len(digits) > 1 {
+	if digits, ok = bytes.CutSuffix(digits, []byte("}")); !ok || len(digits) > 1 && digits[0] == '0' {
 		return 0, false // JSON has no leading zeros
 	}
-	var n uint64
-	for _, c := range digits {
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		d := uint64(c - '0')
-		if n > (math.MaxUint64-d)/10 {
-			return 0, false
-		}
-		n = n*10 + d
+	n, err := strconv.ParseUint(string(digits), 10, 64)
+	if err != nil {
+		return 0, false
 	}
 	return n, true
 }
