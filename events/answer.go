@@ -265,9 +265,8 @@ func AppendResultAnswer(b []byte, v any) []byte { return AppendResultAnswerViews
 // same list again.
 func AppendResultAnswerViews(b []byte, v any, views []byte) []byte {
 	b = append(b, `{"result":`...)
-	w := writer{b: b, views: views}
-	if w.result(v) && !w.failed {
-		return append(w.b, '}')
+	if r, ok := appendResult(b, v, views); ok {
+		return append(r, '}')
 	}
 	r, err := json.Marshal(v)
 	if err != nil {

@@ -86,13 +86,16 @@ func encodeEvent(ev *Event) (raw, views []byte, ok bool) {
 // BudgetDeleteResult, BudgetAdjustResult, ReservationView), passed by
 // value. For any other value, or one only json.Marshal can render (or
 // refuse), it returns b unchanged and false: the caller uses json.Marshal.
-func AppendResult(b []byte, v any) ([]byte, bool) {
-	w := getWriter()
-	defer putWriter(w)
+func AppendResult(b []byte, v any) ([]byte, bool) { return appendResult(b, v, nil) }
+
+// appendResult is AppendResult, copying views (if not nil) as the
+// result's instance list (AppendResultAnswerViews).
+func appendResult(b []byte, v any, views []byte) ([]byte, bool) {
+	w := writer{b: b, views: views}
 	if !w.result(v) || w.failed {
 		return b, false
 	}
-	return append(b, w.b...), true
+	return w.b, true
 }
 
 // appendRequest appends the canonical encoding of a parsed request (what
