@@ -169,22 +169,27 @@ func unsubscribeAll(subs []*nats.Subscription) {
 // createScratch (re)creates a scratch stream on subject with the ledger's
 // storage and replicas, deleting a leftover of an interrupted run first.
 func createScratch(ctx context.Context, js jetstream.JetStream, name, subject string, replicas int) error {
+	return createScratchConfig(ctx, js, jetstream.StreamConfig{
+		Name:      name,
+		Subjects:  []string{subject},
+		Retention: jetstream.LimitsPolicy,
+		Storage:   jetstream.FileStorage,
+		Replicas:  replicas,
+		Discard:   jetstream.DiscardOld,
+	})
+}
+
+// createScratchConfig (re)creates the scratch stream sc, deleting a
+// leftover of an interrupted run first.
+func createScratchConfig(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig) error {
 	ctx, cancel := context.WithTimeout(ctx, assetTimeout)
 	defer cancel()
-	if err := js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
-		return fmt.Errorf("bench: delete leftover stream %s: %w", name, err)
+	if err := js.DeleteStream(ctx, sc.Name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("bench: delete leftover stream %s: %w", sc.Name, err)
 	}
-	_, err := js.CreateStream(ctx, jetstream.StreamConfig{
-		Name:        name,
-		Description: "tally bench scratch stream; deleted when the bench ends",
-		Subjects:    []string{subject},
-		Retention:   jetstream.LimitsPolicy,
-		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
-		Discard:     jetstream.DiscardOld,
-	})
-	if err != nil {
-		return fmt.Errorf("bench: create stream %s: %w", name, err)
+	sc.Description = "tally bench scratch stream; deleted when the bench ends"
+	if _, err := js.CreateStream(ctx, sc); err != nil {
+		return fmt.Errorf("bench: create stream %s: %w", sc.Name, err)
 	}
 	return nil
 }

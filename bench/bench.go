@@ -79,7 +79,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 }
 
 // measure runs phases against a serving deployment and fills rep: with
-// baselines B0, B1 and B1-padded, with tally the budgets' setup and the
+// baselines B0, B1, B1-padded and B1-contract, with tally the budgets' setup and the
 // tally phase, and with Config.Baseline the raw publish (on the baselines'
 // server), the replay and the ratios (once tally is measured).
 func measure(ctx context.Context, cfg Config, dep *deployment, load *tallyLoad, rep *Report, baselines, tally bool) error {
@@ -136,6 +136,11 @@ func measure(ctx context.Context, cfg Config, dep *deployment, load *tallyLoad, 
 				return err
 			}
 		}
+		if cfg.B1Contract {
+			if rep.B1Contract, err = runB1Contract(ctx, cfg, conns, resp, js, dep, load); err != nil {
+				return err
+			}
+		}
 	}
 	if !tally {
 		// The baselines' server stops next: raw publish, a yardstick of
@@ -187,6 +192,11 @@ func measure(ctx context.Context, cfg Config, dep *deployment, load *tallyLoad, 
 			P99VsB0:               ratio(t.Latency.P99, rep.B0.Latency.P99),
 			P50VsB1:               ratio(t.Latency.P50, rep.B1.Latency.P50),
 			P99VsB1:               ratio(t.Latency.P99, rep.B1.Latency.P99),
+		}
+		if c := rep.B1Contract; c != nil {
+			rep.Ratios.DecisionsVsB1Contract = ratio(t.DecisionsPerS, c.RequestsPerS)
+			rep.Ratios.P99VsB1Contract = ratio(t.Latency.P99, c.Latency.P99)
+			rep.Ratios.B1ContractVsB1 = ratio(c.RequestsPerS, rep.B1.RequestsPerS)
 		}
 	}
 	return nil

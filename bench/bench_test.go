@@ -487,6 +487,39 @@ func TestBenchCluster3(t *testing.T) {
 	}
 }
 
+// --b1-contract adds the contract floor's phase: it answers every request
+// of the tally phase's steps, and the report gives its row, the sizes of a
+// reserve's event and answer, and the ratios, in the JSON and the text.
+func TestBenchContractFloor(t *testing.T) {
+	rep, err := bench.Run(context.Background(), bench.Config{Target: bench.TargetEmbedded, Sync: bench.SyncInterval,
+		Partitions: testPartitions, Clients: 4, Duration: 400 * time.Millisecond, Roots: 6, Baseline: true, B1Contract: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := rep.B1Contract
+	if c == nil || c.Requests == 0 || c.Errors != 0 || c.AppendBytes < 1000 || c.AnswerBytes < 1000 {
+		t.Fatalf("contract floor %+v", c)
+	}
+	if q := rep.Ratios; q == nil || q.DecisionsVsB1Contract <= 0 || q.B1ContractVsB1 <= 0 || q.P99VsB1Contract <= 0 {
+		t.Errorf("ratios %+v", q)
+	}
+	var js, text bytes.Buffer
+	if err := rep.WriteJSON(&js); err != nil {
+		t.Fatal(err)
+	}
+	if m := checkReportJSON(t, js.Bytes(), true); m["b1_contract"] == nil {
+		t.Errorf("JSON without b1_contract: %s", js.Bytes())
+	}
+	if err := rep.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"\nB1 contract ", "tally ÷ B1 contract: throughput "} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("text report without %q:\n%s", want, text.String())
+		}
+	}
+}
+
 // The scratch streams of the baselines are gone after the run.
 func TestBenchDeletesScratchStreams(t *testing.T) {
 	srv := natstest.RunServer(t, natstest.WithPartitions(testPartitions))
@@ -545,6 +578,8 @@ func TestConfigValidate(t *testing.T) {
 		{"b1 append bytes without baseline", bench.Config{NATSURL: "u", B1AppendBytes: 1400}, "b1-append-bytes needs --baseline"},
 		{"b1 answer bytes", bench.Config{NATSURL: "u", Baseline: true, B1AnswerBytes: bench.MaxB1AppendBytes + 1}, "b1-answer-bytes"},
 		{"b1 answer bytes without baseline", bench.Config{NATSURL: "u", B1AnswerBytes: 1400}, "b1-answer-bytes needs --baseline"},
+		{"b1 contract without baseline", bench.Config{Target: bench.TargetEmbedded, B1Contract: true}, "b1-contract needs --baseline"},
+		{"b1 contract on a running tally", bench.Config{NATSURL: "u", Baseline: true, B1Contract: true}, "--embedded or --cluster3"},
 		{"partitions", bench.Config{Target: bench.TargetEmbedded, Partitions: streams.MaxPartitions + 1}, "partitions"},
 		{"ok", bench.Config{NATSURL: "u"}, ""},
 		{"ok embedded", bench.Config{Target: bench.TargetCluster3, Sync: bench.SyncInterval, Rate: 100}, ""},

@@ -171,6 +171,14 @@ type Config struct {
 	// B1AppendBytes, a minimal durable ledger moving tally's bytes, so
 	// what remains between it and tally is tally's own work. 0: the ack.
 	B1AnswerBytes int
+	// B1Contract, with Baseline, also measures the contract floor
+	// ("B1-contract", contract.go): a B1 whose requests, appends and
+	// answers carry what tally's do through the server (the same request
+	// bodies and mapping, events and answers of tally's sizes on the
+	// partition streams' configuration and subjects, with tally's fence and
+	// dedupe headers, pipelined) and that decides nothing. Only with the
+	// servers the bench starts, whose mapping it extends.
+	B1Contract bool
 	// Rate, if positive, paces the clients (open loop) to this many
 	// decisions/s over all of them; latency is then measured from each
 	// request's scheduled time, so a stall is not hidden (no coordinated
@@ -313,6 +321,12 @@ func (c Config) Validate() error {
 	}
 	if c.B1AnswerBytes > 0 && !c.Baseline {
 		return errors.New("bench: b1-answer-bytes needs --baseline")
+	}
+	if c.B1Contract && !c.Baseline {
+		return errors.New("bench: b1-contract needs --baseline")
+	}
+	if c.B1Contract && c.Target != TargetEmbedded && c.Target != TargetCluster3 {
+		return errors.New("bench: b1-contract maps subjects on the servers the bench starts: use --embedded or --cluster3")
 	}
 	if c.Rate < 0 || c.Rate > MaxRate {
 		return fmt.Errorf("bench: rate %g: must be 0 (closed loop) to %d decisions/s", c.Rate, MaxRate)

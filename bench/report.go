@@ -29,7 +29,10 @@ type Report struct {
 	B0 *Load `json:"b0,omitempty"`
 	B1 *Load `json:"b1,omitempty"`
 	// B1Padded is B1 appending Config.B1AppendBytes per request.
-	B1Padded   *Load       `json:"b1_padded,omitempty"`
+	B1Padded *Load `json:"b1_padded,omitempty"`
+	// B1Contract is the contract floor (Config.B1Contract); its
+	// AppendBytes and AnswerBytes are those of a reserve.
+	B1Contract *Load       `json:"b1_contract,omitempty"`
 	RawPublish *Throughput `json:"raw_publish,omitempty"`
 	Replay     *Throughput `json:"replay,omitempty"`
 	Ratios     *Ratios     `json:"ratios,omitempty"`
@@ -231,6 +234,11 @@ type Ratios struct {
 	P99VsB0               float64 `json:"p99_vs_b0"`
 	P50VsB1               float64 `json:"p50_vs_b1"`
 	P99VsB1               float64 `json:"p99_vs_b1"`
+	// With the contract floor: tally's throughput and p99 over its, and
+	// its throughput over B1's.
+	DecisionsVsB1Contract float64 `json:"decisions_vs_b1_contract,omitempty"`
+	P99VsB1Contract       float64 `json:"p99_vs_b1_contract,omitempty"`
+	B1ContractVsB1        float64 `json:"b1_contract_vs_b1,omitempty"`
 }
 
 // WriteJSON writes the report as indented JSON.
@@ -315,6 +323,9 @@ func (r *Report) WriteText(w io.Writer) error {
 		}
 		row(name, r.B1Padded.RequestsPerS, r.B1Padded.Errors, r.B1Padded.Latency, r.B1Padded.CPUPerRequestUS, baselineFsync)
 	}
+	if c := r.B1Contract; c != nil {
+		row("B1 contract", c.RequestsPerS, c.Errors, c.Latency, c.CPUPerRequestUS, baselineFsync)
+	}
 	t := r.Tally
 	row("tally", t.DecisionsPerS, t.Errors, t.Latency, t.CPUPerDecisionUS, s.Fsync)
 	fmt.Fprintf(&b, "\ntally: %d decisions (%d reserves: %d granted, %d denied; %d commits, %d releases, %d decides) in %.1fs; %.0f reserves/s\n",
@@ -345,6 +356,10 @@ func (r *Report) WriteText(w io.Writer) error {
 	if q := r.Ratios; q != nil {
 		fmt.Fprintf(&b, "\ntally ÷ B0: throughput %.2f, p50 %.2f, p99 %.2f\n", q.DecisionsVsB0, q.P50VsB0, q.P99VsB0)
 		fmt.Fprintf(&b, "tally ÷ B1: throughput %.2f, p50 %.2f, p99 %.2f\n", q.DecisionsVsB1, q.P50VsB1, q.P99VsB1)
+		if r.B1Contract != nil {
+			fmt.Fprintf(&b, "tally ÷ B1 contract: throughput %.2f, p99 %.2f (B1 contract ÷ B1: throughput %.2f; a reserve's event %d B, its answer %d B)\n",
+				q.DecisionsVsB1Contract, q.P99VsB1Contract, q.B1ContractVsB1, r.B1Contract.AppendBytes, r.B1Contract.AnswerBytes)
+		}
 		fmt.Fprintf(&b, "tally ÷ raw publish: throughput %.3f\n", q.DecisionsVsRawPublish)
 	}
 	_, err := io.WriteString(w, b.String())

@@ -96,6 +96,20 @@ func newTallyLoad(cfg Config, tag string) *tallyLoad {
 	return t
 }
 
+// under is a copy of t whose requests go to prefix.req.<root>.<op> instead
+// of tally's subjects (and report no grants).
+func (t *tallyLoad) under(prefix string) *tallyLoad {
+	u := *t
+	u.onGranted = nil
+	u.subjects = make([]opSubjects, len(t.roots))
+	for r, root := range t.roots {
+		subj := func(op events.Op) string { return prefix + ".req." + root + "." + string(op) }
+		u.subjects[r] = opSubjects{reserve: subj(events.OpReserve), commit: subj(events.OpCommit),
+			release: subj(events.OpRelease), decide: subj(events.OpDecide)}
+	}
+	return &u
+}
+
 // step runs one agent call: reserve then commit or release, or one decide.
 // Client i's k-th step goes to root (i + k·clients) mod roots, so every
 // client visits every root and every root sees every client.

@@ -309,11 +309,21 @@ func Open(ctx context.Context, js jetstream.JetStream) (Layout, error) {
 // partitionStreamConfig is the configuration of partition n's stream: an
 // append-only, never-expiring, undeletable log.
 func partitionStreamConfig(n int, cfg Config) jetstream.StreamConfig {
+	c := StreamConfigLike(StreamName(n), EventWildcard(n), cfg)
+	c.Description = fmt.Sprintf("tally events of partition %d", n)
+	return c
+}
+
+// StreamConfigLike is the configuration of a partition stream (cfg's
+// replicas and dedupe window, defaults for zero fields) under another
+// name and subject: the bench's contract floor appends to streams
+// configured as the ledger's.
+func StreamConfigLike(name, subject string, cfg Config) jetstream.StreamConfig {
+	cfg = cfg.withDefaults()
 	return jetstream.StreamConfig{
-		Name:        StreamName(n),
-		Description: fmt.Sprintf("tally events of partition %d", n),
-		Subjects:    []string{EventWildcard(n)},
-		Retention:   jetstream.LimitsPolicy,
+		Name:      name,
+		Subjects:  []string{subject},
+		Retention: jetstream.LimitsPolicy,
 		// No limits at all: MaxAge, MaxMsgs, MaxBytes or TTLs would delete
 		// history. Should a limit ever be set, DiscardNew refuses appends
 		// instead of dropping old events.

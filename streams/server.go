@@ -271,6 +271,36 @@ func ApplyMapping(s *server.Server, account string, p int) error {
 	return nil
 }
 
+// MapPartitions adds to a running server's account (named; "" the global
+// account) the request mapping's shape under another prefix:
+// prefix.req.<root>.<op> to prefix.p.<partition>.<root>.<op> for p
+// partitions, the partition computed as for tally's requests. The bench's
+// contract floor routes its requests through it, so that they cost the
+// server what tally's do. UnmapPartitions removes it.
+func MapPartitions(s *server.Server, account, prefix string, p int) error {
+	if err := validatePartitions(p); err != nil {
+		return err
+	}
+	acc, err := accountOf(s, account)
+	if err != nil {
+		return fmt.Errorf("map partitions: %w", err)
+	}
+	if err := acc.AddMapping(mappingSource(prefix), mappingDestination(prefix, p)); err != nil {
+		return fmt.Errorf("map %s for %d partitions: %w", mappingSource(prefix), p, err)
+	}
+	return nil
+}
+
+// UnmapPartitions removes what MapPartitions added.
+func UnmapPartitions(s *server.Server, account, prefix string) error {
+	acc, err := accountOf(s, account)
+	if err != nil {
+		return fmt.Errorf("unmap partitions: %w", err)
+	}
+	acc.RemoveMapping(mappingSource(prefix))
+	return nil
+}
+
 // serverLog adapts nats-server's logger to slog and remembers the last error,
 // so that a server that fails to start explains why. Its Fatalf does not
 // exit: StartServer reports the failure.

@@ -146,12 +146,18 @@ func Partition(root string, p int) int {
 }
 
 // MappingSource is the subject pattern that the request mapping rewrites.
-const MappingSource = "tally.v1.req.*.*"
+const MappingSource = Prefix + "." + reqToken + ".*.*"
 
 // MappingDestination is where the request mapping sends MappingSource for p
 // partitions: the partition token is FNV-1a of the root token mod p.
-func MappingDestination(p int) string {
-	return fmt.Sprintf("%s.%s.{{partition(%d,1)}}.{{wildcard(1)}}.{{wildcard(2)}}", Prefix, partitionToken, p)
+func MappingDestination(p int) string { return mappingDestination(Prefix, p) }
+
+// mappingSource and mappingDestination are the request mapping under
+// prefix (Prefix for tally's own).
+func mappingSource(prefix string) string { return prefix + "." + reqToken + ".*.*" }
+
+func mappingDestination(prefix string, p int) string {
+	return fmt.Sprintf("%s.%s.{{partition(%d,1)}}.{{wildcard(1)}}.{{wildcard(2)}}", prefix, partitionToken, p)
 }
 
 // Mapping is the nats-server configuration block that maps requests to

@@ -40,6 +40,7 @@ type benchFlags struct {
 	rate       float64
 	b1Append   int
 	b1Answer   int
+	b1Contract bool
 	baseline   bool
 	timeout    time.Duration
 
@@ -72,6 +73,7 @@ func runBench(ctx context.Context, e *env, args []string) int {
 	fs.StringVar(&f.mix, "mix", string(bench.DefaultMix), "what each agent does: reserve-commit, reserve-release or decide")
 	fs.IntVar(&f.b1Append, "b1-append-bytes", 0, "with --baseline: also measure B1 appending records padded to this many bytes (e.g. the size of tally's events, to separate their cost from tally's own work)")
 	fs.IntVar(&f.b1Answer, "b1-answer-bytes", 0, "with --baseline: also measure B1 answering with its ack padded to this many bytes (e.g. the size of tally's answers); with --b1-append-bytes, in the same phase")
+	fs.BoolVar(&f.b1Contract, "b1-contract", false, "with --baseline and --embedded or --cluster3: also measure the contract floor, a B1 carrying what tally's decisions carry through the server (tally's requests, subject mapping, event and answer sizes, stream configuration and subjects, fence and dedupe headers) that decides nothing")
 	fs.Float64Var(&f.rate, "rate", 0, "open loop: target decisions/s over all clients (0: closed loop, as fast as answers come)")
 	fs.BoolVar(&f.baseline, "baseline", false, "also measure, in the same run: B0 (answer at once), B1 (append, answer after the ack), raw async publish and replay")
 	fs.DurationVar(&f.timeout, "timeout", bench.DefaultTimeout, "how long one attempt of a request waits for its answer")
@@ -195,7 +197,7 @@ func (f *benchFlags) config(e *env) (bench.Config, int) {
 	cfg.Clients, cfg.Duration, cfg.Roots, cfg.SingleRoot = f.clients, f.duration, f.roots, f.singleRoot
 	cfg.Warmup = f.warmup
 	cfg.Mix, cfg.Rate, cfg.Baseline, cfg.Timeout = bench.Mix(f.mix), f.rate, f.baseline, f.timeout
-	cfg.B1AppendBytes, cfg.B1AnswerBytes, cfg.ProfileDir = f.b1Append, f.b1Answer, f.profileDir
+	cfg.B1AppendBytes, cfg.B1AnswerBytes, cfg.B1Contract, cfg.ProfileDir = f.b1Append, f.b1Answer, f.b1Contract, f.profileDir
 	if f.profileDir != "" && f.cpuProfile != "" {
 		return cfg, e.usageErr("--profile-dir and --cpuprofile both profile the process: choose one")
 	}
