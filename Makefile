@@ -47,15 +47,15 @@ bench:
 bench-recovery:
 	TALLY_RECOVERY_EVENTS=1000000 $(GO) test -count=1 -timeout 30m -run TestRecoveryTime -v ./enforcer
 
-## bench-table: every row of BENCHMARKS.md's "Where tally stands" and the padded B1 after it, one after the other (~14 min);
+## bench-table: every row of BENCHMARKS.md's "Where tally stands", the padded B1 and the contract floor after it, one after the other (~15 min);
 ## each command's report goes to $(BENCH_OUT)/<row>.txt. Run it on an otherwise idle machine.
 BENCH_OUT ?= bench-out
 bench-table: build
 	@mkdir -p $(BENCH_OUT)
 	@set -e; row() { name=$$1; shift; echo "$$name: $$*"; "$$@" > $(BENCH_OUT)/$$name.txt 2>&1; }; \
 	row interval      ./$(BIN) bench --embedded --sync interval --baseline --duration 10s --warmup 20s; \
-	row interval-half ./$(BIN) bench --embedded --sync interval --rate 7000 --baseline --duration 10s --warmup 20s; \
-	row interval-bytes ./$(BIN) bench --embedded --sync interval --baseline --b1-append-bytes 1400 --b1-answer-bytes 1400 --duration 10s --warmup 10s; \
+	row interval-half ./$(BIN) bench --embedded --sync interval --rate 7000 --baseline --b1-contract --duration 10s --warmup 20s; \
+	row interval-bytes ./$(BIN) bench --embedded --sync interval --baseline --b1-append-bytes 1400 --b1-answer-bytes 1400 --b1-contract --duration 10s --warmup 10s; \
 	row always        ./$(BIN) bench --embedded --sync always --baseline --duration 10s --warmup 10s; \
 	row always-half   ./$(BIN) bench --embedded --sync always --rate 4000 --baseline --duration 10s --warmup 10s; \
 	row always-1500   ./$(BIN) bench --embedded --sync always --rate 1500 --baseline --duration 10s --warmup 10s; \
