@@ -79,9 +79,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 }
 
 // measure runs phases against a serving deployment and fills rep: with
-// baselines B0, B1, B1-padded and B1-contract, with tally the budgets' setup and the
-// tally phase, and with Config.Baseline the raw publish (on the baselines'
-// server), the replay and the ratios (once tally is measured).
+// baselines B0, B1, B1-padded and B1-contract, with tally the budgets'
+// setup and the tally phase, and with Config.Baseline the raw publish (on
+// the baselines' server), the replay and the ratios (once tally is
+// measured).
 func measure(ctx context.Context, cfg Config, dep *deployment, load *tallyLoad, rep *Report, baselines, tally bool) error {
 	ctl, err := dep.dial(strings.Join(dep.urls, ","), benchOwner+"-control")
 	if err != nil {

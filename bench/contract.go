@@ -24,16 +24,17 @@ import (
 
 // The contract floor ("B1-contract"): B1 carrying, per request, everything
 // DESIGN makes a decision carry through the server — and deciding nothing.
-// Its requests are tally's own (the same bodies, reserve then commit) sent
+// Its requests are the tally phase's own (the same steps and bodies), sent
 // to subjects under contractPrefix that the server maps to partitions as it
-// maps tally's; a responder per partition, in the partition's queue group,
-// appends per request one event of the size tally writes for it (rendered
-// once, by the core, for the bench's hierarchy) to a stream configured as
-// the partition streams, on the event's subject, with Nats-Msg-Id, the
-// expected last sequence and the previous message's id, pipelined, and
-// answers after the ack with an answer of the size tally's. What tally
-// takes beyond it is its own work: parsing, deciding, encoding, the hash
-// chain, ordering the answers.
+// maps tally's; a responder per partition, in a queue group, appends per
+// request the event tally writes for it (rendered once, by the core, for
+// the bench's hierarchy) to a stream configured as the partition streams,
+// on the event's subject, with Nats-Msg-Id, the expected last sequence and
+// the previous message's id, pipelined, and answers after the ack with
+// tally's answer to it (a decide appends nothing and is answered at once).
+// What tally takes beyond it is its own work: parsing and hashing the
+// request, deciding, applying, encoding, the hash chain, ordering the
+// answers.
 const (
 	contractPrefix       = "tally.bench.c"
 	contractStreamPrefix = "TALLY_BENCH_C"
