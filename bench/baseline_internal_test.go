@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tallyledger/tally/internal/natstest"
@@ -17,12 +19,7 @@ import (
 // size too when answers are padded; unpadded, it appends the request as it
 // came and answers with the ack as it came.
 func TestB1Padding(t *testing.T) {
-	srv := natstest.RunServer(t)
-	nc := natstest.Connect(t, srv)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, nc, js := scratchServer(t)
 	ctx := context.Background()
 	if err := createScratch(ctx, js, b1Stream, b1AppendSubject, 1); err != nil {
 		t.Fatal(err)
@@ -61,4 +58,17 @@ func TestB1Padding(t *testing.T) {
 			t.Errorf("%+v: appended %d bytes %q…, want %d starting with the request", c, len(m.Data), m.Data[:min(len(m.Data), 40)], want)
 		}
 	}
+}
+
+// scratchServer starts a server with JetStream for the test and returns it,
+// a connection to it and a JetStream context on that connection.
+func scratchServer(t *testing.T) (*server.Server, *nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	srv := natstest.RunServer(t)
+	nc := natstest.Connect(t, srv)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv, nc, js
 }

@@ -215,17 +215,15 @@ func runB1Contract(ctx context.Context, cfg Config, conns []*nats.Conn, resp *na
 		return nil, err
 	}
 	p := dep.partitions
-	for n := range p {
-		name := contractStream(n)
-		if err := createScratchConfig(ctx, js, streams.StreamConfigLike(name, contractPrefix+".ev."+strconv.Itoa(n)+".>",
-			streams.Config{Replicas: dep.replicas})); err != nil {
-			return nil, err
-		}
-		defer func() {
-			if derr := deleteScratch(ctx, js, name); err == nil && derr != nil {
+	defer func() {
+		for n := range p { // those not created are not found: no error
+			if derr := deleteScratch(ctx, js, contractStream(n)); err == nil && derr != nil {
 				l, err = nil, derr
 			}
-		}()
+		}
+	}()
+	if err := createContractStreams(ctx, js, p, dep.replicas); err != nil {
+		return nil, err
 	}
 	if err := mapContract(dep.servers, p); err != nil {
 		return nil, err
@@ -252,6 +250,18 @@ func runB1Contract(ctx context.Context, cfg Config, conns []*nats.Conn, resp *na
 
 // contractStream is the name of the floor's stream of partition n.
 func contractStream(n int) string { return contractStreamPrefix + strconv.Itoa(n) }
+
+// createContractStreams (re)creates the floor's streams of p partitions,
+// configured as the partition streams, each on its events' subjects.
+func createContractStreams(ctx context.Context, js jetstream.JetStream, p, replicas int) error {
+	for n := range p {
+		sc := streams.StreamConfigLike(contractStream(n), contractPrefix+".ev."+strconv.Itoa(n)+".>", streams.Config{Replicas: replicas})
+		if err := createScratchConfig(ctx, js, sc); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // subscribeContract starts the floor's responder of each of p partitions
 // on nc, each with its own ack inbox, and returns the subscriptions.

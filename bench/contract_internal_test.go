@@ -13,7 +13,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tallyledger/tally/events"
-	"github.com/tallyledger/tally/internal/natstest"
 	"github.com/tallyledger/tally/streams"
 )
 
@@ -56,18 +55,10 @@ func TestContractEvents(t *testing.T) {
 // request is answered with an error.
 func TestContractFloor(t *testing.T) {
 	const p = 2
-	srv := natstest.RunServer(t)
-	nc := natstest.Connect(t, srv)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, nc, js := scratchServer(t)
 	ctx := context.Background()
-	for n := range p {
-		if err := createScratchConfig(ctx, js, streams.StreamConfigLike(contractStream(n),
-			contractPrefix+".ev."+strconv.Itoa(n)+".>", streams.Config{Replicas: 1})); err != nil {
-			t.Fatal(err)
-		}
+	if err := createContractStreams(ctx, js, p, 1); err != nil {
+		t.Fatal(err)
 	}
 	if err := mapContract([]*server.Server{srv}, p); err != nil {
 		t.Fatal(err)
