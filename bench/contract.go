@@ -25,7 +25,7 @@ import (
 // The contract floor ("B1-contract"): B1 carrying, per request, everything
 // DESIGN makes a decision carry through the server — and deciding nothing.
 // Its requests are the tally phase's own (the same steps and bodies), sent
-// to subjects under contractPrefix that the server maps to partitions as it
+// to subjects of contractFamily that the server maps to partitions as it
 // maps tally's; a responder per partition, in a queue group, appends per
 // request the event tally writes for it (rendered once, by the core, for
 // the bench's hierarchy) to a stream configured as the partition streams,
@@ -36,8 +36,8 @@ import (
 // request, deciding, applying, encoding, the hash chain, ordering the
 // answers.
 const (
-	contractPrefix       = "tally.bench.c"
-	contractStreamPrefix = "TALLY_BENCH_C"
+	contractFamily       streams.Family = "tally.bench.c"
+	contractStreamPrefix                = "TALLY_BENCH_C"
 )
 
 // contractEvent is what the floor appends and answers for one operation.
@@ -124,7 +124,8 @@ func contractEvents(load *tallyLoad) (map[events.Op]contractEvent, error) {
 // subscription's callbacks run one at a time.
 type contractResponder struct {
 	nc        *nats.Conn
-	n         string // the partition, as a subject token
+	n         int
+	reqPrefix string // of its requests' subjects, up to the root
 	ackPrefix string
 	events    map[events.Op]contractEvent
 	token     atomic.Uint64
@@ -150,8 +151,7 @@ func (r *contractResponder) onRequest(m *nats.Msg) {
 	if m.Reply == "" {
 		return
 	}
-	// prefix.p.<n>.<root>.<op>
-	rest := m.Subject[len(contractPrefix)+len(".p.")+len(r.n)+1:]
+	rest := m.Subject[len(r.reqPrefix):] // <root>.<op>
 	dot := strings.LastIndexByte(rest, '.')
 	ev, ok := r.events[events.Op(rest[dot+1:])]
 	switch {
@@ -162,7 +162,7 @@ func (r *contractResponder) onRequest(m *nats.Msg) {
 		_ = m.Respond(ev.answer)
 		return
 	}
-	msg := nats.NewMsg(contractPrefix + ".ev." + r.n + "." + rest[:dot] + "." + ev.typ)
+	msg := nats.NewMsg(contractFamily.Event(r.n, rest[:dot], ev.typ))
 	msg.Data = ev.event
 	id := ulid.Make().String()
 	msg.Header.Set(jetstream.MsgIDHeader, id)
@@ -238,7 +238,7 @@ func runB1Contract(ctx context.Context, cfg Config, conns []*nats.Conn, resp *na
 		return nil, err
 	}
 	defer unsubscribeAll(subs)
-	res, err := phase{name: "B1-contract", unit: "requests", conns: conns, cfg: cfg, step: load.under(contractPrefix).step}.run(ctx)
+	res, err := phase{name: "B1-contract", unit: "requests", conns: conns, cfg: cfg, step: load.under(contractFamily).step}.run(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -255,7 +255,7 @@ func contractStream(n int) string { return contractStreamPrefix + strconv.Itoa(n
 // configured as the partition streams, each on its events' subjects.
 func createContractStreams(ctx context.Context, js jetstream.JetStream, p, replicas int) error {
 	for n := range p {
-		sc := streams.StreamConfigLike(contractStream(n), contractPrefix+".ev."+strconv.Itoa(n)+".>", streams.Config{Replicas: replicas})
+		sc := streams.StreamConfigLike(contractStream(n), contractFamily.EventWildcard(n), streams.Config{Replicas: replicas})
 		if err := createScratchConfig(ctx, js, sc); err != nil {
 			return err
 		}
@@ -268,14 +268,16 @@ func createContractStreams(ctx context.Context, js jetstream.JetStream, p, repli
 func subscribeContract(nc *nats.Conn, p int, evs map[events.Op]contractEvent) ([]*nats.Subscription, error) {
 	var subs []*nats.Subscription
 	for n := range p {
-		r := &contractResponder{nc: nc, n: strconv.Itoa(n), ackPrefix: nc.NewInbox(), events: evs, pending: map[string]contractPending{}}
+		wildcard := contractFamily.PartitionWildcard(n)
+		r := &contractResponder{nc: nc, n: n, reqPrefix: strings.TrimSuffix(wildcard, ">"), ackPrefix: nc.NewInbox(), events: evs,
+			pending: map[string]contractPending{}}
 		acks, err := nc.Subscribe(r.ackPrefix+".*", r.onAck)
 		if err != nil {
 			unsubscribeAll(subs)
 			return nil, fmt.Errorf("bench: contract floor ack inbox: %w", err)
 		}
 		subs = append(subs, acks)
-		sub, err := nc.QueueSubscribe(contractPrefix+".p."+r.n+".>", responderQueue, r.onRequest)
+		sub, err := nc.QueueSubscribe(wildcard, responderQueue, r.onRequest)
 		if err != nil {
 			unsubscribeAll(subs)
 			return nil, fmt.Errorf("bench: contract floor responder: %w", err)
@@ -289,7 +291,7 @@ func subscribeContract(nc *nats.Conn, p int, evs map[events.Op]contractEvent) ([
 // server (the mapping applies where the client is connected).
 func mapContract(servers []*server.Server, p int) error {
 	for _, s := range servers {
-		if err := streams.MapPartitions(s, "", contractPrefix, p); err != nil {
+		if err := streams.MapPartitions(s, "", contractFamily, p); err != nil {
 			return fmt.Errorf("bench: %w", err)
 		}
 	}
@@ -298,7 +300,7 @@ func mapContract(servers []*server.Server, p int) error {
 
 func unmapContract(servers []*server.Server) error {
 	for _, s := range servers {
-		if err := streams.UnmapPartitions(s, "", contractPrefix); err != nil {
+		if err := streams.UnmapPartitions(s, "", contractFamily); err != nil {
 			return fmt.Errorf("bench: %w", err)
 		}
 	}

@@ -73,7 +73,7 @@ func TestContractFloor(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unsubscribeAll(subs)
-	under := load.under(contractPrefix)
+	under := load.under(contractFamily)
 	request := func(subject string) string {
 		t.Helper()
 		m, err := nc.Request(subject, []byte(`{}`), 5*time.Second)
@@ -101,7 +101,7 @@ func TestContractFloor(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s: message %d of partition %d: %v", subj, appended[n], n, err)
 			}
-			if want := contractPrefix + ".ev." + strconv.Itoa(n) + "." + root + "." + evs[op].typ; m.Subject != want {
+			if want := string(contractFamily) + ".ev." + strconv.Itoa(n) + "." + root + "." + evs[op].typ; m.Subject != want {
 				t.Errorf("%s: appended on %s, want %s", subj, m.Subject, want)
 			}
 			if string(m.Data) != string(evs[op].event) || m.Header.Get(jetstream.MsgIDHeader) == "" {
@@ -124,21 +124,21 @@ func TestContractFloor(t *testing.T) {
 			root = r
 		}
 	}
-	if _, err := js.Publish(ctx, contractPrefix+".ev.0."+root+".reservation.granted", []byte(`{}`)); err != nil {
+	if _, err := js.Publish(ctx, string(contractFamily)+".ev.0."+root+".reservation.granted", []byte(`{}`)); err != nil {
 		t.Fatal(err)
 	}
-	if got := request(contractPrefix + ".req." + root + ".reserve"); !strings.HasPrefix(got, `{"error":{"code":"APPEND_FAILED"`) ||
+	if got := request(string(contractFamily) + ".req." + root + ".reserve"); !strings.HasPrefix(got, `{"error":{"code":"APPEND_FAILED"`) ||
 		!strings.Contains(got, "10071") {
 		t.Errorf("an append past another writer's: answer %s", got)
 	}
-	if got := request(contractPrefix + ".req." + root + ".refund"); !strings.HasPrefix(got, errAnswerPrefix+codeBadAnswer) {
+	if got := request(string(contractFamily) + ".req." + root + ".refund"); !strings.HasPrefix(got, errAnswerPrefix+codeBadAnswer) {
 		t.Errorf("an unknown op: answer %s", got)
 	}
 
 	if err := unmapContract([]*server.Server{srv}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := nc.Request(contractPrefix+".req."+root+".reserve", []byte(`{}`), time.Second); !errors.Is(err, nats.ErrNoResponders) {
+	if _, err := nc.Request(string(contractFamily)+".req."+root+".reserve", []byte(`{}`), time.Second); !errors.Is(err, nats.ErrNoResponders) {
 		t.Errorf("after unmapping: %v, want no responders", err)
 	}
 }

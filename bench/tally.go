@@ -84,29 +84,32 @@ type opSubjects struct{ reserve, commit, release, decide string }
 func newTallyLoad(cfg Config, tag string) *tallyLoad {
 	t := &tallyLoad{mix: cfg.Mix, tag: tag, clients: cfg.Clients, attempts: cfg.Attempts, onGranted: cfg.OnGranted}
 	for r := range cfg.Roots {
-		root := benchRoot(r)
-		t.roots = append(t.roots, root)
-		t.subjects = append(t.subjects, opSubjects{
-			reserve: streams.RequestSubject(root, string(events.OpReserve)),
-			commit:  streams.RequestSubject(root, string(events.OpCommit)),
-			release: streams.RequestSubject(root, string(events.OpRelease)),
-			decide:  streams.RequestSubject(root, string(events.OpDecide)),
-		})
+		t.roots = append(t.roots, benchRoot(r))
 	}
+	t.subjects = subjectsOf(streams.Ledger, t.roots)
 	return t
 }
 
-// under is a copy of t whose requests go to prefix.req.<root>.<op> instead
-// of tally's subjects (and report no grants).
-func (t *tallyLoad) under(prefix string) *tallyLoad {
+// subjectsOf is the request subjects of each root in family f.
+func subjectsOf(f streams.Family, roots []string) []opSubjects {
+	subjects := make([]opSubjects, len(roots))
+	for r, root := range roots {
+		subjects[r] = opSubjects{
+			reserve: f.Request(root, string(events.OpReserve)),
+			commit:  f.Request(root, string(events.OpCommit)),
+			release: f.Request(root, string(events.OpRelease)),
+			decide:  f.Request(root, string(events.OpDecide)),
+		}
+	}
+	return subjects
+}
+
+// under is a copy of t whose requests go to family f's subjects instead of
+// tally's (and report no grants).
+func (t *tallyLoad) under(f streams.Family) *tallyLoad {
 	u := *t
 	u.onGranted = nil
-	u.subjects = make([]opSubjects, len(t.roots))
-	for r, root := range t.roots {
-		subj := func(op events.Op) string { return prefix + ".req." + root + "." + string(op) }
-		u.subjects[r] = opSubjects{reserve: subj(events.OpReserve), commit: subj(events.OpCommit),
-			release: subj(events.OpRelease), decide: subj(events.OpDecide)}
-	}
+	u.subjects = subjectsOf(f, t.roots)
 	return &u
 }
 

@@ -272,12 +272,11 @@ func ApplyMapping(s *server.Server, account string, p int) error {
 }
 
 // MapPartitions adds to a running server's account (named; "" the global
-// account) the request mapping's shape under another prefix:
-// prefix.req.<root>.<op> to prefix.p.<partition>.<root>.<op> for p
-// partitions, the partition computed as for tally's requests. The bench's
-// contract floor routes its requests through it, so that they cost the
-// server what tally's do. UnmapPartitions removes it.
-func MapPartitions(s *server.Server, account, prefix string, p int) error {
+// account) the request mapping of family f for p partitions, as
+// ApplyMapping does for the Ledger's. The bench's contract floor routes
+// its requests through it, so that they cost the server what tally's do.
+// UnmapPartitions removes it.
+func MapPartitions(s *server.Server, account string, f Family, p int) error {
 	if err := validatePartitions(p); err != nil {
 		return err
 	}
@@ -285,19 +284,19 @@ func MapPartitions(s *server.Server, account, prefix string, p int) error {
 	if err != nil {
 		return fmt.Errorf("map partitions: %w", err)
 	}
-	if err := acc.AddMapping(mappingSource(prefix), mappingDestination(prefix, p)); err != nil {
-		return fmt.Errorf("map %s for %d partitions: %w", mappingSource(prefix), p, err)
+	if err := acc.AddMapping(f.mappingSource(), f.mappingDestination(p)); err != nil {
+		return fmt.Errorf("map %s for %d partitions: %w", f.mappingSource(), p, err)
 	}
 	return nil
 }
 
 // UnmapPartitions removes what MapPartitions added.
-func UnmapPartitions(s *server.Server, account, prefix string) error {
+func UnmapPartitions(s *server.Server, account string, f Family) error {
 	acc, err := accountOf(s, account)
 	if err != nil {
 		return fmt.Errorf("unmap partitions: %w", err)
 	}
-	acc.RemoveMapping(mappingSource(prefix))
+	acc.RemoveMapping(f.mappingSource())
 	return nil
 }
 

@@ -40,12 +40,53 @@ const (
 // ErrBadSubject reports a subject that is not of the family a parser expects.
 var ErrBadSubject = errors.New("not a tally subject")
 
+// Family is tally's layout of request, partition and event subjects under
+// a prefix. Ledger is tally's own; the bench's contract floor lays its
+// subjects out the same way under a prefix of its own.
+type Family string
+
+// Ledger is the family of tally's subjects, under Prefix.
+const Ledger Family = Prefix
+
+// Request is the subject agents send op requests for root to:
+// <prefix>.req.<root>.<op>.
+func (f Family) Request(root, op string) string {
+	return string(f) + "." + reqToken + "." + root + "." + op
+}
+
+// PartitionWildcard is the subscription that receives every request of
+// partition n after the mapping: <prefix>.p.<n>.>.
+func (f Family) PartitionWildcard(n int) string {
+	return string(f) + "." + partitionToken + "." + strconv.Itoa(n) + ".>"
+}
+
+// Event is the subject of an event of type typ for root in partition n:
+// <prefix>.ev.<n>.<root>.<type>, root "" standing as NoRootToken.
+func (f Family) Event(n int, root, typ string) string {
+	if root == "" {
+		root = NoRootToken
+	}
+	return string(f) + "." + eventToken + "." + strconv.Itoa(n) + "." + root + "." + typ
+}
+
+// EventWildcard matches every event of partition n: <prefix>.ev.<n>.>.
+func (f Family) EventWildcard(n int) string {
+	return string(f) + "." + eventToken + "." + strconv.Itoa(n) + ".>"
+}
+
+// mappingSource is the pattern the family's request mapping rewrites, and
+// mappingDestination where it sends it for p partitions: the partition
+// token is FNV-1a of the root token mod p.
+func (f Family) mappingSource() string { return string(f) + "." + reqToken + ".*.*" }
+
+func (f Family) mappingDestination(p int) string {
+	return fmt.Sprintf("%s.%s.{{partition(%d,1)}}.{{wildcard(1)}}.{{wildcard(2)}}", f, partitionToken, p)
+}
+
 // RequestSubject is the subject agents send op requests for root to:
 // tally.v1.req.<root>.<op>. root and op must be single NATS tokens; roots
 // look like "tenant:acme" (':' is a legal token character).
-func RequestSubject(root, op string) string {
-	return Prefix + "." + reqToken + "." + root + "." + op
-}
+func RequestSubject(root, op string) string { return Ledger.Request(root, op) }
 
 // PartitionSubject is the subject a request for root lands on after the
 // server's mapping: tally.v1.p.<n>.<root>.<op>. The Go client may publish
@@ -56,9 +97,7 @@ func PartitionSubject(n int, root, op string) string {
 
 // PartitionWildcard is the subscription that receives every request of
 // partition n: tally.v1.p.<n>.>.
-func PartitionWildcard(n int) string {
-	return Prefix + "." + partitionToken + "." + strconv.Itoa(n) + ".>"
-}
+func PartitionWildcard(n int) string { return Ledger.PartitionWildcard(n) }
 
 // NoRootToken stands for the root in the subject of an event of no root.
 const NoRootToken = "_"
@@ -66,18 +105,11 @@ const NoRootToken = "_"
 // EventSubject is the subject of an event of type typ for root in
 // partition n: tally.v1.ev.<n>.<root>.<type>. Consumers filter on it by
 // root or type. An event of no root (partition.claimed) has the token _.
-func EventSubject(n int, root, typ string) string {
-	if root == "" {
-		root = NoRootToken
-	}
-	return Prefix + "." + eventToken + "." + strconv.Itoa(n) + "." + root + "." + typ
-}
+func EventSubject(n int, root, typ string) string { return Ledger.Event(n, root, typ) }
 
 // EventWildcard matches every event of partition n, tally.v1.ev.<n>.>: the
 // subject of stream StreamName(n).
-func EventWildcard(n int) string {
-	return Prefix + "." + eventToken + "." + strconv.Itoa(n) + ".>"
-}
+func EventWildcard(n int) string { return Ledger.EventWildcard(n) }
 
 // ClaimSubject is where a new owner of partition n, while claiming it,
 // asks any other enforcer still serving it to hold its decisions:
@@ -150,15 +182,7 @@ const MappingSource = Prefix + "." + reqToken + ".*.*"
 
 // MappingDestination is where the request mapping sends MappingSource for p
 // partitions: the partition token is FNV-1a of the root token mod p.
-func MappingDestination(p int) string { return mappingDestination(Prefix, p) }
-
-// mappingSource and mappingDestination are the request mapping under
-// prefix (Prefix for tally's own).
-func mappingSource(prefix string) string { return prefix + "." + reqToken + ".*.*" }
-
-func mappingDestination(prefix string, p int) string {
-	return fmt.Sprintf("%s.%s.{{partition(%d,1)}}.{{wildcard(1)}}.{{wildcard(2)}}", prefix, partitionToken, p)
-}
+func MappingDestination(p int) string { return Ledger.mappingDestination(p) }
 
 // Mapping is the nats-server configuration block that maps requests to
 // partitions for p partitions. StartServer applies it; the shipped cluster
