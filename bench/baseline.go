@@ -94,43 +94,29 @@ func subscribeB0(nc *nats.Conn, n int) ([]*nats.Subscription, error) {
 // no decision logic, no fence — the minimal durable ledger.
 type b1Responder struct {
 	nc        *nats.Conn
-	ackPrefix string
-	token     atomic.Uint64
-	pad       int // append at least this many bytes (padding with spaces)
-	answerPad int // answer with at least this many bytes (the ack, then spaces)
-
-	mu      sync.Mutex
-	pending map[string]string // ack token → the request's reply subject
+	acks      *ackWaits[string] // the request's reply subject
+	pad       int               // append at least this many bytes (padding with spaces)
+	answerPad int               // answer with at least this many bytes (the ack, then spaces)
 }
 
 func (r *b1Responder) onRequest(m *nats.Msg) {
 	if m.Reply == "" {
 		return
 	}
-	tok := strconv.FormatUint(r.token.Add(1), 36)
-	r.mu.Lock()
-	r.pending[tok] = m.Reply
-	r.mu.Unlock()
+	reply, tok := r.acks.add(m.Reply)
 	data := m.Data
 	if r.pad > len(data) {
 		data = append(append(make([]byte, 0, r.pad), data...), bytes.Repeat([]byte{' '}, r.pad-len(data))...)
 	}
-	err := r.nc.PublishMsg(&nats.Msg{Subject: b1AppendSubject, Reply: r.ackPrefix + "." + tok, Data: data})
+	err := r.nc.PublishMsg(&nats.Msg{Subject: b1AppendSubject, Reply: reply, Data: data})
 	if err != nil {
-		r.mu.Lock()
-		delete(r.pending, tok)
-		r.mu.Unlock()
+		r.acks.take(tok)
 		_ = m.Respond(fmt.Appendf(nil, `{"error":{"code":%q,"message":%q}}`, codeTransport, err.Error()))
 	}
 }
 
 func (r *b1Responder) onAck(m *nats.Msg) {
-	tok := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
-	r.mu.Lock()
-	reply, ok := r.pending[tok]
-	delete(r.pending, tok)
-	r.mu.Unlock()
-	if ok {
+	if reply, ok := r.acks.takeFor(m); ok {
 		data := m.Data
 		if r.answerPad > len(data) {
 			data = append(append(make([]byte, 0, r.answerPad), data...), bytes.Repeat([]byte{' '}, r.answerPad-len(data))...)
@@ -139,25 +125,72 @@ func (r *b1Responder) onAck(m *nats.Msg) {
 	}
 }
 
+// ackWaits holds, for a responder's appends in flight, what it answers once
+// an append's ack comes to its ack inbox, prefix.<token>.
+type ackWaits[T any] struct {
+	prefix string
+	token  atomic.Uint64
+
+	mu sync.Mutex
+	m  map[string]T
+}
+
+func newAckWaits[T any](nc *nats.Conn) *ackWaits[T] {
+	return &ackWaits[T]{prefix: nc.NewInbox(), m: map[string]T{}}
+}
+
+// add holds v and returns the reply subject of its append, and its token.
+func (w *ackWaits[T]) add(v T) (reply, tok string) {
+	tok = strconv.FormatUint(w.token.Add(1), 36)
+	w.mu.Lock()
+	w.m[tok] = v
+	w.mu.Unlock()
+	return w.prefix + "." + tok, tok
+}
+
+// take removes and returns what is held for tok.
+func (w *ackWaits[T]) take(tok string) (T, bool) {
+	w.mu.Lock()
+	v, ok := w.m[tok]
+	delete(w.m, tok)
+	w.mu.Unlock()
+	return v, ok
+}
+
+// takeFor is take for the ack m.
+func (w *ackWaits[T]) takeFor(m *nats.Msg) (T, bool) {
+	return w.take(m.Subject[strings.LastIndexByte(m.Subject, '.')+1:])
+}
+
 // subscribeB1 starts n B1 responders on nc, each with its own ack inbox.
 func subscribeB1(nc *nats.Conn, n, pad, answerPad int) ([]*nats.Subscription, error) {
 	var subs []*nats.Subscription
 	for range n {
-		r := &b1Responder{nc: nc, ackPrefix: nc.NewInbox(), pending: map[string]string{}, pad: pad, answerPad: answerPad}
-		acks, err := nc.Subscribe(r.ackPrefix+".*", r.onAck)
-		if err != nil {
-			unsubscribeAll(subs)
-			return nil, fmt.Errorf("bench: B1 ack inbox: %w", err)
+		r := &b1Responder{nc: nc, acks: newAckWaits[string](nc), pad: pad, answerPad: answerPad}
+		var err error
+		if subs, err = subscribeResponder(nc, subs, "B1", r.acks.prefix, b1Subject, r.onAck, r.onRequest); err != nil {
+			return nil, err
 		}
-		subs = append(subs, acks)
-		sub, err := nc.QueueSubscribe(b1Subject, responderQueue, r.onRequest)
-		if err != nil {
-			unsubscribeAll(subs)
-			return nil, fmt.Errorf("bench: B1 responder: %w", err)
-		}
-		subs = append(subs, sub)
 	}
 	return subs, nc.Flush()
+}
+
+// subscribeResponder adds to subs a responder's subscriptions on nc: its
+// ack inbox (ackPrefix.*) and its requests (subject, in the responders'
+// queue group). On an error it unsubscribes all of subs.
+func subscribeResponder(nc *nats.Conn, subs []*nats.Subscription, name, ackPrefix, subject string, onAck, onRequest nats.MsgHandler) ([]*nats.Subscription, error) {
+	acks, err := nc.Subscribe(ackPrefix+".*", onAck)
+	if err != nil {
+		unsubscribeAll(subs)
+		return nil, fmt.Errorf("bench: %s ack inbox: %w", name, err)
+	}
+	subs = append(subs, acks)
+	sub, err := nc.QueueSubscribe(subject, responderQueue, onRequest)
+	if err != nil {
+		unsubscribeAll(subs)
+		return nil, fmt.Errorf("bench: %s responder: %w", name, err)
+	}
+	return append(subs, sub), nil
 }
 
 func unsubscribeAll(subs []*nats.Subscription) {

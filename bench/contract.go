@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -126,16 +124,12 @@ type contractResponder struct {
 	nc        *nats.Conn
 	n         int
 	reqPrefix string // of its requests' subjects, up to the root
-	ackPrefix string
 	events    map[events.Op]contractEvent
-	token     atomic.Uint64
+	acks      *ackWaits[contractPending]
 
 	// On the request subscription's goroutine only.
 	lastSeq uint64 // the stream's last sequence, as far as the appends sent expect
 	prevID  string
-
-	mu      sync.Mutex
-	pending map[string]contractPending // ack token → what to answer
 }
 
 type contractPending struct {
@@ -170,15 +164,10 @@ func (r *contractResponder) onRequest(m *nats.Msg) {
 	if r.prevID != "" {
 		msg.Header.Set(jetstream.ExpectedLastMsgIDHeader, r.prevID)
 	}
-	tok := strconv.FormatUint(r.token.Add(1), 36)
-	msg.Reply = r.ackPrefix + "." + tok
-	r.mu.Lock()
-	r.pending[tok] = contractPending{reply: m.Reply, answer: ev.answer}
-	r.mu.Unlock()
+	var tok string
+	msg.Reply, tok = r.acks.add(contractPending{reply: m.Reply, answer: ev.answer})
 	if err := r.nc.PublishMsg(msg); err != nil {
-		r.mu.Lock()
-		delete(r.pending, tok)
-		r.mu.Unlock()
+		r.acks.take(tok)
 		_ = m.Respond(fmt.Appendf(nil, `{"error":{"code":%q,"message":%q}}`, codeTransport, err.Error()))
 		return
 	}
@@ -186,11 +175,7 @@ func (r *contractResponder) onRequest(m *nats.Msg) {
 }
 
 func (r *contractResponder) onAck(m *nats.Msg) {
-	tok := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
-	r.mu.Lock()
-	p, ok := r.pending[tok]
-	delete(r.pending, tok)
-	r.mu.Unlock()
+	p, ok := r.acks.takeFor(m)
 	if !ok {
 		return
 	}
@@ -269,20 +254,12 @@ func subscribeContract(nc *nats.Conn, p int, evs map[events.Op]contractEvent) ([
 	var subs []*nats.Subscription
 	for n := range p {
 		wildcard := contractFamily.PartitionWildcard(n)
-		r := &contractResponder{nc: nc, n: n, reqPrefix: strings.TrimSuffix(wildcard, ">"), ackPrefix: nc.NewInbox(), events: evs,
-			pending: map[string]contractPending{}}
-		acks, err := nc.Subscribe(r.ackPrefix+".*", r.onAck)
-		if err != nil {
-			unsubscribeAll(subs)
-			return nil, fmt.Errorf("bench: contract floor ack inbox: %w", err)
+		r := &contractResponder{nc: nc, n: n, reqPrefix: strings.TrimSuffix(wildcard, ">"), events: evs,
+			acks: newAckWaits[contractPending](nc)}
+		var err error
+		if subs, err = subscribeResponder(nc, subs, "contract floor", r.acks.prefix, wildcard, r.onAck, r.onRequest); err != nil {
+			return nil, err
 		}
-		subs = append(subs, acks)
-		sub, err := nc.QueueSubscribe(wildcard, responderQueue, r.onRequest)
-		if err != nil {
-			unsubscribeAll(subs)
-			return nil, fmt.Errorf("bench: contract floor responder: %w", err)
-		}
-		subs = append(subs, sub)
 	}
 	return subs, nc.Flush()
 }
