@@ -71,7 +71,12 @@ const (
 	errCodeNoPeers          jetstream.ErrorCode = 10005 // no suitable peers for placement (cluster assembling)
 	errCodeClusterNotAvail  jetstream.ErrorCode = 10008 // JetStream system temporarily unavailable
 	errCodeClusterNotLeader jetstream.ErrorCode = 10009 // cluster can not handle request (no meta leader)
+	errCodeStreamCreate     jetstream.ErrorCode = 10049 // a stream's creation failed: "error creating store for stream"
 )
+
+// settleMax bounds the retries of errors a server answers for a moment
+// after it loads an account (settling): past it they are taken as final.
+const settleMax = 3 * time.Second
 
 var (
 	// ErrNoLedger is returned by Open when JetStream holds no tally ledger.
@@ -176,7 +181,9 @@ type Layout struct {
 //
 // Existing buckets are kept as they are. In a cluster, API calls that fail
 // while the cluster assembles (no meta leader, no suitable peers yet) are
-// retried with backoff until ctx ends: give ctx a deadline.
+// retried with backoff until ctx ends: give ctx a deadline. Those that
+// fail while a server loads the account (see settling) are retried for
+// settleMax.
 func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) (Layout, error) {
 	if err := cfg.Validate(); err != nil {
 		return Layout{}, fmt.Errorf("ensure ledger: %w", err)
@@ -487,15 +494,28 @@ func parsePartitions(stored string) (int, error) {
 var errNotYet = errors.New("not yet")
 
 // retry calls f, each attempt under its own timeout, until it succeeds,
-// fails with an error that is not transient, or ctx ends. On ctx's end it
-// returns ctx's error joined with the last attempt's.
+// fails with an error that is neither transient nor settling, settles
+// for longer than settleMax, or ctx ends. On ctx's end it returns ctx's
+// error joined with the last attempt's.
 func retry(ctx context.Context, f func(ctx context.Context) error) error {
 	backoff := backoffFirst
+	var settleSince time.Time // of the first settling error in a row
 	for {
 		attempt, cancel := context.WithTimeout(ctx, attemptTimeout)
 		err := f(attempt)
 		cancel()
-		if err == nil || !transient(err) {
+		switch {
+		case err == nil:
+			return nil
+		case settling(err):
+			if settleSince.IsZero() {
+				settleSince = time.Now()
+			} else if time.Since(settleSince) > settleMax {
+				return err
+			}
+		case transient(err):
+			settleSince = time.Time{}
+		default:
 			return err
 		}
 		if ctx.Err() != nil {
@@ -510,6 +530,26 @@ func retry(ctx context.Context, f func(ctx context.Context) error) error {
 		}
 		backoff = min(2*backoff, backoffMax)
 	}
+}
+
+// settling reports whether err is one a server answers for a moment
+// after it loads an account from its resolver, when two connections
+// loaded it at once: nats-server 2.15.2 and 2.15.3 then set up the
+// account's JetStream twice, and its first stream creations fail
+// ("could not create storage directory", 10049) or find no JetStream
+// (10076, 10039), though a retry 50 ms later succeeds
+// (TestEnsureWhileTheAccountLoads). The same codes also mean a disk or
+// account that stays broken, so they are retried for settleMax only.
+func settling(err error) bool {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	switch apiErr.ErrorCode {
+	case errCodeStreamCreate, jetstream.JSErrCodeJetStreamNotEnabled, jetstream.JSErrCodeJetStreamNotEnabledForAccount:
+		return true
+	}
+	return false
 }
 
 // transient reports whether err may go away by itself: the cluster is
