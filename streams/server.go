@@ -258,24 +258,14 @@ func ReloadConfig(s *server.Server, cfg ServerConfig, p int) error {
 // serve` uses it when the data dir holds a ledger whose P differs from the
 // one the server started with.
 func ApplyMapping(s *server.Server, account string, p int) error {
-	if err := validatePartitions(p); err != nil {
-		return err
-	}
-	acc, err := accountOf(s, account)
-	if err != nil {
-		return fmt.Errorf("apply mapping: %w", err)
-	}
-	if err := acc.AddMapping(MappingSource, MappingDestination(p)); err != nil {
-		return fmt.Errorf("apply mapping for %d partitions: %w", p, err)
-	}
-	return nil
+	return MapPartitions(s, account, Ledger, p)
 }
 
 // MapPartitions adds to a running server's account (named; "" the global
-// account) the request mapping of family f for p partitions, as
-// ApplyMapping does for the Ledger's. The bench's contract floor routes
-// its requests through it, so that they cost the server what tally's do.
-// UnmapPartitions removes it.
+// account) the request mapping of family f for p partitions, replacing
+// the family's mapping for another P; ApplyMapping is Ledger's. The
+// bench's contract floor routes its requests through it, so that they
+// cost the server what tally's do. UnmapPartitions removes it.
 func MapPartitions(s *server.Server, account string, f Family, p int) error {
 	if err := validatePartitions(p); err != nil {
 		return err
