@@ -3,6 +3,7 @@ package events
 import (
 	"errors"
 	"fmt"
+	"math/bits"
 	"strings"
 
 	"github.com/cockroachdb/apd/v3"
@@ -233,17 +234,55 @@ func (a Amount) Append(b []byte) []byte {
 
 // Sign is -1, 0 or +1.
 func (a Amount) Sign() int {
-	if a.big == nil {
-		return a.signFixed()
+	if a.big != nil {
+		return a.big.Sign()
 	}
-	return a.big.Sign()
+	return a.signFixed()
+}
+
+// Equal reports whether a = b.
+func (a Amount) Equal(b Amount) bool {
+	if a.big == nil && b.big == nil {
+		return a.v == b.v // compact amounts are canonical
+	}
+	return a.cmp(b) == 0
 }
 
 // IsZero reports whether a is 0.
 func (a Amount) IsZero() bool { return a.big == nil && a.v.isZero() }
 
+// smallHi bounds the high half of the compact amounts that Add, Sub and
+// Cmp handle inline, the common case of every balance: below it the sign
+// bit is clear, and two magnitudes below 2^121 add to less than
+// 2^122 < 10^37, so their sum is compact too.
+const smallHi = 1 << 57
+
+// small reports whether a and b are both compact, non-negative and below
+// 2^121 (2.6 × 10^18 as a value).
+func small(a, b Amount) bool { return a.big == nil && b.big == nil && a.v.hi|b.v.hi < smallHi }
+
 // Cmp compares a and b: -1, 0, +1.
 func (a Amount) Cmp(b Amount) int {
+	if small(a, b) {
+		if a.v.hi != b.v.hi {
+			return cmpUint(a.v.hi, b.v.hi)
+		}
+		return cmpUint(a.v.lo, b.v.lo)
+	}
+	return a.cmp(b)
+}
+
+func cmpUint(a, b uint64) int {
+	if a < b {
+		return -1
+	}
+	if a > b {
+		return 1
+	}
+	return 0
+}
+
+func (a Amount) cmp(b Amount) int {
 	if a.big == nil && b.big == nil {
 		return cmpFixed(a, b)
 	}
@@ -252,6 +291,14 @@ func (a Amount) Cmp(b Amount) int {
 
 // Add returns a + b.
 func (a Amount) Add(b Amount) Amount {
+	if small(a, b) {
+		lo, c := bits.Add64(a.v.lo, b.v.lo, 0)
+		return Amount{v: u128{a.v.hi + b.v.hi + c, lo}}
+	}
+	return a.add(b)
+}
+
+func (a Amount) add(b Amount) Amount {
 	if a.big == nil && b.big == nil {
 		if r, ok := addFixed(a, b); ok {
 			return r
@@ -263,7 +310,15 @@ func (a Amount) Add(b Amount) Amount {
 }
 
 // Sub returns a − b (possibly negative).
-func (a Amount) Sub(b Amount) Amount { return a.Add(b.Neg()) }
+func (a Amount) Sub(b Amount) Amount {
+	if small(a, b) {
+		lo, c := bits.Sub64(a.v.lo, b.v.lo, 0)
+		if hi, c := bits.Sub64(a.v.hi, b.v.hi, c); c == 0 { // a ≥ b
+			return Amount{v: u128{hi, lo}}
+		}
+	}
+	return a.add(b.Neg())
+}
 
 // Mul returns a × b.
 func (a Amount) Mul(b Amount) Amount {
@@ -350,9 +405,11 @@ func (a Amount) FractionDigits() int {
 // InRange reports whether a is a representable balance: |a| has at most 38
 // significant digits and 18 fractional digits.
 func (a Amount) InRange() bool {
-	if a.big == nil {
-		return true // at most 37 significant and 18 fractional digits
-	}
+	// A compact amount has at most 37 significant and 18 fractional digits.
+	return a.big == nil || a.bigInRange()
+}
+
+func (a Amount) bigInRange() bool {
 	return a.SignificantDigits() <= MaxSignificantDigits && a.FractionDigits() <= MaxFractionDigits
 }
 
