@@ -3,7 +3,6 @@ package enforcer
 import (
 	"container/heap"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/tallyledger/tally/events"
@@ -144,11 +143,11 @@ func (s *State) applyGranted(seq uint64, at time.Time, root string, d events.Res
 	r := &reservation{id: d.ReservationID, root: root, scope: d.Scope, amounts: d.Amounts,
 		priority: d.Priority, option: d.Option, label: d.Label, labels: d.Labels, expiresAt: d.ExpiresAt.UTC(),
 		status: events.StatusOpen}
+	amts := s.sortedAmounts(d.Amounts)
 	r.units = r.unitBuf[:0]
-	for u := range d.Amounts {
-		r.units = append(r.units, u)
+	for _, ua := range amts {
+		r.units = append(r.units, ua.unit)
 	}
-	slices.Sort(r.units)
 	r.holds = r.holdBuf[:0]
 	if len(apps) > len(r.holdBuf) {
 		r.holds = make([]hold, 0, len(apps))
@@ -156,21 +155,22 @@ func (s *State) applyGranted(seq uint64, at time.Time, root string, d events.Res
 	r.holds = r.holds[:len(apps)]
 	ts, cs := s.targets(0, len(apps), len(apps)*len(r.units))
 	for i, a := range apps {
-		held := r.units
-		if !a.b.limitsAll(held) {
+		held, all := r.units, a.b.limitsAll(r.units)
+		if !all {
 			held = make([]string, 0, len(r.units))
-			for _, u := range r.units {
-				if a.b.limitsUnit(u) {
-					held = append(held, u)
+		}
+		ts[i].app = a
+		ts[i].changes, cs = cs[:0:len(r.units)], cs[len(r.units):]
+		for _, ua := range amts {
+			if !all {
+				if !a.b.limitsUnit(ua.unit) {
+					continue
 				}
+				held = append(held, ua.unit)
 			}
+			ts[i].changes = append(ts[i].changes, change{unit: ua.unit, reserved: ua.amt})
 		}
 		r.holds[i] = hold{b: a.b, scope: a.scope, period: a.period, units: held}
-		ts[i].app = a
-		ts[i].changes, cs = cs[:0:len(held)], cs[len(held):]
-		for _, u := range held {
-			ts[i].changes = append(ts[i].changes, change{unit: u, reserved: d.Amounts[u]})
-		}
 	}
 	s.applyTargets(ts)
 	for i := range r.holds {
@@ -222,7 +222,7 @@ func (s *State) verify(seq uint64, views []events.InstanceView, ts []target) {
 		for _, e := range v.Units {
 			u, ub := e.Unit, e.UnitBalance
 			us := unitOf(in, u)
-			if us.spent.Cmp(ub.Spent) != 0 || us.reserved.Cmp(ub.Reserved) != 0 {
+			if !us.spent.Equal(ub.Spent) || !us.reserved.Equal(ub.Reserved) {
 				panic(fmt.Sprintf("enforcer: seq %d: %s %s %s: fold has spent %s reserved %s, event says spent %s reserved %s",
 					seq, v.Budget, v.Scope, u, us.spent, us.reserved, ub.Spent, ub.Reserved))
 			}

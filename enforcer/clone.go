@@ -29,7 +29,7 @@ func (s *State) CloneInto(old *State) *State {
 	c := &State{cfg: s.cfg, lastAt: s.lastAt, lastSeq: s.lastSeq, claimedBy: s.claimedBy, lastID: s.lastID,
 		budgets: make(map[budgetRef]*budget, len(s.budgets)), byRoot: make(map[string][]*budget, len(s.byRoot)),
 		byID: make(map[uint64]*budget, len(s.byID)), open: make(map[string]*reservation, len(s.open)),
-		closed: s.closed.cloneInto(closed), idem: s.idem.cloneInto(idem)}
+		closed: s.closed.cloneInto(closed), idem: s.idem.cloneInto(idem), unitNames: maps.Clone(s.unitNames)}
 	k := cloner{budgets: map[*budget]*budget{}, instances: map[*instance]*instance{}}
 	for ref, b := range s.budgets {
 		c.budgets[ref] = k.budget(b)

@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/tallyledger/tally/events"
@@ -172,10 +173,30 @@ type change struct {
 	unit     string
 	reserved events.Amount
 	spent    events.Amount
-	// after is the unit's state after the change, once settled: a decision
-	// reads it several times (range check, views, alerts, over-limit flags).
+	// after is the unit's state after the change, and used its spent +
+	// reserved, once settled: a decision reads them several times (range
+	// check, views, alerts, over-limit flags).
 	after   unitState
+	used    events.Amount
 	settled bool
+}
+
+// settleFrom settles c on us, the unit's state before it.
+func (c *change) settleFrom(us unitState) {
+	c.after = applied(us, c)
+	c.used = c.after.spent.Add(c.after.reserved)
+	c.settled = true
+}
+
+// grows reports whether c adds to its unit's use (spent + reserved).
+func (c *change) grows() bool {
+	switch {
+	case c.spent.IsZero():
+		return c.reserved.Sign() > 0
+	case c.reserved.IsZero():
+		return c.spent.Sign() > 0
+	}
+	return c.reserved.Add(c.spent).Sign() > 0
 }
 
 // target is an instance and the changes a decision makes to it.
@@ -190,7 +211,7 @@ type scratch struct {
 	apps    []applicable
 	targets [2][]target
 	changes [2][]change
-	units   []string
+	amounts []unitAmount
 	key     []byte
 	val     []byte
 }
@@ -212,32 +233,50 @@ func (s *State) targets(slot, n, m int) ([]target, []change) {
 	return ts, cs
 }
 
-// sortedUnits returns the units of m in byte order, in a scratch buffer.
-func (s *State) sortedUnits(m events.Amounts) []string {
-	us := s.scratch.units[:0]
-	for u := range m {
-		us = append(us, u)
+// unitAmount is one unit of a request's amounts.
+type unitAmount struct {
+	unit string
+	amt  events.Amount
+}
+
+// sortedAmounts returns the units of m with their amounts, in byte order
+// of unit, in a scratch buffer: one pass over the map instead of a look-up
+// for every budget and unit.
+func (s *State) sortedAmounts(m events.Amounts) []unitAmount {
+	us := s.scratch.amounts[:0]
+	for u, a := range m {
+		us = append(us, unitAmount{s.intern(u), a})
 	}
-	slices.Sort(us)
-	s.scratch.units = us
+	if len(us) == 2 {
+		if us[1].unit < us[0].unit {
+			us[0], us[1] = us[1], us[0]
+		}
+	} else {
+		slices.SortFunc(us, func(a, b unitAmount) int { return strings.Compare(a.unit, b.unit) })
+	}
+	s.scratch.amounts = us
 	return us
 }
 
-// after returns the unit's state after the target's changes (a target
-// changes a unit at most once).
-func (s *State) after(t *target, u string) unitState {
+// changeOf returns t's change of unit u (a target changes a unit at most
+// once), or nil, and where to look for the next unit's: j is where to look
+// first, as changes are mostly in the byte order of their units.
+func (t *target) changeOf(u string, j int) (*change, int) {
+	if j < len(t.changes) && t.changes[j].unit == u {
+		return &t.changes[j], j + 1
+	}
 	for i := range t.changes {
-		if c := &t.changes[i]; c.unit == u {
-			return settle(t, c)
+		if t.changes[i].unit == u {
+			return &t.changes[i], i + 1
 		}
 	}
-	return unitOf(t.app.in, u)
+	return nil, j
 }
 
 // settle returns the state of c's unit after c, one of t's changes.
 func settle(t *target, c *change) unitState {
 	if !c.settled {
-		c.after, c.settled = applied(unitOf(t.app.in, c.unit), c), true
+		c.settleFrom(unitOf(t.app.in, c.unit))
 	}
 	return c.after
 }
@@ -360,12 +399,26 @@ func (s *State) viewOf(v *events.InstanceView, t *target, units events.UnitBalan
 	b := t.app.b
 	v.Budget, v.Pattern, v.Scope, v.Period, v.Mode, v.Units, v.PeriodEnd = b.def.Name, b.def.Scope, t.app.scope,
 		t.app.period, b.def.Mode, units, end
+	j := 0
 	for i, u := range b.units {
-		us := s.after(t, u)
-		limit := b.limits[i].Add(us.adjust)
+		var (
+			us   unitState
+			used events.Amount
+			c    *change
+		)
+		if c, j = t.changeOf(u, j); c != nil {
+			us, used = settle(t, c), c.used
+		} else {
+			us = unitOf(t.app.in, u)
+			used = us.spent.Add(us.reserved)
+		}
+		limit := b.limits[i]
+		if !us.adjust.IsZero() {
+			limit = limit.Add(us.adjust)
+		}
 		e := &units[i]
 		e.Unit, e.Limit, e.Spent, e.Reserved = u, limit, us.spent, us.reserved
-		e.Remaining = events.Signed{Amount: limit.Sub(us.spent).Sub(us.reserved)}
+		e.Remaining = events.Signed{Amount: limit.Sub(used)}
 	}
 }
 
@@ -379,7 +432,7 @@ func (s *State) checkRange(ts []target) *events.Error {
 			// remaining is derived (limit − spent − reserved, at most 56
 			// digits) and events decode it within the wide bounds, so only
 			// the balances themselves are bounded here (DESIGN §1).
-			if !us.spent.InRange() || !us.reserved.InRange() || !us.spent.Add(us.reserved).InRange() {
+			if !us.spent.InRange() || !us.reserved.InRange() || !c.used.InRange() {
 				return events.Errorf(events.CodeInvalidRequest,
 					"%s: the balance of budget %q on %s would exceed %d significant digits",
 					c.unit, ts[i].app.b.def.Name, ts[i].app.scope, events.MaxSignificantDigits)
@@ -414,29 +467,33 @@ type alertAt struct {
 // evaluate checks amounts against every applicable instance (DESIGN §2),
 // with the targets in scratch buffer set slot.
 func (s *State) evaluate(apps []applicable, amounts events.Amounts, prio events.Priority, slot int) evaluation {
-	units := s.sortedUnits(amounts)
-	ts, backing := s.targets(slot, len(apps), len(apps)*len(units))
+	req := s.sortedAmounts(amounts)
+	pi := slices.Index(priorities[:], prio)
+	ts, backing := s.targets(slot, len(apps), len(apps)*len(req))
 	ev := evaluation{targets: ts}
 	for i, a := range apps {
 		ev.targets[i].app = a
-		ev.targets[i].changes, backing = backing[:0:len(units)], backing[len(units):]
-		for _, u := range units {
-			if !a.b.limitsUnit(u) {
+		ev.targets[i].changes, backing = backing[:0:len(req)], backing[len(req):]
+		for _, ua := range req {
+			k := a.b.unitIndex(ua.unit)
+			if k < 0 {
 				continue
 			}
-			amt := amounts[u]
+			u, amt := ua.unit, ua.amt
 			us := unitOf(a.in, u)
 			ev.targets[i].changes = append(ev.targets[i].changes, change{unit: u, reserved: amt})
 			c := &ev.targets[i].changes[len(ev.targets[i].changes)-1]
-			c.after, c.settled = applied(us, c), true
-			limit, _ := limitOf(a.b, us, u)
-			used := us.spent.Add(us.reserved)
-			need := used.Add(amt)
-			capa := a.b.capacity(limit, prio)
+			c.settleFrom(us)
+			limit := a.b.limits[k]
+			if !us.adjust.IsZero() {
+				limit = limit.Add(us.adjust)
+			}
+			need := c.used
+			capa := a.b.capacityAt(limit, pi, prio)
 			if need.Cmp(capa) <= 0 {
 				continue
 			}
-			avail := events.Max(events.Zero, capa.Sub(used))
+			avail := events.Max(events.Zero, capa.Sub(us.spent.Add(us.reserved)))
 			if a.b.def.Mode == events.ModeShadow {
 				ev.shadow = append(ev.shadow, events.ShadowDenial{Budget: a.b.def.Name, Pattern: a.b.def.Scope,
 					Scope: a.scope, Period: a.period, Unit: u, Requested: amt, Available: avail,
@@ -552,11 +609,11 @@ func (s *State) appendAlerts(evs []events.Event, root string, now time.Time, ts 
 		b := t.app.b
 		for j := range t.changes {
 			c := &t.changes[j]
-			if c.reserved.Add(c.spent).Sign() <= 0 {
+			if !c.grows() {
 				continue
 			}
 			us := settle(t, c)
-			used := us.spent.Add(us.reserved)
+			used := c.used
 			if k := b.unitIndex(c.unit); k >= 0 && us.adjust.IsZero() && len(b.alert0) > 0 && used.Cmp(b.alert0[k]) < 0 {
 				continue // below the first threshold of the limit as defined: the common case
 			}
@@ -622,31 +679,34 @@ func (s *State) holdTargets(r *reservation, extra int) ([]target, []change) {
 // it already expired) and the actual is charged in full to every instance
 // recorded at grant time, for each unit it held or limits.
 func (s *State) commitTargets(r *reservation, actual events.Amounts, late bool) []target {
-	units := s.sortedUnits(actual)
+	units := s.sortedAmounts(actual)
 	ts, _ := s.holdTargets(r, len(units))
 	for i := range ts {
 		t := &ts[i]
 		held := t.held
 		// The union of held and units, both in byte order, in order.
 		for h, a := 0, 0; h < len(held) || a < len(units); {
-			var u string
-			isHeld := false
+			var (
+				u      string
+				spent  events.Amount
+				isHeld bool
+			)
 			switch {
-			case a == len(units) || h < len(held) && held[h] < units[a]:
+			case a == len(units) || h < len(held) && held[h] < units[a].unit:
 				u, isHeld = held[h], true
 				h++
-			case h == len(held) || units[a] < held[h]:
-				u = units[a]
+			case h == len(held) || units[a].unit < held[h]:
+				u, spent = units[a].unit, units[a].amt
 				a++
 			default:
-				u, isHeld = held[h], true
+				u, spent, isHeld = held[h], units[a].amt, true
 				h++
 				a++
 			}
 			if !isHeld && !t.app.b.limitsUnit(u) {
 				continue
 			}
-			c := change{unit: u, spent: actual[u]}
+			c := change{unit: u, spent: spent}
 			if !late && isHeld {
 				c.reserved = r.amounts[u].Neg()
 			}
@@ -682,7 +742,7 @@ func (s *State) overLimit(ts []target) []events.OverLimit {
 			if !ok {
 				continue
 			}
-			if over := us.spent.Add(us.reserved).Sub(limit); over.Sign() > 0 {
+			if over := c.used.Sub(limit); over.Sign() > 0 {
 				out = append(out, events.OverLimit{Budget: t.app.b.def.Name, Pattern: t.app.b.def.Scope,
 					Scope: t.app.scope, Period: t.app.period, Unit: c.unit, Over: over})
 			}
@@ -793,14 +853,14 @@ func (s *State) decideExtend(cmd Command, req *events.ExtendRequest, now time.Ti
 
 // chargeTargets charges amounts to every applicable instance that limits the unit.
 func (s *State) chargeTargets(apps []applicable, amounts events.Amounts) []target {
-	units := s.sortedUnits(amounts)
+	units := s.sortedAmounts(amounts)
 	ts, cs := s.targets(0, len(apps), len(apps)*len(units))
 	for i, a := range apps {
 		ts[i].app = a
 		ts[i].changes, cs = cs[:0:len(units)], cs[len(units):]
-		for _, u := range units {
-			if a.b.limitsUnit(u) {
-				ts[i].changes = append(ts[i].changes, change{unit: u, spent: amounts[u]})
+		for _, ua := range units {
+			if a.b.limitsUnit(ua.unit) {
+				ts[i].changes = append(ts[i].changes, change{unit: ua.unit, spent: ua.amt})
 			}
 		}
 	}

@@ -96,6 +96,33 @@ type State struct {
 	// holds while it stays.
 	gen       uint64
 	appsCache appsCache
+	// unitNames holds one copy of each unit name the budgets limit, so
+	// that the unit names of requests, reservations and instances are
+	// mostly that copy, and comparing two is comparing pointers.
+	unitNames map[string]string
+}
+
+// intern returns the state's copy of unit name u if it has one, else u.
+func (s *State) intern(u string) string {
+	if c, ok := s.unitNames[u]; ok {
+		return c
+	}
+	return u
+}
+
+// internUnits makes units, a budget's, the state's copies, adding those
+// it lacks.
+func (s *State) internUnits(units []string) {
+	if s.unitNames == nil {
+		s.unitNames = map[string]string{}
+	}
+	for i, u := range units {
+		if c, ok := s.unitNames[u]; ok {
+			units[i] = c
+		} else {
+			s.unitNames[u] = u
+		}
+	}
 }
 
 type budgetRef struct{ pattern, name string }
@@ -249,6 +276,7 @@ func (s *State) putBudget(def events.Budget) {
 		}
 		b.def, b.loc = def, loc
 		b.define()
+		s.internUnits(b.units)
 		// Instances keep their adjustments (a top-up survives an edit of
 		// the budget), but a lower new limit must not leave limit +
 		// adjustments below zero: a negative limit is not an amount.
@@ -266,6 +294,7 @@ func (s *State) putBudget(def events.Budget) {
 	b := &budget{def: def, key: budgetKey(def.Scope, def.Name), id: s.lastID, depth: events.Depth(def.Scope), loc: loc,
 		instances: map[instRef]*instance{}}
 	b.define()
+	s.internUnits(b.units)
 	s.budgets[ref] = b
 	s.byID[b.id] = b
 	root := events.Root(def.Scope)
@@ -478,9 +507,9 @@ func (b *budget) unitIndex(u string) int { return slices.Index(b.units, u) }
 // limitsUnit reports whether the budget limits unit u.
 func (b *budget) limitsUnit(u string) bool { return slices.Contains(b.units, u) }
 
-// capacity is limit × (1 − floor(p)).
-func (b *budget) capacity(limit events.Amount, p events.Priority) events.Amount {
-	i := slices.Index(priorities[:], p)
+// capacityAt is limit × (1 − floor(p)); i is p's index in priorities (or
+// -1), looked up once for a whole decision.
+func (b *budget) capacityAt(limit events.Amount, i int, p events.Priority) events.Amount {
 	if i < 0 {
 		return capacity(limit, b.def.Floor(p))
 	}
