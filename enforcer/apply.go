@@ -219,9 +219,10 @@ func (s *State) verify(seq uint64, views []events.InstanceView, ts []target) {
 		} else if b := s.budgets[budgetRef{v.Pattern, v.Budget}]; b != nil {
 			in = b.instances[instRef{v.Scope, v.Period}]
 		}
-		for _, e := range v.Units {
-			u, ub := e.Unit, e.UnitBalance
-			us := unitOf(in, u)
+		for k := range v.Units {
+			e := &v.Units[k]
+			u, ub := e.Unit, &e.UnitBalance
+			us := peekUnit(in, u)
 			if !us.spent.Equal(ub.Spent) || !us.reserved.Equal(ub.Reserved) {
 				panic(fmt.Sprintf("enforcer: seq %d: %s %s %s: fold has spent %s reserved %s, event says spent %s reserved %s",
 					seq, v.Budget, v.Scope, u, us.spent, us.reserved, ub.Spent, ub.Reserved))

@@ -182,8 +182,14 @@ type change struct {
 }
 
 // settleFrom settles c on us, the unit's state before it.
-func (c *change) settleFrom(us unitState) {
-	c.after = applied(us, c)
+func (c *change) settleFrom(us *unitState) {
+	c.after = *us
+	if !c.reserved.IsZero() {
+		c.after.reserved = us.reserved.Add(c.reserved)
+	}
+	if !c.spent.IsZero() {
+		c.after.spent = us.spent.Add(c.spent)
+	}
 	c.used = c.after.spent.Add(c.after.reserved)
 	c.settled = true
 }
@@ -274,22 +280,11 @@ func (t *target) changeOf(u string, j int) (*change, int) {
 }
 
 // settle returns the state of c's unit after c, one of t's changes.
-func settle(t *target, c *change) unitState {
+func settle(t *target, c *change) *unitState {
 	if !c.settled {
-		c.settleFrom(unitOf(t.app.in, c.unit))
+		c.settleFrom(peekUnit(t.app.in, c.unit))
 	}
-	return c.after
-}
-
-// applied returns us after change c.
-func applied(us unitState, c *change) unitState {
-	if !c.reserved.IsZero() {
-		us.reserved = us.reserved.Add(c.reserved)
-	}
-	if !c.spent.IsZero() {
-		us.spent = us.spent.Add(c.spent)
-	}
-	return us
+	return &c.after
 }
 
 // views renders the instances after the targets' changes: in memory of
@@ -371,13 +366,12 @@ func (v *viewBuf) reset() {
 	v.views, v.units, v.ends = v.views[:0], v.units[:0], v.ends[:0]
 }
 
-// take returns zeroed memory for n views with units unit entries and room
-// for ends period ends (an empty slice of that capacity).
+// take returns memory for n views with units unit entries, which the
+// caller overwrites whole (viewOf), and room for ends period ends (an
+// empty slice of that capacity).
 func (v *viewBuf) take(n, units, ends int) ([]events.InstanceView, events.UnitBalances, []time.Time) {
 	out := grab(&v.views, n)
-	clear(out)
 	us := grab(&v.units, units)
-	clear(us)
 	es := grab(&v.ends, ends)
 	return out, us, es[:0]
 }
@@ -395,30 +389,30 @@ func grab[S ~[]E, E any](buf *S, n int) S {
 
 // viewOf renders t's instance into v, its units into units (one entry for
 // each unit the budget limits); end is its period's end, nil without one.
+// It overwrites all of v and units.
 func (s *State) viewOf(v *events.InstanceView, t *target, units events.UnitBalances, end *time.Time) {
 	b := t.app.b
-	v.Budget, v.Pattern, v.Scope, v.Period, v.Mode, v.Units, v.PeriodEnd = b.def.Name, b.def.Scope, t.app.scope,
-		t.app.period, b.def.Mode, units, end
+	*v = events.InstanceView{Budget: b.def.Name, Pattern: b.def.Scope, Scope: t.app.scope, Period: t.app.period,
+		Mode: b.def.Mode, Units: units, PeriodEnd: end}
 	j := 0
 	for i, u := range b.units {
 		var (
-			us   unitState
+			us   *unitState
 			used events.Amount
 			c    *change
 		)
 		if c, j = t.changeOf(u, j); c != nil {
 			us, used = settle(t, c), c.used
 		} else {
-			us = unitOf(t.app.in, u)
+			us = peekUnit(t.app.in, u)
 			used = us.spent.Add(us.reserved)
 		}
 		limit := b.limits[i]
 		if !us.adjust.IsZero() {
 			limit = limit.Add(us.adjust)
 		}
-		e := &units[i]
-		e.Unit, e.Limit, e.Spent, e.Reserved = u, limit, us.spent, us.reserved
-		e.Remaining = events.Signed{Amount: limit.Sub(used)}
+		units[i] = events.UnitEntry{Unit: u, UnitBalance: events.UnitBalance{Limit: limit, Spent: us.spent,
+			Reserved: us.reserved, Remaining: events.Signed{Amount: limit.Sub(used)}}}
 	}
 }
 
@@ -428,18 +422,27 @@ func (s *State) checkRange(ts []target) *events.Error {
 	for i := range ts {
 		for j := range ts[i].changes {
 			c := &ts[i].changes[j]
-			us := settle(&ts[i], c)
-			// remaining is derived (limit − spent − reserved, at most 56
-			// digits) and events decode it within the wide bounds, so only
-			// the balances themselves are bounded here (DESIGN §1).
-			if !us.spent.InRange() || !us.reserved.InRange() || !c.used.InRange() {
-				return events.Errorf(events.CodeInvalidRequest,
-					"%s: the balance of budget %q on %s would exceed %d significant digits",
-					c.unit, ts[i].app.b.def.Name, ts[i].app.scope, events.MaxSignificantDigits)
+			settle(&ts[i], c)
+			if !c.inRange() {
+				return rangeErr(&ts[i], c)
 			}
 		}
 	}
 	return nil
+}
+
+// inRange reports whether a settled change leaves its unit's balances
+// within 38 significant digits. remaining is derived (limit − spent −
+// reserved, at most 56 digits) and events decode it within the wide
+// bounds, so only the balances themselves are bounded (DESIGN §1).
+func (c *change) inRange() bool {
+	return c.after.spent.InRange() && c.after.reserved.InRange() && c.used.InRange()
+}
+
+func rangeErr(t *target, c *change) *events.Error {
+	return events.Errorf(events.CodeInvalidRequest,
+		"%s: the balance of budget %q on %s would exceed %d significant digits",
+		c.unit, t.app.b.def.Name, t.app.scope, events.MaxSignificantDigits)
 }
 
 // capacity is limit × (1 − floor).
@@ -457,6 +460,8 @@ type evaluation struct {
 	shadow  []events.ShadowDenial
 	// denied lists the instances to alert for a first (would-be) denial.
 	denied []alertAt
+	// outOfRange is checkRange's answer for the targets.
+	outOfRange *events.Error
 }
 
 type alertAt struct {
@@ -471,19 +476,25 @@ func (s *State) evaluate(apps []applicable, amounts events.Amounts, prio events.
 	pi := slices.Index(priorities[:], prio)
 	ts, backing := s.targets(slot, len(apps), len(apps)*len(req))
 	ev := evaluation{targets: ts}
-	for i, a := range apps {
-		ev.targets[i].app = a
-		ev.targets[i].changes, backing = backing[:0:len(req)], backing[len(req):]
-		for _, ua := range req {
+	for i := range apps {
+		a := &apps[i]
+		t := &ev.targets[i]
+		t.app = *a
+		t.changes, backing = backing[:0:len(req)], backing[len(req):]
+		for r := range req {
+			ua := &req[r]
 			k := a.b.unitIndex(ua.unit)
 			if k < 0 {
 				continue
 			}
 			u, amt := ua.unit, ua.amt
-			us := unitOf(a.in, u)
-			ev.targets[i].changes = append(ev.targets[i].changes, change{unit: u, reserved: amt})
-			c := &ev.targets[i].changes[len(ev.targets[i].changes)-1]
+			us := peekUnit(a.in, u)
+			t.changes = append(t.changes, change{unit: u, reserved: amt})
+			c := &t.changes[len(t.changes)-1]
 			c.settleFrom(us)
+			if ev.outOfRange == nil && !c.inRange() {
+				ev.outOfRange = rangeErr(t, c)
+			}
 			limit := a.b.limits[k]
 			if !us.adjust.IsZero() {
 				limit = limit.Add(us.adjust)
@@ -548,8 +559,8 @@ func (s *State) decideReserve(cmd Command, req *events.ReserveRequest, now time.
 		if ev.denial != nil {
 			continue
 		}
-		if e := s.checkRange(ev.targets); e != nil {
-			return Decision{Err: e}
+		if ev.outOfRange != nil {
+			return Decision{Err: ev.outOfRange}
 		}
 		exp := now.Add(req.EffectiveTTL())
 		res := events.ReserveResult{Decision: events.DecisionGranted, Option: i, Label: o.Label, Degraded: i > 0,
@@ -617,7 +628,7 @@ func (s *State) appendAlerts(evs []events.Event, root string, now time.Time, ts 
 			if k := b.unitIndex(c.unit); k >= 0 && us.adjust.IsZero() && len(b.alert0) > 0 && used.Cmp(b.alert0[k]) < 0 {
 				continue // below the first threshold of the limit as defined: the common case
 			}
-			limit, _ := limitOf(b, us, c.unit)
+			limit, _ := limitOf(b, *us, c.unit)
 			for _, th := range b.def.AlertThresholds {
 				if used.Cmp(limit.Mul(th)) < 0 {
 					break // thresholds increase: none further is reached
@@ -738,7 +749,7 @@ func (s *State) overLimit(ts []target) []events.OverLimit {
 				continue
 			}
 			us := settle(t, c)
-			limit, ok := limitOf(t.app.b, us, c.unit)
+			limit, ok := limitOf(t.app.b, *us, c.unit)
 			if !ok {
 				continue
 			}

@@ -412,15 +412,22 @@ func (c *appsCache) keep(scope string, gen uint64, apps []applicable) {
 func (s *State) changed() { s.gen++ }
 
 // unitOf returns the state of unit u of an instance, or zeros if absent.
-func unitOf(in *instance, u string) unitState {
+func unitOf(in *instance, u string) unitState { return *peekUnit(in, u) }
+
+// noUnit is the state of a unit an instance does not have. Nothing writes it.
+var noUnit unitState
+
+// peekUnit is unitOf without the copy, for reading only: the state of unit
+// u of an instance, or noUnit.
+func peekUnit(in *instance, u string) *unitState {
 	if in != nil {
 		for i := range in.units {
 			if in.units[i].unit == u {
-				return in.units[i].unitState
+				return &in.units[i].unitState
 			}
 		}
 	}
-	return unitState{}
+	return &noUnit
 }
 
 // instanceOf returns b's instance of (scope, period), or nil.
