@@ -82,8 +82,7 @@ func (s *State) Apply(seq uint64, ev events.Event) {
 		s.retire(r, events.StatusExpired, seq, at)
 		s.verify(seq, d.Instances, ts)
 	case events.UsageCharged:
-		s.scratch.apps = s.applicableAt(d.Scope, at, s.scratch.apps[:0])
-		ts := s.chargeTargets(s.scratch.apps, d.Amounts)
+		ts := s.chargeTargets(s.applicableAt(d.Scope, at), d.Amounts)
 		s.applyTargets(ts)
 		s.verify(seq, d.Instances, ts)
 	case events.ThresholdCrossed:
@@ -135,8 +134,7 @@ func (s *State) applyGranted(seq uint64, at time.Time, root string, d events.Res
 	if s.exists(d.ReservationID) {
 		panic(fmt.Sprintf("enforcer: seq %d grants reservation %s twice", seq, d.ReservationID))
 	}
-	apps := s.applicableAt(d.Scope, at, s.scratch.apps[:0])
-	s.scratch.apps = apps
+	apps := s.applicableAt(d.Scope, at)
 	if len(apps) != len(d.Instances) {
 		panic(fmt.Sprintf("enforcer: seq %d: %d applicable instances, event has %d", seq, len(apps), len(d.Instances)))
 	}

@@ -346,18 +346,17 @@ type applicable struct {
 	win    events.Window
 }
 
-// applicableAt appends to out the budgets that apply to a concrete scope,
-// root to leaf, within a level by pattern then name, with the instance
-// each has at time at.
-func (s *State) applicableAt(scope string, at time.Time, out []applicable) []applicable {
-	if c := &s.appsCache; c.gen == s.gen && c.scope == scope && !at.Before(c.from) && at.Before(c.until) {
-		return append(out, c.apps...)
+// applicableAt returns the budgets that apply to a concrete scope, root to
+// leaf, within a level by pattern then name, with the instance each has at
+// time at. The list is the state's own (appsCache): the caller reads it,
+// and only until it calls applicableAt again.
+func (s *State) applicableAt(scope string, at time.Time) []applicable {
+	c := &s.appsCache
+	if c.gen == s.gen && c.scope == scope && !at.Before(c.from) && at.Before(c.until) {
+		return c.apps
 	}
 	list := s.byRoot[events.Root(scope)]
-	if len(list) == 0 {
-		return out
-	}
-	first := len(out)
+	out := c.apps[:0]
 	depth := 0
 	for i := 0; i <= len(scope); i++ {
 		if i < len(scope) && scope[i] != '/' {
@@ -373,7 +372,7 @@ func (s *State) applicableAt(scope string, at time.Time, out []applicable) []app
 			out = append(out, applicable{b: b, in: b.instanceOf(prefix, w.Key), scope: prefix, period: w.Key, win: w})
 		}
 	}
-	s.appsCache.keep(scope, s.gen, out[first:])
+	c.keep(scope, s.gen, out)
 	return out
 }
 
@@ -405,7 +404,7 @@ func (c *appsCache) keep(scope string, gen uint64, apps []applicable) {
 			c.until = w.End
 		}
 	}
-	c.apps = append(c.apps[:0], apps...)
+	c.apps = apps
 }
 
 // changed invalidates what was derived from the budgets and instances.
