@@ -197,7 +197,7 @@ func (s *State) applyTargets(ts []target) {
 			if !c.spent.IsZero() {
 				us.spent = us.spent.Add(c.spent)
 			}
-			if us.reserved.Sign() < 0 || us.spent.Sign() < 0 {
+			if us.reserved.Negative() || us.spent.Negative() {
 				panic(fmt.Sprintf("enforcer: %s %s %s: negative balance (spent %s, reserved %s)",
 					t.app.b.def.Name, t.app.scope, c.unit, us.spent, us.reserved))
 			}

@@ -179,6 +179,18 @@ type change struct {
 	after   unitState
 	used    events.Amount
 	settled bool
+	// quiet says that used is below the unit's first alert threshold of
+	// the limit as defined, with no adjustment: no alert to check. Only
+	// evaluate finds it out (it has the unit's index at hand); false
+	// leaves the check to appendAlerts.
+	quiet bool
+}
+
+// belowFirstAlert reports whether use, with no adjustment of the limit,
+// is below the first alert threshold of unit k of b: the common case, in
+// which no threshold is crossed.
+func belowFirstAlert(b *budget, k int, us *unitState, used events.Amount) bool {
+	return k >= 0 && us.adjust.IsZero() && len(b.alert0) > 0 && used.Cmp(b.alert0[k]) < 0
 }
 
 // settleFrom settles c on us, the unit's state before it.
@@ -521,6 +533,7 @@ func (s *State) evaluate(apps []applicable, amounts events.Amounts, prio events.
 			need := c.used
 			capa := a.b.capacityAt(limit, pi, prio)
 			if need.Cmp(capa) <= 0 {
+				c.quiet = belowFirstAlert(a.b, k, &c.after, need)
 				continue
 			}
 			avail := events.Max(events.Zero, capa.Sub(us.spent.Add(us.reserved)))
@@ -638,13 +651,13 @@ func (s *State) appendAlerts(evs []events.Event, root string, now time.Time, ts 
 		b := t.app.b
 		for j := range t.changes {
 			c := &t.changes[j]
-			if !c.grows() {
+			if c.quiet || !c.grows() {
 				continue
 			}
 			us := settle(t, c)
 			used := c.used
-			if k := b.unitIndex(c.unit); k >= 0 && us.adjust.IsZero() && len(b.alert0) > 0 && used.Cmp(b.alert0[k]) < 0 {
-				continue // below the first threshold of the limit as defined: the common case
+			if belowFirstAlert(b, b.unitIndex(c.unit), us, used) {
+				continue
 			}
 			limit, _ := limitOf(b, *us, c.unit)
 			for _, th := range b.def.AlertThresholds {

@@ -240,6 +240,11 @@ func (a Amount) Sign() int {
 	return a.signFixed()
 }
 
+// Negative reports whether a < 0.
+func (a Amount) Negative() bool {
+	return a.v.hi&signBit != 0 || a.big != nil && a.big.Sign() < 0
+}
+
 // Equal reports whether a = b.
 func (a Amount) Equal(b Amount) bool {
 	if a.big == nil && b.big == nil {

@@ -107,6 +107,9 @@ func TestAmountArithmeticMatchesApd(t *testing.T) {
 		if !a.Equal(a) || !a.Equal(a.Add(b).Sub(b)) {
 			t.Fatalf("Equal: %s is not itself, or not %s + %s − %s", sa, sa, sb, sb)
 		}
+		if got, want := a.Negative(), da.Sign() < 0; got != want {
+			t.Fatalf("Negative(%s) = %v, want %v", sa, got, want)
+		}
 		if got, want := a.Sign(), da.Sign(); got != want {
 			t.Fatalf("Sign(%s) = %d, want %d", sa, got, want)
 		}
