@@ -131,7 +131,7 @@ func opOf(t events.Type) events.Op {
 }
 
 func (s *State) applyGranted(seq uint64, at time.Time, root string, d events.ReservationGranted) {
-	if s.exists(d.ReservationID) {
+	if d.ReservationID <= s.maxID && s.exists(d.ReservationID) {
 		panic(fmt.Sprintf("enforcer: seq %d grants reservation %s twice", seq, d.ReservationID))
 	}
 	apps := s.applicableAt(d.Scope, at)
@@ -177,6 +177,7 @@ func (s *State) applyGranted(seq uint64, at time.Time, root string, d events.Res
 	s.verify(seq, d.Instances, ts)
 	s.open[r.id] = r
 	heap.Push(&s.expiries, r)
+	s.maxID = max(s.maxID, r.id)
 }
 
 // applyTargets makes the targets' changes, creating instances as needed.
@@ -247,6 +248,21 @@ func (s *State) mustBeExpired(seq uint64, r *reservation, claimed bool) {
 	if claimed && r.status != events.StatusExpired {
 		panic(fmt.Sprintf("enforcer: seq %d: reservation %s is %s, event says expired %t", seq, r.id, r.status, claimed))
 	}
+}
+
+// greatestID returns the greatest id of the reservations held, open or
+// closed, for maxID.
+func (s *State) greatestID() string {
+	var m string
+	for id := range s.open {
+		m = max(m, id)
+	}
+	for pos := s.closed.head; pos < s.closed.tail; pos++ {
+		if k := s.closed.key(s.closed.at(pos)); string(k) > m {
+			m = string(k)
+		}
+	}
+	return m
 }
 
 // exists reports whether reservation id is open or still retained.

@@ -81,12 +81,16 @@ func reserveOn(i int, scope string) Command {
 	prio := events.PriorityNormal
 	req := &events.ReserveRequest{IdempotencyKey: fmt.Sprintf("k%d", i), Scope: scope,
 		Amounts: events.Amounts{"USD": benchUSD, "tokens": benchTokens}, Priority: &prio}
-	return Command{Op: events.OpReserve, Root: "tenant:acme", Request: req, NewID: fmt.Sprintf("R%d", i)}
+	return Command{Op: events.OpReserve, Root: "tenant:acme", Request: req, NewID: benchID(i)}
 }
+
+// benchID is op i's reservation id: 26 characters that increase with i,
+// as the decision loop's ULIDs do (ulid.Make is monotonic).
+func benchID(i int) string { return fmt.Sprintf("01JDQ%021d", i) }
 
 // commitCommand commits op i's reservation.
 func commitCommand(i int) Command {
-	req := &events.CommitRequest{IdempotencyKey: fmt.Sprintf("c%d", i), ReservationID: fmt.Sprintf("R%d", i),
+	req := &events.CommitRequest{IdempotencyKey: fmt.Sprintf("c%d", i), ReservationID: benchID(i),
 		Actual: events.Amounts{"USD": benchUSDActual, "tokens": benchTokensActual}}
 	return Command{Op: events.OpCommit, Root: "tenant:acme", Request: req}
 }

@@ -26,7 +26,7 @@ func (s *State) CloneInto(old *State) *State {
 	if old != nil {
 		closed, idem = &old.closed, &old.idem
 	}
-	c := &State{cfg: s.cfg, lastAt: s.lastAt, lastSeq: s.lastSeq, claimedBy: s.claimedBy, lastID: s.lastID,
+	c := &State{cfg: s.cfg, lastAt: s.lastAt, lastSeq: s.lastSeq, claimedBy: s.claimedBy, lastID: s.lastID, maxID: s.maxID,
 		budgets: make(map[budgetRef]*budget, len(s.budgets)), byRoot: make(map[string][]*budget, len(s.byRoot)),
 		byID: make(map[uint64]*budget, len(s.byID)), open: make(map[string]*reservation, len(s.open)),
 		closed: s.closed.cloneInto(closed), idem: s.idem.cloneInto(idem), unitNames: maps.Clone(s.unitNames)}

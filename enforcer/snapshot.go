@@ -243,14 +243,23 @@ func snapReservationOf(r *reservation) snapReservation {
 // one (SnapshotVersion), or a JSON document of version 1, as earlier
 // builds stored.
 func Restore(cfg Config, b []byte) (*State, error) {
+	var (
+		s   *State
+		err error
+	)
 	if len(b) > 0 && b[0] == snapshotMagic[0] {
-		return restoreBinary(cfg, b)
+		s, err = restoreBinary(cfg, b)
+	} else {
+		var sn snapshot
+		if sn, err = decodeSnapshot(b); err == nil {
+			s, err = restore(cfg, sn)
+		}
 	}
-	sn, err := decodeSnapshot(b)
 	if err != nil {
 		return nil, err
 	}
-	return restore(cfg, sn)
+	s.maxID = s.greatestID()
+	return s, nil
 }
 
 // SnapshotJSON renders a snapshot of either format as a JSON document of
