@@ -8,7 +8,7 @@ BIN       ?= bin/tally
 FUZZTIME  ?= 200000x
 FUZZ_TARGETS := events:FuzzParseRequest events:FuzzDecodeEvent events:FuzzParseAmount events:FuzzParseFast events:FuzzEncodeEvent events:FuzzDecodeEventData enforcer:FuzzRestoreSnapshot enforcer:FuzzAckSeq
 
-.PHONY: all build run test test-long fuzz bench bench-recovery bench-table profile profile-e2e vet clean
+.PHONY: all build run test test-long fuzz bench bench-recovery bench-table bench-instructions profile profile-e2e vet clean
 
 all: build
 
@@ -67,6 +67,24 @@ bench-table: build
 	row core          $(GO) test -count=1 -run '^$$' -bench 'ReserveDecideApply|ReserveCommitDecideApply' -benchmem -benchtime=200000x -count=3 ./enforcer; \
 	row recovery      env TALLY_RECOVERY_EVENTS=300000 $(GO) test -count=1 -run TestRecoveryTime -v ./enforcer
 	@echo "reports in $(BENCH_OUT)/"
+
+## bench-instructions: instructions per op of the core benchmarks, counted by callgrind (needs valgrind; not part of
+## make test). Decide + Apply only, without the collector (GOGC=off), on one thread, without preemption signals
+## (callgrind can trip on them); INSTR_OPS ops. On an idle machine repeated runs agree within 0.2 %, where ns/op
+## moves with the host's load; under load the runtime's other threads run inside the window and add to the count.
+INSTR_OPS ?= 20000
+bench-instructions:
+	@command -v valgrind >/dev/null && command -v callgrind_annotate >/dev/null || { echo "bench-instructions needs valgrind (apt-get install valgrind)"; exit 1; }
+	@mkdir -p $(BENCH_OUT)
+	$(GO) test -c -o $(BENCH_OUT)/enforcer.test ./enforcer
+	@set -e; for b in 'ReserveDecideApply/prehashed$$' 'ReserveCommitDecideApply/prehashed$$'; do \
+		out=$(BENCH_OUT)/callgrind.$$(echo $$b | tr -dc 'A-Za-z').out; \
+		(cd enforcer && GOGC=off GOMAXPROCS=1 GODEBUG=asyncpreemptoff=1 valgrind --tool=callgrind --callgrind-out-file=../$$out \
+			--toggle-collect='*enforcer.(*State).Decide' --toggle-collect='*enforcer.(*State).Apply' \
+			../$(BENCH_OUT)/enforcer.test -test.run '^$$' -test.bench "$$b" -test.benchtime $(INSTR_OPS)x > ../$$out.log 2>&1) || { tail -20 $$out.log; exit 1; }; \
+		total=$$(callgrind_annotate $$out | awk '/PROGRAM TOTALS/ {gsub(",", "", $$1); print $$1}'); \
+		echo "$$b: $$((total / $(INSTR_OPS))) instructions per op ($$out)"; \
+	done
 
 ## profile-e2e: profile tally end to end (embedded server, enforcer and clients in one process)
 profile-e2e: build

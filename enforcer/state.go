@@ -77,12 +77,12 @@ type State struct {
 	lastID  uint64
 
 	open     map[string]*reservation // open reservations
+	expiries expiryHeap              // the open reservations, soonest first
 	// maxID is at least the greatest id of the reservations held, open or
 	// closed: a grant of a greater id (the decision loop's ids are
 	// monotonic ULIDs) cannot be a second grant of one, and skips the two
 	// look-ups of exists.
 	maxID string
-	expiries expiryHeap              // the open reservations, soonest first
 	// closed holds the closed reservations still retained, oldest first,
 	// encoded (closed.go): key the id, value the reservation.
 	closed fifo
