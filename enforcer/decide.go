@@ -229,6 +229,7 @@ type scratch struct {
 	targets [2][]target
 	changes [2][]change
 	amounts []unitAmount
+	held    []events.Amount
 	key     []byte
 	val     []byte
 }
@@ -692,6 +693,45 @@ func (s *State) appendDenialAlerts(evs []events.Event, root string, now time.Tim
 	return evs
 }
 
+// heldAmounts returns r's amounts in the order of r.units, in a scratch
+// buffer: a map look-up each, instead of one for every hold and unit.
+func (s *State) heldAmounts(r *reservation) []events.Amount {
+	as := s.scratch.held[:0]
+	for _, u := range r.units {
+		as = append(as, r.amounts[u])
+	}
+	s.scratch.held = as
+	return as
+}
+
+// amountOf returns amts[i] for units[i] = u, zero if u is not in units.
+func amountOf(units []string, amts []events.Amount, u string) events.Amount {
+	for i := range units {
+		if units[i] == u {
+			return amts[i]
+		}
+	}
+	return events.Amount{}
+}
+
+// actualOf returns the amount of unit u in as, zero if it has none.
+func actualOf(as []unitAmount, u string) events.Amount {
+	for i := range as {
+		if as[i].unit == u {
+			return as[i].amt
+		}
+	}
+	return events.Amount{}
+}
+
+// excess is max(0, a − b).
+func excess(a, b events.Amount) events.Amount {
+	if a.Cmp(b) <= 0 {
+		return events.Zero
+	}
+	return a.Sub(b)
+}
+
 // holdTargets turns a reservation's holds into targets on the instances
 // that still exist (an instance disappears with its budget), with room for
 // extra changes each beyond the units it holds.
@@ -722,6 +762,7 @@ func (s *State) holdTargets(r *reservation, extra int) ([]target, []change) {
 // recorded at grant time, for each unit it held or limits.
 func (s *State) commitTargets(r *reservation, actual events.Amounts, late bool) []target {
 	units := s.sortedAmounts(actual)
+	ramts := s.heldAmounts(r)
 	ts, _ := s.holdTargets(r, len(units))
 	for i := range ts {
 		t := &ts[i]
@@ -750,7 +791,7 @@ func (s *State) commitTargets(r *reservation, actual events.Amounts, late bool) 
 			}
 			c := change{unit: u, spent: spent}
 			if !late && isHeld {
-				c.reserved = r.amounts[u].Neg()
+				c.reserved = amountOf(r.units, ramts, u).Neg()
 			}
 			t.changes = append(t.changes, c)
 		}
@@ -760,10 +801,11 @@ func (s *State) commitTargets(r *reservation, actual events.Amounts, late bool) 
 
 // releaseTargets frees a reservation's hold.
 func (s *State) releaseTargets(r *reservation) []target {
+	ramts := s.heldAmounts(r)
 	ts, _ := s.holdTargets(r, 0)
 	for i := range ts {
 		for _, u := range ts[i].held {
-			ts[i].changes = append(ts[i].changes, change{unit: u, reserved: r.amounts[u].Neg()})
+			ts[i].changes = append(ts[i].changes, change{unit: u, reserved: amountOf(r.units, ramts, u).Neg()})
 		}
 	}
 	return ts
@@ -784,7 +826,8 @@ func (s *State) overLimit(ts []target) []events.OverLimit {
 			if !ok {
 				continue
 			}
-			if over := c.used.Sub(limit); over.Sign() > 0 {
+			if c.used.Cmp(limit) > 0 {
+				over := c.used.Sub(limit)
 				out = append(out, events.OverLimit{Budget: t.app.b.def.Name, Pattern: t.app.b.def.Scope,
 					Scope: t.app.scope, Period: t.app.period, Unit: c.unit, Over: over})
 			}
@@ -825,15 +868,16 @@ func (s *State) decideCommit(cmd Command, req *events.CommitRequest, now time.Ti
 		return closedErr(r)
 	}
 	late := r.status == events.StatusExpired
-	released := s.amounts(0, len(r.amounts))
+	ramts, actual := s.heldAmounts(r), s.sortedAmounts(req.Actual)
+	released := s.amounts(0, len(r.units))
 	if !late {
-		for u, held := range r.amounts {
-			released[u] = events.Max(events.Zero, held.Sub(req.Actual[u]))
+		for i, u := range r.units {
+			released[u] = excess(ramts[i], actualOf(actual, u))
 		}
 	}
-	overage := s.amounts(1, len(req.Actual))
-	for u, a := range req.Actual {
-		overage[u] = events.Max(events.Zero, a.Sub(r.amounts[u]))
+	overage := s.amounts(1, len(actual))
+	for _, a := range actual {
+		overage[a.unit] = excess(a.amt, amountOf(r.units, ramts, a.unit))
 	}
 	ts := s.commitTargets(r, req.Actual, late)
 	if e := s.checkRange(ts); e != nil {

@@ -125,6 +125,12 @@ func appendClosed(b []byte, r *reservation) []byte {
 		b = appendHoldScope(b, r.scope, h.scope)
 		b = appendString(b, h.period)
 		b = binary.AppendUvarint(b, uint64(len(h.units)))
+		if sameSlice(h.units, r.units) { // the usual hold: every unit
+			for i := range h.units {
+				b = binary.AppendUvarint(b, uint64(i))
+			}
+			continue
+		}
 		for _, u := range h.units {
 			if i, ok := slices.BinarySearch(r.units, u); ok {
 				b = binary.AppendUvarint(b, uint64(i))
@@ -134,6 +140,11 @@ func appendClosed(b []byte, r *reservation) []byte {
 		}
 	}
 	return b
+}
+
+// sameSlice reports whether a and b are the same slice of the same memory.
+func sameSlice(a, b []string) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // readClosed decodes a closed reservation.

@@ -539,6 +539,9 @@ func limitOf(b *budget, us unitState, u string) (events.Amount, bool) {
 	if !ok {
 		return events.Amount{}, false
 	}
+	if us.adjust.IsZero() {
+		return l, true
+	}
 	return l.Add(us.adjust), true
 }
 
