@@ -152,7 +152,8 @@ func (s *State) applyGranted(seq uint64, at time.Time, root string, d events.Res
 	}
 	r.holds = r.holds[:len(apps)]
 	ts, cs := s.targets(0, len(apps), len(apps)*len(r.units))
-	for i, a := range apps {
+	for i := range apps {
+		a := &apps[i]
 		held, all := r.units, a.b.limitsAll(r.units)
 		if !all {
 			held = make([]string, 0, len(r.units))

@@ -217,9 +217,11 @@ func (c *change) grows() bool {
 	return c.reserved.Add(c.spent).Sign() > 0
 }
 
-// target is an instance and the changes a decision makes to it.
+// target is an instance and the changes a decision makes to it. app
+// points into applicableAt's list or the scratch applicables of
+// holdTargets, and lives as long as they do: until the next decision.
 type target struct {
-	app     applicable
+	app     *applicable
 	changes []change
 	held    []string // for a reservation's hold: the units it holds
 }
@@ -230,6 +232,8 @@ type scratch struct {
 	changes [2][]change
 	amounts []unitAmount
 	held    []events.Amount
+	// holdApps are the applicables of holdTargets' targets.
+	holdApps []applicable
 	key     []byte
 	val     []byte
 }
@@ -511,7 +515,7 @@ func (s *State) evaluate(apps []applicable, amounts events.Amounts, prio events.
 	for i := range apps {
 		a := &apps[i]
 		t := &ev.targets[i]
-		t.app = *a
+		t.app = a
 		t.changes, backing = backing[:0:len(req)], backing[len(req):]
 		for r := range req {
 			ua := &req[r]
@@ -612,8 +616,8 @@ func (s *State) decideReserve(cmd Command, req *events.ReserveRequest, now time.
 	// Denied: nothing is reserved anywhere; the instances show the state as is.
 	opts := req.EffectiveOptions()
 	cur := make([]target, len(apps))
-	for i, a := range apps {
-		cur[i].app = a
+	for i := range apps {
+		cur[i].app = &apps[i]
 	}
 	views := s.views(cur)
 	if dry {
@@ -742,6 +746,11 @@ func (s *State) holdTargets(r *reservation, extra int) ([]target, []change) {
 	}
 	ts, cs := s.targets(0, len(r.holds), m)
 	ts = ts[:0]
+	apps := s.scratch.holdApps[:0]
+	if cap(apps) < len(r.holds) {
+		apps = make([]applicable, 0, len(r.holds))
+	}
+	s.scratch.holdApps = apps
 	for _, h := range r.holds {
 		in := h.in
 		if in == nil {
@@ -750,8 +759,8 @@ func (s *State) holdTargets(r *reservation, extra int) ([]target, []change) {
 			}
 		}
 		k := len(h.units) + extra
-		ts = append(ts, target{app: applicable{b: in.b, in: in, scope: h.scope, period: h.period, win: in.win},
-			held: h.units, changes: cs[:0:k]})
+		apps = append(apps, applicable{b: in.b, in: in, scope: h.scope, period: h.period, win: in.win})
+		ts = append(ts, target{app: &apps[len(apps)-1], held: h.units, changes: cs[:0:k]})
 		cs = cs[k:]
 	}
 	return ts, cs
@@ -941,7 +950,8 @@ func (s *State) decideExtend(cmd Command, req *events.ExtendRequest, now time.Ti
 func (s *State) chargeTargets(apps []applicable, amounts events.Amounts) []target {
 	units := s.sortedAmounts(amounts)
 	ts, cs := s.targets(0, len(apps), len(apps)*len(units))
-	for i, a := range apps {
+	for i := range apps {
+		a := &apps[i]
 		ts[i].app = a
 		ts[i].changes, cs = cs[:0:len(units)], cs[len(units):]
 		for _, ua := range units {
@@ -974,8 +984,8 @@ func (s *State) decideBalance(cmd Command, req *events.BalanceRequest, now time.
 	}
 	apps := s.applicableAt(req.Scope, now)
 	ts, _ := s.targets(0, len(apps), 0)
-	for i, a := range apps {
-		ts[i].app = a
+	for i := range apps {
+		ts[i].app = &apps[i]
 	}
 	return Decision{Result: events.BalanceResult{Scope: req.Scope, Instances: s.views(ts)}}
 }
@@ -1099,7 +1109,7 @@ func (s *State) decideBudgetAdjust(cmd Command, req *events.BudgetAdjustRequest,
 			Message: fmt.Sprintf("no budget %q applies to scope %q itself", req.Name, req.Scope), Details: map[string]any{"field": "name"}}}
 	}
 	w := b.windowOf(now)
-	t := target{app: applicable{b: b, in: b.instances[instRef{req.Scope, w.Key}], scope: req.Scope, period: w.Key, win: w}}
+	t := target{app: &applicable{b: b, in: b.instances[instRef{req.Scope, w.Key}], scope: req.Scope, period: w.Key, win: w}}
 	for _, u := range events.SortedUnits(req.Delta) {
 		if !b.limitsUnit(u) {
 			return Decision{Err: &events.Error{Code: events.CodeInvalidRequest,
