@@ -234,8 +234,8 @@ type scratch struct {
 	held    []events.Amount
 	// holdApps are the applicables of holdTargets' targets.
 	holdApps []applicable
-	key     []byte
-	val     []byte
+	key      []byte
+	val      []byte
 }
 
 // targets returns n zeroed targets and m changes to share among them from
