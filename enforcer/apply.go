@@ -151,15 +151,16 @@ func (s *State) applyGranted(seq uint64, at time.Time, root string, d events.Res
 		r.holds = make([]hold, 0, len(apps))
 	}
 	r.holds = r.holds[:len(apps)]
-	ts, cs := s.targets(0, len(apps), len(apps)*len(r.units))
+	// The grant's changes are folded as they are found, without building
+	// them first; the targets only name the instances for verify.
+	ts, _ := s.targets(0, len(apps), 0)
 	for i := range apps {
 		a := &apps[i]
 		held, all := r.units, a.b.limitsAll(r.units)
 		if !all {
 			held = make([]string, 0, len(r.units))
 		}
-		ts[i].app = a
-		ts[i].changes, cs = cs[:0:len(r.units)], cs[len(r.units):]
+		in := s.instanceOf(a)
 		for _, ua := range amts {
 			if !all {
 				if !a.b.limitsUnit(ua.unit) {
@@ -167,13 +168,10 @@ func (s *State) applyGranted(seq uint64, at time.Time, root string, d events.Res
 				}
 				held = append(held, ua.unit)
 			}
-			ts[i].changes = append(ts[i].changes, change{unit: ua.unit, reserved: ua.amt})
+			foldUnit(a, in, ua.unit, ua.amt, events.Amount{})
 		}
-		r.holds[i] = hold{b: a.b, scope: a.scope, period: a.period, units: held}
-	}
-	s.applyTargets(ts)
-	for i := range r.holds {
-		r.holds[i].in = ts[i].app.in
+		ts[i].app = a
+		r.holds[i] = hold{b: a.b, scope: a.scope, period: a.period, in: in, units: held}
 	}
 	s.verify(seq, d.Instances, ts)
 	s.open[r.id] = r
@@ -185,25 +183,36 @@ func (s *State) applyGranted(seq uint64, at time.Time, root string, d events.Res
 func (s *State) applyTargets(ts []target) {
 	for i := range ts {
 		t := &ts[i]
-		in := t.app.in
-		if in == nil {
-			in = s.getInstance(t.app.b, t.app.scope, t.app.period, t.app.win)
-			t.app.in = in
-		}
+		in := s.instanceOf(t.app)
 		for j := range t.changes {
 			c := &t.changes[j]
-			us := in.unit(c.unit)
-			if !c.reserved.IsZero() {
-				us.reserved = us.reserved.Add(c.reserved)
-			}
-			if !c.spent.IsZero() {
-				us.spent = us.spent.Add(c.spent)
-			}
-			if us.reserved.Negative() || us.spent.Negative() {
-				panic(fmt.Sprintf("enforcer: %s %s %s: negative balance (spent %s, reserved %s)",
-					t.app.b.def.Name, t.app.scope, c.unit, us.spent, us.reserved))
-			}
+			foldUnit(t.app, in, c.unit, c.reserved, c.spent)
 		}
+	}
+}
+
+// instanceOf returns a's instance, creating it (and noting it in a) if it
+// does not exist yet.
+func (s *State) instanceOf(a *applicable) *instance {
+	if a.in == nil {
+		a.in = s.getInstance(a.b, a.scope, a.period, a.win)
+	}
+	return a.in
+}
+
+// foldUnit adds reserved and spent to unit u of in, a's instance, and
+// panics if either balance would go negative.
+func foldUnit(a *applicable, in *instance, u string, reserved, spent events.Amount) {
+	us := in.unit(u)
+	if !reserved.IsZero() {
+		us.reserved = us.reserved.Add(reserved)
+	}
+	if !spent.IsZero() {
+		us.spent = us.spent.Add(spent)
+	}
+	if us.reserved.Negative() || us.spent.Negative() {
+		panic(fmt.Sprintf("enforcer: %s %s %s: negative balance (spent %s, reserved %s)",
+			a.b.def.Name, a.scope, u, us.spent, us.reserved))
 	}
 }
 
