@@ -160,7 +160,7 @@ func (s *State) applyGranted(seq uint64, at time.Time, root string, d events.Res
 		if !all {
 			held = make([]string, 0, len(r.units))
 		}
-		in := s.instanceOf(a)
+		in := s.ensureInstance(a)
 		for _, ua := range amts {
 			if !all {
 				if !a.b.limitsUnit(ua.unit) {
@@ -183,7 +183,7 @@ func (s *State) applyGranted(seq uint64, at time.Time, root string, d events.Res
 func (s *State) applyTargets(ts []target) {
 	for i := range ts {
 		t := &ts[i]
-		in := s.instanceOf(t.app)
+		in := s.ensureInstance(t.app)
 		for j := range t.changes {
 			c := &t.changes[j]
 			foldUnit(t.app, in, c.unit, c.reserved, c.spent)
@@ -191,9 +191,9 @@ func (s *State) applyTargets(ts []target) {
 	}
 }
 
-// instanceOf returns a's instance, creating it (and noting it in a) if it
+// ensureInstance returns a's instance, creating it (and noting it in a) if it
 // does not exist yet.
-func (s *State) instanceOf(a *applicable) *instance {
+func (s *State) ensureInstance(a *applicable) *instance {
 	if a.in == nil {
 		a.in = s.getInstance(a.b, a.scope, a.period, a.win)
 	}
