@@ -231,7 +231,7 @@ type scratch struct {
 	targets [2][]target
 	changes [2][]change
 	amounts []unitAmount
-	held    []events.Amount
+	held    []unitAmount
 	// holdApps are the applicables of holdTargets' targets.
 	holdApps []applicable
 	key      []byte
@@ -697,29 +697,20 @@ func (s *State) appendDenialAlerts(evs []events.Event, root string, now time.Tim
 	return evs
 }
 
-// heldAmounts returns r's amounts in the order of r.units, in a scratch
-// buffer: a map look-up each, instead of one for every hold and unit.
-func (s *State) heldAmounts(r *reservation) []events.Amount {
+// heldAmounts returns r's units with their amounts, in the order of
+// r.units, in a scratch buffer: a map look-up each, instead of one for
+// every hold and unit.
+func (s *State) heldAmounts(r *reservation) []unitAmount {
 	as := s.scratch.held[:0]
 	for _, u := range r.units {
-		as = append(as, r.amounts[u])
+		as = append(as, unitAmount{u, r.amounts[u]})
 	}
 	s.scratch.held = as
 	return as
 }
 
-// amountOf returns amts[i] for units[i] = u, zero if u is not in units.
-func amountOf(units []string, amts []events.Amount, u string) events.Amount {
-	for i := range units {
-		if units[i] == u {
-			return amts[i]
-		}
-	}
-	return events.Amount{}
-}
-
-// actualOf returns the amount of unit u in as, zero if it has none.
-func actualOf(as []unitAmount, u string) events.Amount {
+// amountIn returns the amount of unit u in as, zero if it has none.
+func amountIn(as []unitAmount, u string) events.Amount {
 	for i := range as {
 		if as[i].unit == u {
 			return as[i].amt
@@ -800,7 +791,7 @@ func (s *State) commitTargets(r *reservation, actual events.Amounts, late bool) 
 			}
 			c := change{unit: u, spent: spent}
 			if !late && isHeld {
-				c.reserved = amountOf(r.units, ramts, u).Neg()
+				c.reserved = amountIn(ramts, u).Neg()
 			}
 			t.changes = append(t.changes, c)
 		}
@@ -814,7 +805,7 @@ func (s *State) releaseTargets(r *reservation) []target {
 	ts, _ := s.holdTargets(r, 0)
 	for i := range ts {
 		for _, u := range ts[i].held {
-			ts[i].changes = append(ts[i].changes, change{unit: u, reserved: amountOf(r.units, ramts, u).Neg()})
+			ts[i].changes = append(ts[i].changes, change{unit: u, reserved: amountIn(ramts, u).Neg()})
 		}
 	}
 	return ts
@@ -880,13 +871,13 @@ func (s *State) decideCommit(cmd Command, req *events.CommitRequest, now time.Ti
 	ramts, actual := s.heldAmounts(r), s.sortedAmounts(req.Actual)
 	released := s.amounts(0, len(r.units))
 	if !late {
-		for i, u := range r.units {
-			released[u] = excess(ramts[i], actualOf(actual, u))
+		for _, h := range ramts {
+			released[h.unit] = excess(h.amt, amountIn(actual, h.unit))
 		}
 	}
 	overage := s.amounts(1, len(actual))
 	for _, a := range actual {
-		overage[a.unit] = excess(a.amt, amountOf(r.units, ramts, a.unit))
+		overage[a.unit] = excess(a.amt, amountIn(ramts, a.unit))
 	}
 	ts := s.commitTargets(r, req.Actual, late)
 	if e := s.checkRange(ts); e != nil {
