@@ -104,7 +104,7 @@ func grantedInStreams(t *testing.T, js jetstream.JetStream, partitions int) (map
 			if err != nil {
 				t.Fatalf("partition %d: %v", n, err)
 			}
-			if g, ok := ev.Data.(events.ReservationGranted); ok {
+			if g, ok := ev.Data.(*events.ReservationGranted); ok {
 				byRoot[ev.Root]++
 				if _, dup := ids[g.ReservationID]; dup {
 					t.Errorf("reservation %s granted twice in the stream", g.ReservationID)

@@ -94,7 +94,7 @@ func contractEvents(load *tallyLoad) (map[events.Op]contractEvent, error) {
 			return nil, err
 		}
 		granted := d.Events[0]
-		id := granted.Data.(events.ReservationGranted).ReservationID
+		id := granted.Data.(*events.ReservationGranted).ReservationID
 		body := load.commitBody(c, id)
 		if closeOp == events.OpRelease {
 			body = load.releaseBody(c, id)

@@ -22,11 +22,11 @@ func (s *State) Apply(seq uint64, ev events.Event) {
 	}
 	at := ev.At.UTC()
 	switch d := ev.Data.(type) {
-	case events.BudgetSet:
+	case *events.BudgetSet:
 		s.putBudget(d.Budget)
-	case events.BudgetDeleted:
+	case *events.BudgetDeleted:
 		s.deleteBudget(d.Scope, d.Name)
-	case events.BudgetAdjusted:
+	case *events.BudgetAdjusted:
 		b := s.budgets[budgetRef{d.Pattern, d.Budget}]
 		if b == nil {
 			panic(fmt.Sprintf("enforcer: seq %d adjusts unknown budget %s %s", seq, d.Pattern, d.Budget))
@@ -39,11 +39,11 @@ func (s *State) Apply(seq uint64, ev events.Event) {
 			us.adjust = us.adjust.Add(d.Delta[u].Amount)
 		}
 		s.verify(seq, []events.InstanceView{d.Instance}, nil)
-	case events.ReservationGranted:
+	case *events.ReservationGranted:
 		s.applyGranted(seq, at, ev.Root, d)
-	case events.ReservationDenied:
+	case *events.ReservationDenied:
 		// A denial changes no balance; only its idempotency key is kept.
-	case events.ReservationCommitted:
+	case *events.ReservationCommitted:
 		r := s.mustReservation(seq, d.ReservationID)
 		s.mustBeExpired(seq, r, d.Late)
 		ts := s.commitTargets(r, d.Charged, d.Late)
@@ -53,7 +53,7 @@ func (s *State) Apply(seq uint64, ev events.Event) {
 		}
 		s.retire(r, events.StatusCommitted, seq, at)
 		s.verify(seq, d.Instances, ts)
-	case events.ReservationReleased:
+	case *events.ReservationReleased:
 		r := s.mustReservation(seq, d.ReservationID)
 		s.mustBeExpired(seq, r, d.AlreadyExpired)
 		var ts []target
@@ -64,14 +64,14 @@ func (s *State) Apply(seq uint64, ev events.Event) {
 		}
 		s.retire(r, events.StatusReleased, seq, at)
 		s.verify(seq, d.Instances, ts)
-	case events.ReservationExtended:
+	case *events.ReservationExtended:
 		r := s.mustReservation(seq, d.ReservationID)
 		if r.status != events.StatusOpen {
 			panic(fmt.Sprintf("enforcer: seq %d extends reservation %s which is %s", seq, r.id, r.status))
 		}
 		r.expiresAt = d.ExpiresAt.UTC()
 		heap.Fix(&s.expiries, r.heapIdx)
-	case events.ReservationExpired:
+	case *events.ReservationExpired:
 		r := s.mustReservation(seq, d.ReservationID)
 		if r.status != events.StatusOpen {
 			panic(fmt.Sprintf("enforcer: seq %d expires reservation %s which is %s", seq, r.id, r.status))
@@ -81,11 +81,11 @@ func (s *State) Apply(seq uint64, ev events.Event) {
 		s.closeOpen(r)
 		s.retire(r, events.StatusExpired, seq, at)
 		s.verify(seq, d.Instances, ts)
-	case events.UsageCharged:
+	case *events.UsageCharged:
 		ts := s.chargeTargets(s.applicableAt(d.Scope, at), d.Amounts)
 		s.applyTargets(ts)
 		s.verify(seq, d.Instances, ts)
-	case events.ThresholdCrossed:
+	case *events.ThresholdCrossed:
 		b := s.budgets[budgetRef{d.Pattern, d.Budget}]
 		if b == nil {
 			panic(fmt.Sprintf("enforcer: seq %d alerts on unknown budget %s %s", seq, d.Pattern, d.Budget))
@@ -95,7 +95,7 @@ func (s *State) Apply(seq uint64, ev events.Event) {
 			in = s.getInstance(b, d.Scope, d.Period, b.windowOf(at))
 		}
 		in.fire(d.Unit, d.Threshold)
-	case events.PartitionClaimed:
+	case *events.PartitionClaimed:
 		s.claimedBy = d.Owner
 	default:
 		panic(fmt.Sprintf("enforcer: seq %d: unexpected event data %T", seq, ev.Data))
@@ -130,7 +130,7 @@ func opOf(t events.Type) events.Op {
 	panic(fmt.Sprintf("enforcer: no operation for event type %s", t))
 }
 
-func (s *State) applyGranted(seq uint64, at time.Time, root string, d events.ReservationGranted) {
+func (s *State) applyGranted(seq uint64, at time.Time, root string, d *events.ReservationGranted) {
 	if d.ReservationID <= s.maxID && s.exists(d.ReservationID) {
 		panic(fmt.Sprintf("enforcer: seq %d grants reservation %s twice", seq, d.ReservationID))
 	}

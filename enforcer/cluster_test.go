@@ -242,7 +242,7 @@ func TestClusterFailover(t *testing.T) {
 		granted := map[string]int{}
 		st := enforcer.New(enforcer.Config{Partition: n})
 		if _, err := enforcer.Replay(ctx, js, n, st, func(seq uint64, ev events.Event, _ []byte) {
-			g, ok := ev.Data.(events.ReservationGranted)
+			g, ok := ev.Data.(*events.ReservationGranted)
 			if !ok {
 				return
 			}

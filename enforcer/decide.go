@@ -361,16 +361,17 @@ func (s *State) views(ts []target) []events.InstanceView {
 }
 
 // SetReuseViews makes the state render the instance views of a decision's
-// events and result into a buffer of its own, which the next Decide
-// overwrites, instead of allocating them: the decision loop's views are
-// half of what a reserve allocates. The caller must be done with a
+// events and result, and the data of its grant or commit event, into a
+// buffer of its own, which the next Decide overwrites, instead of
+// allocating them: the decision loop's views are half of what a reserve
+// allocates. The caller must be done with a
 // decision (its events encoded and applied, its answer rendered) before
 // it decides again. The service's decision loop is; tests that keep
 // decisions are not, and leave it off.
 func (s *State) SetReuseViews(on bool) { s.reuseViews = on }
 
-// viewBuf is the memory of one decision's views, events and commit
-// amounts with SetReuseViews. Views taken during one decision never share
+// viewBuf is the memory of one decision's views, events, event data and
+// commit amounts with SetReuseViews. Views taken during one decision never share
 // memory: when a chunk runs out a new one is allocated, and the views
 // already taken keep the old one.
 type viewBuf struct {
@@ -379,6 +380,18 @@ type viewBuf struct {
 	ends    []time.Time
 	events  []events.Event
 	amounts [2]events.Amounts
+	// The data of the two events a decision most often makes.
+	granted   events.ReservationGranted
+	committed events.ReservationCommitted
+}
+
+// box is where a decision puts its event's data: buf, the view buffer's
+// memory for it, when reuse is on; new memory otherwise.
+func box[T any](reuse bool, buf *T) *T {
+	if reuse {
+		return buf
+	}
+	return new(T)
 }
 
 // amounts returns an empty map for n units: map i of the view buffer, or
@@ -605,7 +618,8 @@ func (s *State) decideReserve(cmd Command, req *events.ReserveRequest, now time.
 			res.ShadowDenials = nonNil(res.ShadowDenials)
 			return Decision{Result: res}
 		}
-		data := events.ReservationGranted{Mutation: events.Mutation{IdempotencyKey: req.IdempotencyKey, RequestHash: hash},
+		data := box(s.reuseViews, &s.vbuf.granted)
+		*data = events.ReservationGranted{Mutation: events.Mutation{IdempotencyKey: req.IdempotencyKey, RequestHash: hash},
 			ReservationID: cmd.NewID, Scope: req.Scope, Amounts: o.Amounts, Priority: prio, ExpiresAt: exp,
 			Option: i, Label: o.Label, Degraded: i > 0, Labels: req.Labels, Instances: res.Instances,
 			ShadowDenials: nonNil(ev.shadow)}
@@ -624,7 +638,7 @@ func (s *State) decideReserve(cmd Command, req *events.ReserveRequest, now time.
 		return Decision{Result: events.ReserveResult{Decision: events.DecisionDenied, Label: opts[0].Label,
 			Instances: views, Denial: first.denial, ShadowDenials: []events.ShadowDenial{}}}
 	}
-	data := events.ReservationDenied{Mutation: events.Mutation{IdempotencyKey: req.IdempotencyKey, RequestHash: hash},
+	data := &events.ReservationDenied{Mutation: events.Mutation{IdempotencyKey: req.IdempotencyKey, RequestHash: hash},
 		Scope: req.Scope, Options: opts, Priority: prio, Labels: req.Labels, Denial: *first.denial, Instances: views}
 	evs := s.oneEvent(cmd.Root, now, data)
 	// Alert the first denial of the failing enforce instance only.
@@ -673,7 +687,7 @@ func (s *State) appendAlerts(evs []events.Event, root string, now time.Time, ts 
 				if t.app.in != nil && t.app.in.hasFired(c.unit, name) {
 					continue
 				}
-				evs = append(evs, s.event(root, now, events.ThresholdCrossed{Budget: b.def.Name, Pattern: b.def.Scope,
+				evs = append(evs, s.event(root, now, &events.ThresholdCrossed{Budget: b.def.Name, Pattern: b.def.Scope,
 					Scope: t.app.scope, Period: t.app.period, Mode: b.def.Mode, Unit: c.unit,
 					Threshold: name, Limit: limit, Spent: us.spent, Reserved: us.reserved}))
 			}
@@ -690,7 +704,7 @@ func (s *State) appendDenialAlerts(evs []events.Event, root string, now time.Tim
 		}
 		us := unitOf(t.app.in, d.unit)
 		limit, _ := limitOf(t.app.b, us, d.unit)
-		evs = append(evs, s.event(root, now, events.ThresholdCrossed{Budget: t.app.b.def.Name, Pattern: t.app.b.def.Scope,
+		evs = append(evs, s.event(root, now, &events.ThresholdCrossed{Budget: t.app.b.def.Name, Pattern: t.app.b.def.Scope,
 			Scope: t.app.scope, Period: t.app.period, Mode: t.app.b.def.Mode, Unit: d.unit,
 			Threshold: events.ThresholdKindDenied, Limit: limit, Spent: us.spent, Reserved: us.reserved}))
 	}
@@ -883,7 +897,8 @@ func (s *State) decideCommit(cmd Command, req *events.CommitRequest, now time.Ti
 	if e := s.checkRange(ts); e != nil {
 		return Decision{Err: e}
 	}
-	data := events.ReservationCommitted{Mutation: events.Mutation{IdempotencyKey: req.IdempotencyKey, RequestHash: hash},
+	data := box(s.reuseViews, &s.vbuf.committed)
+	*data = events.ReservationCommitted{Mutation: events.Mutation{IdempotencyKey: req.IdempotencyKey, RequestHash: hash},
 		ReservationID: r.id, Scope: r.scope, Charged: req.Actual, Released: released, Overage: overage,
 		Late: late, Labels: req.Labels, OverLimit: s.overLimit(ts), Instances: s.views(ts)}
 	evs := s.oneEvent(cmd.Root, now, data)
@@ -899,7 +914,7 @@ func (s *State) decideRelease(cmd Command, req *events.ReleaseRequest, now time.
 	if e != nil {
 		return Decision{Err: e}
 	}
-	data := events.ReservationReleased{Mutation: events.Mutation{IdempotencyKey: req.IdempotencyKey, RequestHash: hash},
+	data := &events.ReservationReleased{Mutation: events.Mutation{IdempotencyKey: req.IdempotencyKey, RequestHash: hash},
 		ReservationID: r.id, Scope: r.scope, Released: events.Amounts{}}
 	switch r.status {
 	case events.StatusCommitted, events.StatusReleased:
@@ -932,7 +947,7 @@ func (s *State) decideExtend(cmd Command, req *events.ExtendRequest, now time.Ti
 		}
 		return closedErr(r)
 	}
-	data := events.ReservationExtended{Mutation: events.Mutation{IdempotencyKey: req.IdempotencyKey, RequestHash: hash},
+	data := &events.ReservationExtended{Mutation: events.Mutation{IdempotencyKey: req.IdempotencyKey, RequestHash: hash},
 		ReservationID: r.id, Scope: r.scope, ExpiresAt: now.Add(time.Duration(*req.TTLMS) * time.Millisecond)}
 	return Decision{Events: s.oneEvent(cmd.Root, now, data)}
 }
@@ -963,7 +978,7 @@ func (s *State) decideCharge(cmd Command, req *events.ChargeRequest, now time.Ti
 	if e := s.checkRange(ts); e != nil {
 		return Decision{Err: e}
 	}
-	data := events.UsageCharged{Mutation: events.Mutation{IdempotencyKey: req.IdempotencyKey, RequestHash: hash},
+	data := &events.UsageCharged{Mutation: events.Mutation{IdempotencyKey: req.IdempotencyKey, RequestHash: hash},
 		Scope: req.Scope, Amounts: req.Amounts, Labels: req.Labels, OverLimit: s.overLimit(ts), Instances: s.views(ts)}
 	evs := s.oneEvent(cmd.Root, now, data)
 	return Decision{Events: s.appendAlerts(evs, cmd.Root, now, ts, nil)}
@@ -1005,7 +1020,7 @@ func (s *State) decideBudgetSet(cmd Command, req *events.BudgetSetRequest, now t
 	if _, exists := s.budgets[budgetRef{def.Scope, def.Name}]; !exists && len(s.byRoot[cmd.Root]) >= s.cfg.MaxBudgetsPerRoot {
 		return fail(events.CodeInvalidRequest, "root %q already has %d budgets, the limit", cmd.Root, s.cfg.MaxBudgetsPerRoot)
 	}
-	data := events.BudgetSet{Mutation: events.Mutation{IdempotencyKey: req.IdempotencyKey, RequestHash: hash}, Budget: def}
+	data := &events.BudgetSet{Mutation: events.Mutation{IdempotencyKey: req.IdempotencyKey, RequestHash: hash}, Budget: def}
 	return Decision{Events: s.oneEvent(cmd.Root, now, data)}
 }
 
@@ -1064,7 +1079,7 @@ func (s *State) decideBudgetDelete(cmd Command, ref *events.BudgetRef, now time.
 	if _, e := s.budgetFor(cmd, ref); e != nil {
 		return Decision{Err: e}
 	}
-	data := events.BudgetDeleted{Mutation: events.Mutation{IdempotencyKey: ref.IdempotencyKey, RequestHash: hash},
+	data := &events.BudgetDeleted{Mutation: events.Mutation{IdempotencyKey: ref.IdempotencyKey, RequestHash: hash},
 		Scope: ref.Scope, Name: ref.Name}
 	return Decision{Events: s.oneEvent(cmd.Root, now, data)}
 }
@@ -1118,7 +1133,7 @@ func (s *State) decideBudgetAdjust(cmd Command, req *events.BudgetAdjustRequest,
 				Message: fmt.Sprintf("delta.%s: the limit would exceed %d significant digits", u, events.MaxSignificantDigits), Details: map[string]any{"field": "delta." + u}}}
 		}
 	}
-	data := events.BudgetAdjusted{Mutation: events.Mutation{IdempotencyKey: req.IdempotencyKey, RequestHash: hash},
+	data := &events.BudgetAdjusted{Mutation: events.Mutation{IdempotencyKey: req.IdempotencyKey, RequestHash: hash},
 		Budget: b.def.Name, Pattern: b.def.Scope, Scope: req.Scope, Period: w.Key, Delta: req.Delta, Reason: req.Reason}
 	data.Instance = s.adjustedView(t, req.Delta)
 	return Decision{Events: s.oneEvent(cmd.Root, now, data)}
@@ -1150,7 +1165,7 @@ func (s *State) decideExpire(now time.Time) Decision {
 		for i := range ts {
 			ts[i].changes = addPrior(ts[i].changes, freed[ts[i].app.in])
 		}
-		data := events.ReservationExpired{ReservationID: r.id, Scope: r.scope, Released: r.amounts.Clone(),
+		data := &events.ReservationExpired{ReservationID: r.id, Scope: r.scope, Released: r.amounts.Clone(),
 			Instances: s.views(ts)}
 		evs = append(evs, s.event(r.root, now, data))
 		for i := range ts {

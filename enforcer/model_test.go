@@ -900,7 +900,7 @@ func (mc *modelMachine) appendChecked(t *rapid.T, d Decision, first uint64) {
 // limit × (1 − floor), on a unit it reserved (commits and charges may go
 // over; grants may not). Floors come from the model's budgets.
 func (mc *modelMachine) checkGrant(t *rapid.T, d Decision) {
-	g, ok := d.Events[0].Data.(events.ReservationGranted)
+	g, ok := d.Events[0].Data.(*events.ReservationGranted)
 	if !ok {
 		return
 	}

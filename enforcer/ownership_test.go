@@ -228,10 +228,10 @@ func testSplitBrain(t *testing.T, groupCommit, far bool) {
 	claims, grants := 0, 0
 	st := enforcer.New(enforcer.Config{Partition: n})
 	if _, err := enforcer.Replay(context.Background(), b.js, n, st, func(seq uint64, ev events.Event, _ []byte) {
-		if _, ok := ev.Data.(events.PartitionClaimed); ok {
+		if _, ok := ev.Data.(*events.PartitionClaimed); ok {
 			claims++
 		}
-		if g, ok := ev.Data.(events.ReservationGranted); ok {
+		if g, ok := ev.Data.(*events.ReservationGranted); ok {
 			byKey[g.IdempotencyKey]++
 			grants++
 			if res, _ := events.ResultOf(ev, events.EventRef{Partition: n, Seq: seq}); answers[g.IdempotencyKey] != "" {
@@ -319,7 +319,7 @@ func TestClaimAnswerLost(t *testing.T) {
 	claims := 0
 	st := enforcer.New(enforcer.Config{Partition: n})
 	if _, err := enforcer.Replay(context.Background(), b.js, n, st, func(_ uint64, ev events.Event, _ []byte) {
-		if _, ok := ev.Data.(events.PartitionClaimed); ok {
+		if _, ok := ev.Data.(*events.PartitionClaimed); ok {
 			claims++
 		}
 	}); err != nil {

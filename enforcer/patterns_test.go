@@ -144,7 +144,7 @@ func TestPatternPerRunDegradation(t *testing.T) {
 		ub, _ := r.Instances[0].Units.Get("USD")
 		got = append(got, fmt.Sprintf("option %d %s degraded=%v remaining=%s", r.Option, r.Label, r.Degraded, ub.Remaining))
 		// The agent spends what it reserved.
-		h.commit(acme, r.ReservationID, `{"USD":"`+d.Events[0].Data.(events.ReservationGranted).Amounts["USD"].String()+`"}`)
+		h.commit(acme, r.ReservationID, `{"USD":"`+d.Events[0].Data.(*events.ReservationGranted).Amounts["USD"].String()+`"}`)
 	}
 	want := []string{
 		"option 0 claude-opus-4 degraded=false remaining=6",

@@ -90,7 +90,7 @@ func TestRecoveryTime(t *testing.T) {
 	for i := 0; st.LastSeq() < uint64(n); i++ {
 		now = now.Add(time.Millisecond)
 		d := step(events.OpReserve, fmt.Sprintf(`{"idempotency_key":"k%d","scope":"tenant:big/workflow:w/run:r%d","amounts":{"USD":"0.42","tokens":"12000"},"labels":{"model":"m"}}`, i, i%1000))
-		id := d.Events[0].Data.(events.ReservationGranted).ReservationID
+		id := d.Events[0].Data.(*events.ReservationGranted).ReservationID
 		step(events.OpCommit, fmt.Sprintf(`{"idempotency_key":"c%d","reservation_id":%q,"actual":{"USD":"0.37","tokens":"10500"}}`, i, id))
 		if snapData == nil && st.LastSeq() >= uint64(n-min(enforcer.DefaultSnapshotEvery, n/2)) {
 			snapData, snapSeq, snapHash = st.Snapshot(), st.LastSeq(), hash

@@ -32,7 +32,7 @@ func replayStream(t *testing.T, n, bad int, corrupt func(raw []byte) []byte) (je
 	for seq := 1; seq <= n; seq++ {
 		ev := events.Event{V: events.Version, ID: fmt.Sprintf("E%025d", seq), Type: events.TypePartitionClaimed,
 			At: at.Add(time.Duration(seq) * time.Millisecond), Root: "_", Prev: prev,
-			Data: events.PartitionClaimed{Owner: fmt.Sprintf("owner-%d", seq), Epoch: uint64(seq)}}
+			Data: &events.PartitionClaimed{Owner: fmt.Sprintf("owner-%d", seq), Epoch: uint64(seq)}}
 		raw, err := events.Encode(&ev)
 		if err != nil {
 			t.Fatal(err)

@@ -230,7 +230,7 @@ func TestRuleUnitsNotLimitedAreRecordedNotChecked(t *testing.T) {
 	if res.Decision != "granted" {
 		t.Fatalf("an unlimited unit must not deny: %s", jsonOf(res))
 	}
-	g := d.Events[0].Data.(events.ReservationGranted)
+	g := d.Events[0].Data.(*events.ReservationGranted)
 	if got := amountsString(g.Amounts); got != "USD=1 search_calls=99999999" {
 		t.Errorf("event amounts %q, want both units recorded", got)
 	}
@@ -502,7 +502,7 @@ func TestRuleOptionsDegradation(t *testing.T) {
 			if res.Decision != "granted" || res.Option != tt.option || res.Label != tt.label || res.Degraded != (tt.option > 0) {
 				t.Fatalf("want option %d %s degraded=%v, got %s", tt.option, tt.label, tt.option > 0, jsonOf(res))
 			}
-			g := d.Events[0].Data.(events.ReservationGranted)
+			g := d.Events[0].Data.(*events.ReservationGranted)
 			if g.Option != tt.option || g.Label != tt.label || g.Degraded != (tt.option > 0) {
 				t.Errorf("event: option %d %q degraded=%v", g.Option, g.Label, g.Degraded)
 			}
@@ -847,7 +847,7 @@ func TestRuleExpiryNeverEarly(t *testing.T) {
 			if ev.Type != events.TypeReservationExpired || !ev.At.Equal(h.now) {
 				t.Errorf("at +%s: %s at %s", st.at, ev.Type, ev.At)
 			}
-			x := ev.Data.(events.ReservationExpired)
+			x := ev.Data.(*events.ReservationExpired)
 			if ev.Root != events.Root(x.Scope) {
 				t.Errorf("expiry of %s appended under root %s", x.Scope, ev.Root)
 			}
@@ -873,7 +873,7 @@ func TestRuleExpiryNeverEarly(t *testing.T) {
 		d := h.tick()
 		var got []string
 		for _, ev := range d.Events {
-			got = append(got, renderViews(ev.Data.(events.ReservationExpired).Instances)...)
+			got = append(got, renderViews(ev.Data.(*events.ReservationExpired).Instances)...)
 		}
 		// Each event shows the balances after it, the earlier ones applied.
 		want := []string{
@@ -1250,7 +1250,7 @@ func TestRuleIdempotency(t *testing.T) {
 			t.Fatalf("%s", describe(d))
 		}
 		h.record(d)
-		if got := d.Events[0].Data.(events.ReservationGranted).RequestHash; got != hash {
+		if got := d.Events[0].Data.(*events.ReservationGranted).RequestHash; got != hash {
 			t.Fatalf("event records hash %q, the command carried %q", got, hash)
 		}
 		// A retry carrying another hash conflicts: the hash decides, even
@@ -1355,7 +1355,7 @@ func TestRuleAlerts(t *testing.T) {
 	alertsOf := func(d Decision) []alert {
 		var out []alert
 		for _, ev := range d.Events {
-			if x, ok := ev.Data.(events.ThresholdCrossed); ok {
+			if x, ok := ev.Data.(*events.ThresholdCrossed); ok {
 				out = append(out, alert{x.Budget, x.Scope, x.Period, x.Unit, x.Threshold, x.Spent.String(), x.Reserved.String()})
 			}
 		}
@@ -1539,7 +1539,7 @@ func TestApplyPanicsOnInconsistentEvent(t *testing.T) {
 		{name: "a granted event whose instance balances were tampered", want: "fold has spent",
 			break_: func(h *harness, d Decision) (uint64, events.Event) {
 				ev := d.Events[0]
-				g := ev.Data.(events.ReservationGranted)
+				g := ev.Data.(*events.ReservationGranted)
 				g.Instances = []events.InstanceView{g.Instances[0]}
 				g.Instances[0].Units = events.UnitBalances{{Unit: "USD", UnitBalance: events.UnitBalance{Limit: amt("10"), Spent: amt("0"), Reserved: amt("4")}}}
 				ev.Data = g
@@ -1548,7 +1548,7 @@ func TestApplyPanicsOnInconsistentEvent(t *testing.T) {
 		{name: "a granted event listing fewer instances than apply", want: "applicable instances",
 			break_: func(h *harness, d Decision) (uint64, events.Event) {
 				ev := d.Events[0]
-				g := ev.Data.(events.ReservationGranted)
+				g := ev.Data.(*events.ReservationGranted)
 				g.Instances = nil
 				ev.Data = g
 				return h.s.LastSeq() + 1, ev
@@ -1556,8 +1556,8 @@ func TestApplyPanicsOnInconsistentEvent(t *testing.T) {
 		{name: "a reservation granted twice", want: "twice",
 			break_: func(h *harness, d Decision) (uint64, events.Event) {
 				ev := d.Events[0]
-				g := ev.Data.(events.ReservationGranted)
-				g.ReservationID = h.log[1].Data.(events.ReservationGranted).ReservationID
+				g := ev.Data.(*events.ReservationGranted)
+				g.ReservationID = h.log[1].Data.(*events.ReservationGranted).ReservationID
 				ev.Data = g
 				return h.s.LastSeq() + 1, ev
 			}},
@@ -1571,30 +1571,30 @@ func TestApplyPanicsOnInconsistentEvent(t *testing.T) {
 			}},
 		{name: "a commit of an unknown reservation", want: "unknown reservation",
 			break_: func(h *harness, d Decision) (uint64, events.Event) {
-				ev := h.s.event(acme, h.now, events.ReservationCommitted{ReservationID: "nope", Charged: events.Amounts{}})
+				ev := h.s.event(acme, h.now, &events.ReservationCommitted{ReservationID: "nope", Charged: events.Amounts{}})
 				return h.s.LastSeq() + 1, ev
 			}},
 		{name: "an expiry of a closed reservation", want: "expires reservation",
 			break_: func(h *harness, d Decision) (uint64, events.Event) {
-				id := h.log[1].Data.(events.ReservationGranted).ReservationID
+				id := h.log[1].Data.(*events.ReservationGranted).ReservationID
 				h.release(acme, id)
-				ev := h.s.event(acme, h.now, events.ReservationExpired{ReservationID: id, Scope: acme})
+				ev := h.s.event(acme, h.now, &events.ReservationExpired{ReservationID: id, Scope: acme})
 				return h.s.LastSeq() + 1, ev
 			}},
 		{name: "a release whose balances were tampered", want: "fold has spent",
 			break_: func(h *harness, d Decision) (uint64, events.Event) {
-				id := h.log[1].Data.(events.ReservationGranted).ReservationID
+				id := h.log[1].Data.(*events.ReservationGranted).ReservationID
 				req, _ := events.ParseRequest(events.OpRelease, []byte(`{"idempotency_key":"l","reservation_id":"`+id+`"}`))
 				rd := h.s.Decide(Command{Op: events.OpRelease, Root: acme, Request: req}, h.now)
 				ev := rd.Events[0]
-				r := ev.Data.(events.ReservationReleased)
+				r := ev.Data.(*events.ReservationReleased)
 				r.Instances[0].Units[0].Reserved = amt("2")
 				ev.Data = r
 				return h.s.LastSeq() + 1, ev
 			}},
 		{name: "an adjust of another period", want: "period",
 			break_: func(h *harness, d Decision) (uint64, events.Event) {
-				ev := h.s.event(acme, h.now, events.BudgetAdjusted{Budget: "b", Pattern: acme, Scope: acme, Period: "2026-11"})
+				ev := h.s.event(acme, h.now, &events.BudgetAdjusted{Budget: "b", Pattern: acme, Scope: acme, Period: "2026-11"})
 				return h.s.LastSeq() + 1, ev
 			}},
 	}

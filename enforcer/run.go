@@ -365,7 +365,7 @@ func (p *partition) claim(ctx context.Context) error {
 	ids := map[string]bool{}
 	try := func(head uint64, prev string, at time.Time) error {
 		ev := events.Event{V: events.Version, Type: events.TypePartitionClaimed, Partition: p.n, At: at,
-			Data: events.PartitionClaimed{Owner: p.svc.cfg.Owner, Epoch: head + 1}}
+			Data: &events.PartitionClaimed{Owner: p.svc.cfg.Owner, Epoch: head + 1}}
 		p.hash = prev
 		msg, _ := p.seal(&ev)
 		ids[ev.ID] = true

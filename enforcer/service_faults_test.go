@@ -342,7 +342,7 @@ func TestServiceFenceReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	ev := events.Event{V: events.Version, ID: "01FORGED0000000000000000000", Type: events.TypePartitionClaimed, Partition: n,
-		At: time.Now().UTC(), Prev: events.Hash(prev.Data), Data: events.PartitionClaimed{Owner: "me", Epoch: 99}}
+		At: time.Now().UTC(), Prev: events.Hash(prev.Data), Data: &events.PartitionClaimed{Owner: "me", Epoch: 99}}
 	raw, err := events.Encode(&ev)
 	if err != nil {
 		t.Fatal(err)

@@ -182,12 +182,12 @@ type ReservationView struct {
 func ResultOf(ev Event, ref EventRef) (any, bool) {
 	r := &ref
 	switch d := ev.Data.(type) {
-	case ReservationGranted:
+	case *ReservationGranted:
 		exp := d.ExpiresAt
 		return ReserveResult{Decision: DecisionGranted, ReservationID: d.ReservationID, ExpiresAt: &exp,
 			Option: d.Option, Label: d.Label, Degraded: d.Degraded, Instances: d.Instances,
 			ShadowDenials: nonNil(d.ShadowDenials), Event: r}, true
-	case ReservationDenied:
+	case *ReservationDenied:
 		den := d.Denial
 		label := "" // the first option's; guarded because the event may come from a stream
 		if len(d.Options) > 0 {
@@ -195,21 +195,21 @@ func ResultOf(ev Event, ref EventRef) (any, bool) {
 		}
 		return ReserveResult{Decision: DecisionDenied, Instances: d.Instances, Denial: &den,
 			Label: label, ShadowDenials: []ShadowDenial{}, Event: r}, true
-	case ReservationCommitted:
+	case *ReservationCommitted:
 		return CommitResult{ReservationID: d.ReservationID, Charged: d.Charged, Released: d.Released,
 			Overage: d.Overage, Late: d.Late, OverLimit: d.OverLimit, Instances: d.Instances, Event: r}, true
-	case ReservationReleased:
+	case *ReservationReleased:
 		return ReleaseResult{ReservationID: d.ReservationID, Released: d.Released,
 			AlreadyExpired: d.AlreadyExpired, Instances: d.Instances, Event: r}, true
-	case ReservationExtended:
+	case *ReservationExtended:
 		return ExtendResult{ReservationID: d.ReservationID, ExpiresAt: d.ExpiresAt, Event: r}, true
-	case UsageCharged:
+	case *UsageCharged:
 		return ChargeResult{Scope: d.Scope, Charged: d.Amounts, OverLimit: d.OverLimit, Instances: d.Instances, Event: r}, true
-	case BudgetSet:
+	case *BudgetSet:
 		return BudgetResult{Budget: d.Budget, Event: r}, true
-	case BudgetDeleted:
+	case *BudgetDeleted:
 		return BudgetDeleteResult{Scope: d.Scope, Name: d.Name, Event: r}, true
-	case BudgetAdjusted:
+	case *BudgetAdjusted:
 		return BudgetAdjustResult{Budget: d.Budget, Scope: d.Scope, Period: d.Period, Delta: d.Delta,
 			Reason: d.Reason, Instance: d.Instance, Event: r}, true
 	}

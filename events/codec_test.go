@@ -38,8 +38,8 @@ func instance(budget, pattern, scope string) events.InstanceView {
 
 // grantedData is a realistic reservation.granted: three instances (tenant,
 // workflow, per-run pattern) of two units each.
-func grantedData() events.ReservationGranted {
-	return events.ReservationGranted{
+func grantedData() *events.ReservationGranted {
+	return &events.ReservationGranted{
 		Mutation:      mutation("k2"),
 		ReservationID: "01JDQ7Z5N3W8K2V6X9Y4T0R1PQ",
 		Scope:         "tenant:acme/workflow:code-review/run:r-42",
@@ -68,33 +68,33 @@ func sampleData() []events.Data {
 	inst := instance("monthly", "tenant:acme", "tenant:acme")
 	overLimit := []events.OverLimit{{Budget: "monthly", Pattern: "tenant:acme", Scope: "tenant:acme", Period: "2026-11", Unit: "USD", Over: amt("0.07")}}
 	return []events.Data{
-		events.BudgetSet{Mutation: mutation("k1"), Budget: events.Budget{Scope: "tenant:acme/workflow:code-review/run:*", Name: "per-run",
+		&events.BudgetSet{Mutation: mutation("k1"), Budget: events.Budget{Scope: "tenant:acme/workflow:code-review/run:*", Name: "per-run",
 			Limits: events.Amounts{"USD": amt("2")}, Period: events.PeriodMonthly, Timezone: "Europe/Paris", Mode: events.ModeShadow,
 			PriorityFloors:  map[events.Priority]events.Amount{"high": amt("0.1"), "bulk": amt("0.7")},
 			AlertThresholds: events.DefaultAlertThresholds}},
-		events.BudgetDeleted{Mutation: mutation("k7"), Scope: "tenant:acme", Name: "monthly"},
-		events.BudgetAdjusted{Mutation: mutation("k8"), Budget: "monthly", Pattern: "tenant:acme", Scope: "tenant:acme", Period: "2026-11",
+		&events.BudgetDeleted{Mutation: mutation("k7"), Scope: "tenant:acme", Name: "monthly"},
+		&events.BudgetAdjusted{Mutation: mutation("k8"), Budget: "monthly", Pattern: "tenant:acme", Scope: "tenant:acme", Period: "2026-11",
 			Delta: events.SignedAmounts{"USD": signed("-50"), "tokens": signed("1000")}, Reason: "refund", Instance: inst},
 		grantedData(),
-		events.ReservationDenied{Mutation: mutation("k9"), Scope: "tenant:acme/run:r1",
+		&events.ReservationDenied{Mutation: mutation("k9"), Scope: "tenant:acme/run:r1",
 			Options:  events.Options{{Label: "opus", Amounts: events.Amounts{"USD": amt("0.4")}}, {Amounts: events.Amounts{"USD": amt("0.02")}}},
 			Priority: events.PriorityLow, Labels: events.Labels{"model": "m"},
 			Denial: events.Denial{Code: events.DenialPriorityFloor, Budget: "monthly", Pattern: "tenant:acme", Scope: "tenant:acme",
 				Period: "2026-11", Unit: "USD", Requested: amt("0.4"), Available: amt("0.1")},
 			Instances: []events.InstanceView{inst}},
-		events.ReservationCommitted{Mutation: mutation("k3"), ReservationID: "r1", Scope: "tenant:acme/run:r1",
+		&events.ReservationCommitted{Mutation: mutation("k3"), ReservationID: "r1", Scope: "tenant:acme/run:r1",
 			Charged: events.Amounts{"USD": amt("0.47")}, Released: events.Amounts{}, Overage: events.Amounts{"USD": amt("0.07")},
 			Late: true, Labels: events.Labels{"model": "m"}, OverLimit: overLimit, Instances: []events.InstanceView{inst}},
-		events.ReservationReleased{Mutation: mutation("k4"), ReservationID: "r1", Scope: "tenant:acme/run:r1",
+		&events.ReservationReleased{Mutation: mutation("k4"), ReservationID: "r1", Scope: "tenant:acme/run:r1",
 			Released: events.Amounts{"USD": amt("0.4")}, Instances: []events.InstanceView{inst}},
-		events.ReservationExtended{Mutation: mutation("k5"), ReservationID: "r1", Scope: "tenant:acme/run:r1", ExpiresAt: exp0.Add(time.Minute)},
-		events.ReservationExpired{ReservationID: "r1", Scope: "tenant:acme/run:r1", Released: events.Amounts{"USD": amt("0.4")},
+		&events.ReservationExtended{Mutation: mutation("k5"), ReservationID: "r1", Scope: "tenant:acme/run:r1", ExpiresAt: exp0.Add(time.Minute)},
+		&events.ReservationExpired{ReservationID: "r1", Scope: "tenant:acme/run:r1", Released: events.Amounts{"USD": amt("0.4")},
 			Instances: []events.InstanceView{inst}},
-		events.UsageCharged{Mutation: mutation("k6"), Scope: "tenant:acme/workflow:search", Amounts: events.Amounts{"search_calls": amt("3")},
+		&events.UsageCharged{Mutation: mutation("k6"), Scope: "tenant:acme/workflow:search", Amounts: events.Amounts{"search_calls": amt("3")},
 			Labels: events.Labels{"tool": "web"}, OverLimit: overLimit, Instances: []events.InstanceView{inst}},
-		events.ThresholdCrossed{Budget: "monthly", Pattern: "tenant:acme", Scope: "tenant:acme", Period: "2026-11", Mode: events.ModeEnforce,
+		&events.ThresholdCrossed{Budget: "monthly", Pattern: "tenant:acme", Scope: "tenant:acme", Period: "2026-11", Mode: events.ModeEnforce,
 			Unit: "USD", Threshold: "0.8", Limit: amt("500"), Spent: amt("390"), Reserved: amt("12.5")},
-		events.PartitionClaimed{Owner: "enforcer-1", Epoch: 7},
+		&events.PartitionClaimed{Owner: "enforcer-1", Epoch: 7},
 	}
 }
 
@@ -160,7 +160,7 @@ func TestEventRoundTrip(t *testing.T) {
 }
 
 func TestEncodeNormalisesTime(t *testing.T) {
-	ev := sampleEvent(events.PartitionClaimed{Owner: "o", Epoch: 1})
+	ev := sampleEvent(&events.PartitionClaimed{Owner: "o", Epoch: 1})
 	ev.At = at0.In(time.FixedZone("CET", 3600))
 	b, err := events.Encode(ev)
 	if err != nil {
@@ -175,7 +175,7 @@ func TestEncodeNormalisesTime(t *testing.T) {
 }
 
 func TestEncodeRejectsMismatch(t *testing.T) {
-	ev := sampleEvent(events.PartitionClaimed{Owner: "o"})
+	ev := sampleEvent(&events.PartitionClaimed{Owner: "o"})
 	ev.Type = events.TypeBudgetSet
 	_, err := events.Encode(ev)
 	wantErr(t, err, `data of "partition.claimed" does not match type "budget.set"`)
@@ -199,7 +199,7 @@ func TestMutationOf(t *testing.T) {
 }
 
 func TestDecodeRejects(t *testing.T) {
-	good, err := events.Encode(sampleEvent(events.PartitionClaimed{Owner: "o", Epoch: 1}))
+	good, err := events.Encode(sampleEvent(&events.PartitionClaimed{Owner: "o", Epoch: 1}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -414,7 +414,7 @@ func TestResultOf(t *testing.T) {
 		t.Errorf("granted answer: %s", b)
 	}
 
-	denied := sampleData()[4].(events.ReservationDenied)
+	denied := sampleData()[4].(*events.ReservationDenied)
 	res, _ = events.ResultOf(*sampleEvent(denied), ref)
 	b, _ = json.Marshal(res)
 	for _, want := range []string{`"decision":"denied"`, `"label":"opus"`, `"shadow_denials":[]`,
@@ -461,9 +461,9 @@ func TestErrorAnswer(t *testing.T) {
 // value (nil maps and slices included) still decodes: Encode never writes
 // what Decode refuses, such as null for a set of amounts.
 func TestZeroDataRoundTrip(t *testing.T) {
-	zeros := []events.Data{events.BudgetSet{}, events.BudgetDeleted{}, events.BudgetAdjusted{}, events.ReservationGranted{},
-		events.ReservationDenied{}, events.ReservationCommitted{}, events.ReservationReleased{}, events.ReservationExtended{},
-		events.ReservationExpired{}, events.UsageCharged{}, events.ThresholdCrossed{}, events.PartitionClaimed{}}
+	zeros := []events.Data{&events.BudgetSet{}, &events.BudgetDeleted{}, &events.BudgetAdjusted{}, &events.ReservationGranted{},
+		&events.ReservationDenied{}, &events.ReservationCommitted{}, &events.ReservationReleased{}, &events.ReservationExtended{},
+		&events.ReservationExpired{}, &events.UsageCharged{}, &events.ThresholdCrossed{}, &events.PartitionClaimed{}}
 	if len(zeros) != len(events.Types) {
 		t.Fatalf("%d zero values for %d types", len(zeros), len(events.Types))
 	}

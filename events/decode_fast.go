@@ -610,8 +610,8 @@ func (l *decoder) mutation(m *Mutation) bool {
 
 var idScopeKeys = []string{`,"reservation_id":`, `,"scope":`}
 
-func (l *decoder) reservationGranted() (ReservationGranted, bool) {
-	var d ReservationGranted
+func (l *decoder) reservationGranted() (*ReservationGranted, bool) {
+	d := new(ReservationGranted)
 	var ok bool
 	if !l.mutation(&d.Mutation) || !l.texts(idScopeKeys, &d.ReservationID, &d.Scope) || !l.lit(`,"amounts":`) {
 		return d, false
@@ -648,8 +648,8 @@ func (l *decoder) reservationGranted() (ReservationGranted, bool) {
 	return d, l.eat('}')
 }
 
-func (l *decoder) reservationCommitted() (ReservationCommitted, bool) {
-	var d ReservationCommitted
+func (l *decoder) reservationCommitted() (*ReservationCommitted, bool) {
+	d := new(ReservationCommitted)
 	var ok bool
 	if !l.mutation(&d.Mutation) || !l.texts(idScopeKeys, &d.ReservationID, &d.Scope) || !l.lit(`,"charged":`) {
 		return d, false
@@ -678,8 +678,8 @@ func (l *decoder) reservationCommitted() (ReservationCommitted, bool) {
 	return d, l.eat('}')
 }
 
-func (l *decoder) reservationReleased() (ReservationReleased, bool) {
-	var d ReservationReleased
+func (l *decoder) reservationReleased() (*ReservationReleased, bool) {
+	d := new(ReservationReleased)
 	var ok bool
 	if !l.mutation(&d.Mutation) || !l.texts(idScopeKeys, &d.ReservationID, &d.Scope) || !l.lit(`,"released":`) {
 		return d, false
@@ -698,8 +698,8 @@ func (l *decoder) reservationReleased() (ReservationReleased, bool) {
 
 var expiredKeys = []string{`{"reservation_id":`, `,"scope":`}
 
-func (l *decoder) reservationExpired() (ReservationExpired, bool) {
-	var d ReservationExpired
+func (l *decoder) reservationExpired() (*ReservationExpired, bool) {
+	d := new(ReservationExpired)
 	var ok bool
 	if !l.texts(expiredKeys, &d.ReservationID, &d.Scope) || !l.lit(`,"released":`) {
 		return d, false
@@ -713,8 +713,8 @@ func (l *decoder) reservationExpired() (ReservationExpired, bool) {
 	return d, l.eat('}')
 }
 
-func (l *decoder) usageCharged() (UsageCharged, bool) {
-	var d UsageCharged
+func (l *decoder) usageCharged() (*UsageCharged, bool) {
+	d := new(UsageCharged)
 	var ok bool
 	if !l.mutation(&d.Mutation) || !l.lit(`,"scope":`) {
 		return d, false
@@ -789,8 +789,8 @@ func (l *decoder) denial(d *Denial) bool {
 	return l.eat('}')
 }
 
-func (l *decoder) reservationDenied() (ReservationDenied, bool) {
-	var d ReservationDenied
+func (l *decoder) reservationDenied() (*ReservationDenied, bool) {
+	d := new(ReservationDenied)
 	var ok bool
 	if !l.mutation(&d.Mutation) || !l.lit(`,"scope":`) {
 		return d, false

@@ -64,8 +64,8 @@ func fastInstance(budget, pattern, scope string) InstanceView {
 }
 
 // fastGranted is codec_test.go's grantedData: three instances of two units.
-func fastGranted() ReservationGranted {
-	return ReservationGranted{
+func fastGranted() *ReservationGranted {
+	return &ReservationGranted{
 		Mutation:      Mutation{IdempotencyKey: "k2", RequestHash: strings.Repeat("ab", 16)},
 		ReservationID: "01JDQ7Z5N3W8K2V6X9Y4T0R1PQ",
 		Scope:         "tenant:acme/workflow:code-review/run:r-42",
@@ -106,37 +106,37 @@ func fastSamples() []Data {
 	gOdd.ExpiresAt = time.Date(2026, 11, 28, 21, 0, 0, 5, paris)
 	gOdd.Option, gOdd.Degraded, gOdd.Labels, gOdd.ShadowDenials = 2, true, nil, nil
 	gOdd.Instances = append(gOdd.Instances, wide, noUnits)
-	gEmpty := ReservationGranted{Amounts: Amounts{}, Instances: []InstanceView{}, ShadowDenials: []ShadowDenial{}, Option: -1}
+	gEmpty := &ReservationGranted{Amounts: Amounts{}, Instances: []InstanceView{}, ShadowDenials: []ShadowDenial{}, Option: -1}
 	gEsc := fastGranted()
 	gEsc.Label = `a "quoted" <label>`
 	gEsc.Labels = Labels{"a": "1", "b": "x\ny", "c": "ü"}
 	return []Data{
-		g, gOdd, gEmpty, gEsc, ReservationGranted{},
-		ReservationDenied{Mutation: Mutation{IdempotencyKey: "k9", RequestHash: "ab"}, Scope: "tenant:acme/run:r1",
+		g, gOdd, gEmpty, gEsc, &ReservationGranted{},
+		&ReservationDenied{Mutation: Mutation{IdempotencyKey: "k9", RequestHash: "ab"}, Scope: "tenant:acme/run:r1",
 			Options:  Options{{Label: "opus", Amounts: Amounts{"USD": fastAmt("0.4")}}, {Amounts: Amounts{"USD": fastAmt("0.02"), "tokens": fastAmt("10")}}},
 			Priority: PriorityLow, Labels: Labels{"model": "m"},
 			Denial: Denial{Code: DenialPriorityFloor, Budget: "monthly", Pattern: "tenant:acme", Scope: "tenant:acme",
 				Period: "2026-11", Unit: "USD", Requested: fastAmt("0.4"), Available: fastAmt("0.000000000000000000000000000001")},
 			Instances: []InstanceView{inst, wide}},
-		ReservationDenied{Options: Options{}, Denial: Denial{Code: DenialBudgetExhausted}, Instances: []InstanceView{}},
-		ReservationDenied{Options: Options{{Amounts: Amounts{}}}},
-		ReservationDenied{},
-		ReservationCommitted{Mutation: Mutation{IdempotencyKey: "k3", RequestHash: "abab"}, ReservationID: "r1", Scope: "tenant:acme/run:r1",
+		&ReservationDenied{Options: Options{}, Denial: Denial{Code: DenialBudgetExhausted}, Instances: []InstanceView{}},
+		&ReservationDenied{Options: Options{{Amounts: Amounts{}}}},
+		&ReservationDenied{},
+		&ReservationCommitted{Mutation: Mutation{IdempotencyKey: "k3", RequestHash: "abab"}, ReservationID: "r1", Scope: "tenant:acme/run:r1",
 			Charged: Amounts{"USD": fastAmt("0.47")}, Released: Amounts{}, Overage: Amounts{"USD": fastAmt("0.07")},
 			Late: true, Labels: Labels{"model": "m", "tool": "t"}, OverLimit: over, Instances: []InstanceView{inst}},
-		ReservationCommitted{ReservationID: "r2", Charged: Amounts{"USD": fastAmt("1")}, Instances: []InstanceView{inst, wide}},
-		ReservationCommitted{},
-		ReservationReleased{Mutation: Mutation{IdempotencyKey: "k4"}, ReservationID: "r1", Scope: "tenant:acme/run:r1",
+		&ReservationCommitted{ReservationID: "r2", Charged: Amounts{"USD": fastAmt("1")}, Instances: []InstanceView{inst, wide}},
+		&ReservationCommitted{},
+		&ReservationReleased{Mutation: Mutation{IdempotencyKey: "k4"}, ReservationID: "r1", Scope: "tenant:acme/run:r1",
 			Released: Amounts{"USD": fastAmt("0.4"), "tokens": fastAmt("100")}, Instances: []InstanceView{inst}},
-		ReservationReleased{AlreadyExpired: true, Released: Amounts{}, Instances: []InstanceView{noUnits}},
-		ReservationReleased{},
-		ReservationExpired{ReservationID: "r1", Scope: "tenant:acme/run:r1", Released: Amounts{"USD": fastAmt("0.4")}, Instances: []InstanceView{inst}},
-		ReservationExpired{ReservationID: "r1", Scope: "tenant:acme/run:r1", Released: Amounts{"USD": fastAmt("0.4")}, Instances: []InstanceView{}},
-		ReservationExpired{},
-		UsageCharged{Mutation: Mutation{IdempotencyKey: "k6", RequestHash: "cd"}, Scope: "tenant:acme/workflow:search",
+		&ReservationReleased{AlreadyExpired: true, Released: Amounts{}, Instances: []InstanceView{noUnits}},
+		&ReservationReleased{},
+		&ReservationExpired{ReservationID: "r1", Scope: "tenant:acme/run:r1", Released: Amounts{"USD": fastAmt("0.4")}, Instances: []InstanceView{inst}},
+		&ReservationExpired{ReservationID: "r1", Scope: "tenant:acme/run:r1", Released: Amounts{"USD": fastAmt("0.4")}, Instances: []InstanceView{}},
+		&ReservationExpired{},
+		&UsageCharged{Mutation: Mutation{IdempotencyKey: "k6", RequestHash: "cd"}, Scope: "tenant:acme/workflow:search",
 			Amounts: Amounts{"search_calls": fastAmt("3")}, Labels: Labels{"tool": "web"}, OverLimit: over, Instances: []InstanceView{inst}},
-		UsageCharged{Scope: "s", Amounts: Amounts{"USD": fastAmt("99999999999999999999.999999999999999999")}, Instances: []InstanceView{wide, noUnits}},
-		UsageCharged{},
+		&UsageCharged{Scope: "s", Amounts: Amounts{"USD": fastAmt("99999999999999999999.999999999999999999")}, Instances: []InstanceView{wide, noUnits}},
+		&UsageCharged{},
 	}
 }
 
@@ -183,7 +183,7 @@ func checkFastData(t *testing.T, typ Type, b []byte) bool {
 	if err := strictUnmarshal(b, p); err != nil {
 		t.Fatalf("decodeData accepted %s data the general path refuses (%v):\n%s", typ, err, b)
 	}
-	if diff := cmp.Diff(derefData(p), got, fastCmp); diff != "" {
+	if diff := cmp.Diff(p, got, fastCmp); diff != "" {
 		t.Fatalf("%s data decoded differently (-general +fast):\n%s\ninput: %s", typ, diff, b)
 	}
 	return true

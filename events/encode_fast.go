@@ -547,30 +547,30 @@ func (w *writer) event(ev *Event) bool {
 
 func (w *writer) data(d Data) bool {
 	switch d := d.(type) {
-	case BudgetSet:
-		w.budgetSet(&d)
-	case BudgetDeleted:
-		w.budgetDeleted(&d)
-	case BudgetAdjusted:
-		w.budgetAdjusted(&d)
-	case ReservationGranted:
-		w.reservationGranted(&d)
-	case ReservationDenied:
-		w.reservationDenied(&d)
-	case ReservationCommitted:
-		w.reservationCommitted(&d)
-	case ReservationReleased:
-		w.reservationReleased(&d)
-	case ReservationExtended:
-		w.reservationExtended(&d)
-	case ReservationExpired:
-		w.reservationExpired(&d)
-	case UsageCharged:
-		w.usageCharged(&d)
-	case ThresholdCrossed:
-		w.thresholdCrossed(&d)
-	case PartitionClaimed:
-		w.partitionClaimed(&d)
+	case *BudgetSet:
+		w.budgetSet(d)
+	case *BudgetDeleted:
+		w.budgetDeleted(d)
+	case *BudgetAdjusted:
+		w.budgetAdjusted(d)
+	case *ReservationGranted:
+		w.reservationGranted(d)
+	case *ReservationDenied:
+		w.reservationDenied(d)
+	case *ReservationCommitted:
+		w.reservationCommitted(d)
+	case *ReservationReleased:
+		w.reservationReleased(d)
+	case *ReservationExtended:
+		w.reservationExtended(d)
+	case *ReservationExpired:
+		w.reservationExpired(d)
+	case *UsageCharged:
+		w.usageCharged(d)
+	case *ThresholdCrossed:
+		w.thresholdCrossed(d)
+	case *PartitionClaimed:
+		w.partitionClaimed(d)
 	default:
 		return false
 	}

@@ -293,10 +293,10 @@ func (g *encGen) draw(proto any, label string) any {
 
 // encDataTypes are the data types of every event type.
 func encDataTypes() []events.Data {
-	return []events.Data{events.BudgetSet{}, events.BudgetDeleted{}, events.BudgetAdjusted{},
-		events.ReservationGranted{}, events.ReservationDenied{}, events.ReservationCommitted{},
-		events.ReservationReleased{}, events.ReservationExtended{}, events.ReservationExpired{},
-		events.UsageCharged{}, events.ThresholdCrossed{}, events.PartitionClaimed{}}
+	return []events.Data{&events.BudgetSet{}, &events.BudgetDeleted{}, &events.BudgetAdjusted{},
+		&events.ReservationGranted{}, &events.ReservationDenied{}, &events.ReservationCommitted{},
+		&events.ReservationReleased{}, &events.ReservationExtended{}, &events.ReservationExpired{},
+		&events.UsageCharged{}, &events.ThresholdCrossed{}, &events.PartitionClaimed{}}
 }
 
 // encResultTypes are the results AppendResult covers, by value.
@@ -527,31 +527,32 @@ func encCases() []*events.Event {
 	g.Instances = append(g.Instances, inst, events.InstanceView{})
 	g.ShadowDenials = []events.ShadowDenial{}
 	out = append(out, sampleEvent(g))
-	g.Labels, g.Instances, g.ShadowDenials = events.Labels{}, []events.InstanceView{}, nil
-	out = append(out, sampleEvent(g))
+	g2 := *g // the first event keeps its data
+	g2.Labels, g2.Instances, g2.ShadowDenials = events.Labels{}, []events.InstanceView{}, nil
+	out = append(out, sampleEvent(&g2))
 	out = append(out,
-		sampleEvent(events.ReservationDenied{Options: events.Options{}, Labels: events.Labels{"": ""},
+		sampleEvent(&events.ReservationDenied{Options: events.Options{}, Labels: events.Labels{"": ""},
 			Denial: events.Denial{Code: events.DenialCode(tricky), Requested: amt("0.1").Neg()}}),
-		sampleEvent(events.ReservationDenied{Options: events.Options{{}, {Label: tricky, Amounts: events.Amounts{}}, {Amounts: big}}}),
-		sampleEvent(events.ReservationCommitted{Charged: events.Amounts{}, Released: nil, OverLimit: []events.OverLimit{},
+		sampleEvent(&events.ReservationDenied{Options: events.Options{{}, {Label: tricky, Amounts: events.Amounts{}}, {Amounts: big}}}),
+		sampleEvent(&events.ReservationCommitted{Charged: events.Amounts{}, Released: nil, OverLimit: []events.OverLimit{},
 			Labels: events.Labels{tricky: tricky}, Instances: []events.InstanceView{{Units: events.UnitBalances{}}}}),
-		sampleEvent(events.UsageCharged{OverLimit: []events.OverLimit{{Over: wide}, {}}}),
-		sampleEvent(events.BudgetAdjusted{Delta: events.SignedAmounts{tricky: signed("-1"), "USD": {}, "<b>": signed("0.5")}}),
-		sampleEvent(events.BudgetAdjusted{Delta: events.SignedAmounts{}}),
-		sampleEvent(events.BudgetSet{Budget: events.Budget{PriorityFloors: map[events.Priority]events.Amount{},
+		sampleEvent(&events.UsageCharged{OverLimit: []events.OverLimit{{Over: wide}, {}}}),
+		sampleEvent(&events.BudgetAdjusted{Delta: events.SignedAmounts{tricky: signed("-1"), "USD": {}, "<b>": signed("0.5")}}),
+		sampleEvent(&events.BudgetAdjusted{Delta: events.SignedAmounts{}}),
+		sampleEvent(&events.BudgetSet{Budget: events.Budget{PriorityFloors: map[events.Priority]events.Amount{},
 			AlertThresholds: []events.Amount{}, Limits: big}}),
-		sampleEvent(events.BudgetSet{Budget: events.Budget{PriorityFloors: map[events.Priority]events.Amount{
+		sampleEvent(&events.BudgetSet{Budget: events.Budget{PriorityFloors: map[events.Priority]events.Amount{
 			events.Priority(tricky): amt("0.5"), "": {}, "bulk": wide}}}),
-		sampleEvent(events.ReservationExtended{ExpiresAt: time.Date(0, 1, 1, 0, 0, 0, 0, time.FixedZone("", -3600))}),
-		sampleEvent(events.ReservationExtended{ExpiresAt: time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC)}),
-		sampleEvent(events.PartitionClaimed{Owner: tricky, Epoch: 1<<64 - 1}),
-		sampleEvent(events.ThresholdCrossed{Threshold: events.ThresholdKindDenied, Limit: wide, Spent: wide.Neg()}),
+		sampleEvent(&events.ReservationExtended{ExpiresAt: time.Date(0, 1, 1, 0, 0, 0, 0, time.FixedZone("", -3600))}),
+		sampleEvent(&events.ReservationExtended{ExpiresAt: time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC)}),
+		sampleEvent(&events.PartitionClaimed{Owner: tricky, Epoch: 1<<64 - 1}),
+		sampleEvent(&events.ThresholdCrossed{Threshold: events.ThresholdKindDenied, Limit: wide, Spent: wide.Neg()}),
 	)
 	// Envelopes: at in another zone (Encode writes it in UTC), zero, at
 	// the ends of RFC 3339, negative and large numbers, escapes.
 	for _, at := range []time.Time{{}, time.Date(2026, 11, 28, 22, 59, 0, 123456789, paris),
 		time.Date(0, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC)} {
-		ev := sampleEvent(events.PartitionClaimed{Owner: "o"})
+		ev := sampleEvent(&events.PartitionClaimed{Owner: "o"})
 		ev.At, ev.ID, ev.Root, ev.Prev, ev.V, ev.Partition = at, tricky, tricky, tricky, -1, -1<<63
 		out = append(out, ev)
 	}
@@ -586,8 +587,8 @@ func TestEncodeFallback(t *testing.T) {
 	oddUnits := []string{"<U>", "a\"b", `a\nb`, `a\u00`, "a\nb", "é", "\u2028", "\xff", "a&b"}
 	for _, u := range oddUnits {
 		for _, ev := range []*events.Event{
-			sampleEvent(events.UsageCharged{Amounts: events.Amounts{u: amt("1")}}),
-			sampleEvent(events.ReservationExpired{Instances: []events.InstanceView{{Units: events.UnitBalances{{Unit: u}}}}}),
+			sampleEvent(&events.UsageCharged{Amounts: events.Amounts{u: amt("1")}}),
+			sampleEvent(&events.ReservationExpired{Instances: []events.InstanceView{{Units: events.UnitBalances{{Unit: u}}}}}),
 		} {
 			if got, ok := events.EncodeEventFast(ev); ok {
 				t.Errorf("unit %q: the fast encoder rendered %s", u, got)
@@ -608,11 +609,11 @@ func TestEncodeFallback(t *testing.T) {
 	// Times outside RFC 3339 (at is made UTC first, so year 10000 only
 	// there): both encoders refuse.
 	for _, ev := range []*events.Event{
-		sampleEvent(events.ReservationExtended{ExpiresAt: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}),
-		sampleEvent(events.ReservationExtended{ExpiresAt: time.Date(9999, 12, 31, 23, 0, 0, 0, time.UTC).In(time.FixedZone("", 2*3600))}),
-		sampleEvent(events.ReservationExtended{ExpiresAt: time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC)}),
+		sampleEvent(&events.ReservationExtended{ExpiresAt: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}),
+		sampleEvent(&events.ReservationExtended{ExpiresAt: time.Date(9999, 12, 31, 23, 0, 0, 0, time.UTC).In(time.FixedZone("", 2*3600))}),
+		sampleEvent(&events.ReservationExtended{ExpiresAt: time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC)}),
 		func() *events.Event {
-			ev := sampleEvent(events.PartitionClaimed{})
+			ev := sampleEvent(&events.PartitionClaimed{})
 			ev.At = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
 			return ev
 		}(),
@@ -627,20 +628,19 @@ func TestEncodeFallback(t *testing.T) {
 			t.Errorf("Encode rendered %s", got)
 		}
 	}
-	// Data behind a pointer is not in the switch: json.Marshal renders it.
+	// Data of a type outside the switch: json.Marshal renders it.
 	ev := sampleEvent(grantedData())
-	g := grantedData()
-	ev.Data = &g
+	ev.Data = foreignData{*grantedData()}
 	if _, ok := events.EncodeEventFast(ev); ok {
-		t.Error("the fast encoder rendered pointer data")
+		t.Error("the fast encoder rendered data of a foreign type")
 	}
 	want, _ := encReferenceEvent(ev)
 	if got, err := events.Encode(ev); err != nil || !bytes.Equal(got, want) {
-		t.Errorf("Encode(pointer data) = %s, %v; want %s", got, err, want)
+		t.Errorf("Encode(foreign data) = %s, %v; want %s", got, err, want)
 	}
 	// AppendResult covers values only, and leaves b alone otherwise.
 	b := []byte("prefix")
-	for _, v := range []any{nil, 42, &events.ReserveResult{}, events.Answer{}, events.Error{}, events.ReservationGranted{}} {
+	for _, v := range []any{nil, 42, &events.ReserveResult{}, events.Answer{}, events.Error{}, &events.ReservationGranted{}} {
 		if got, ok := events.AppendResult(b, v); ok || string(got) != "prefix" {
 			t.Errorf("AppendResult(%T) = %q, %v", v, got, ok)
 		}
@@ -766,7 +766,7 @@ func FuzzEncodeEvent(f *testing.F) {
 			if err != nil || !bytes.Equal(raw, pub) {
 				t.Fatalf("EncodeViews = %s, %v; Encode = %s", raw, err, pub)
 			}
-			if f := reflect.ValueOf(ev.Data).FieldByName("Instances"); f.IsValid() && views == nil {
+			if f := reflect.ValueOf(ev.Data).Elem().FieldByName("Instances"); f.IsValid() && views == nil {
 				t.Fatalf("EncodeViews of a %s returned no views", ev.Type)
 			}
 			if ans := events.AppendResultAnswerViews([]byte("x"), res, views); string(ans) != `x{"result":`+string(want)+`}` {
@@ -870,3 +870,8 @@ func BenchmarkReserveAnswerJSON(b *testing.B) {
 		encSink = encResultAnswerJSON(res)
 	}
 }
+
+// foreignData is event data of a type the events package does not know.
+type foreignData struct{ events.ReservationGranted }
+
+func (foreignData) EventType() events.Type { return events.TypeReservationGranted }

@@ -49,7 +49,12 @@ type Event struct {
 	Data      Data      `json:"data"`
 }
 
-// Data is the typed payload of an event; its Type names it.
+// Data is the typed payload of an event; its Type names it. It is a
+// pointer to one of the types below (their EventType methods have pointer
+// receivers, so a value does not satisfy Data): the decision loop fills
+// the data of its most frequent events in place instead of allocating a
+// copy for each, and Apply and the projectors read it without copying.
+// Data is not modified once its event is built.
 type Data interface {
 	EventType() Type
 }
@@ -253,18 +258,18 @@ type PartitionClaimed struct {
 }
 
 // EventType implementations.
-func (BudgetSet) EventType() Type            { return TypeBudgetSet }
-func (BudgetDeleted) EventType() Type        { return TypeBudgetDeleted }
-func (BudgetAdjusted) EventType() Type       { return TypeBudgetAdjusted }
-func (ReservationGranted) EventType() Type   { return TypeReservationGranted }
-func (ReservationDenied) EventType() Type    { return TypeReservationDenied }
-func (ReservationCommitted) EventType() Type { return TypeReservationCommit }
-func (ReservationReleased) EventType() Type  { return TypeReservationReleased }
-func (ReservationExtended) EventType() Type  { return TypeReservationExtended }
-func (ReservationExpired) EventType() Type   { return TypeReservationExpired }
-func (UsageCharged) EventType() Type         { return TypeUsageCharged }
-func (ThresholdCrossed) EventType() Type     { return TypeThresholdCrossed }
-func (PartitionClaimed) EventType() Type     { return TypePartitionClaimed }
+func (*BudgetSet) EventType() Type            { return TypeBudgetSet }
+func (*BudgetDeleted) EventType() Type        { return TypeBudgetDeleted }
+func (*BudgetAdjusted) EventType() Type       { return TypeBudgetAdjusted }
+func (*ReservationGranted) EventType() Type   { return TypeReservationGranted }
+func (*ReservationDenied) EventType() Type    { return TypeReservationDenied }
+func (*ReservationCommitted) EventType() Type { return TypeReservationCommit }
+func (*ReservationReleased) EventType() Type  { return TypeReservationReleased }
+func (*ReservationExtended) EventType() Type  { return TypeReservationExtended }
+func (*ReservationExpired) EventType() Type   { return TypeReservationExpired }
+func (*UsageCharged) EventType() Type         { return TypeUsageCharged }
+func (*ThresholdCrossed) EventType() Type     { return TypeThresholdCrossed }
+func (*PartitionClaimed) EventType() Type     { return TypePartitionClaimed }
 
 func newData(t Type) (Data, error) {
 	switch t {
@@ -376,7 +381,7 @@ func decodeFast(b []byte, shared *stringTable) (Event, bool) {
 		if err != nil || strictUnmarshal(data, p) != nil {
 			return Event{}, false
 		}
-		d = derefData(p)
+		d = p
 	}
 	if _, off := ev.At.Zone(); off != 0 || !validPrev(ev.Prev) {
 		return Event{}, false
@@ -425,7 +430,7 @@ func decodeStrict(b []byte) (Event, error) {
 		return Event{}, fmt.Errorf("event %s: prev: not a SHA-256 hex digest", env.ID)
 	}
 	return Event{V: *env.V, ID: env.ID, Type: env.Type, Partition: env.Partition, At: env.At.UTC(),
-		Root: env.Root, Prev: env.Prev, Data: derefData(d)}, nil
+		Root: env.Root, Prev: env.Prev, Data: d}, nil
 }
 
 // validPrev reports whether prev is "" or what Hash returns: 64 lowercase
@@ -461,38 +466,6 @@ func strictUnmarshal(b []byte, v any) error {
 	return nil
 }
 
-// derefData turns the pointer newData made into the value type, so events
-// built live and decoded from the stream compare equal.
-func derefData(d Data) Data {
-	switch v := d.(type) {
-	case *BudgetSet:
-		return *v
-	case *BudgetDeleted:
-		return *v
-	case *BudgetAdjusted:
-		return *v
-	case *ReservationGranted:
-		return *v
-	case *ReservationDenied:
-		return *v
-	case *ReservationCommitted:
-		return *v
-	case *ReservationReleased:
-		return *v
-	case *ReservationExtended:
-		return *v
-	case *ReservationExpired:
-		return *v
-	case *UsageCharged:
-		return *v
-	case *ThresholdCrossed:
-		return *v
-	case *PartitionClaimed:
-		return *v
-	}
-	panic(fmt.Sprintf("events: unexpected data %T", d))
-}
-
 // Hash returns the chain link for a stored message: lowercase hex SHA-256.
 func Hash(msg []byte) string {
 	sum := sha256.Sum256(msg)
@@ -502,23 +475,23 @@ func Hash(msg []byte) string {
 // MutationOf returns the idempotency part of a request-driven event.
 func MutationOf(d Data) (Mutation, bool) {
 	switch v := d.(type) {
-	case BudgetSet:
+	case *BudgetSet:
 		return v.Mutation, true
-	case BudgetDeleted:
+	case *BudgetDeleted:
 		return v.Mutation, true
-	case BudgetAdjusted:
+	case *BudgetAdjusted:
 		return v.Mutation, true
-	case ReservationGranted:
+	case *ReservationGranted:
 		return v.Mutation, true
-	case ReservationDenied:
+	case *ReservationDenied:
 		return v.Mutation, true
-	case ReservationCommitted:
+	case *ReservationCommitted:
 		return v.Mutation, true
-	case ReservationReleased:
+	case *ReservationReleased:
 		return v.Mutation, true
-	case ReservationExtended:
+	case *ReservationExtended:
 		return v.Mutation, true
-	case UsageCharged:
+	case *UsageCharged:
 		return v.Mutation, true
 	}
 	return Mutation{}, false

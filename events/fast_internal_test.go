@@ -54,7 +54,7 @@ func TestFastPathsAgreeWithStrict(t *testing.T) {
 	}
 	// Whole events: the fast decoder and the strict one agree.
 	ev := Event{V: Version, ID: "01JDQ7Z5N3W8K2V6X9Y4T0R1PQ", Type: TypeUsageCharged, Partition: 2, Root: "tenant:a",
-		Data: UsageCharged{Mutation: Mutation{IdempotencyKey: "k", RequestHash: "h"}, Scope: "tenant:a",
+		Data: &UsageCharged{Mutation: Mutation{IdempotencyKey: "k", RequestHash: "h"}, Scope: "tenant:a",
 			Amounts: Amounts{"USD": MustAmount("1.5")}, Instances: []InstanceView{{Budget: "b", Pattern: "tenant:a",
 				Scope: "tenant:a", Period: "none", Mode: ModeEnforce, Units: ub}}}}
 	raw, err := Encode(&ev)

@@ -91,22 +91,22 @@ func (v *View) Apply(seq uint64, ev events.Event) bool {
 	}
 	info := EventInfo{Type: ev.Type, ID: ev.ID, Seq: seq, At: ev.At}
 	switch d := ev.Data.(type) {
-	case events.BudgetSet:
+	case *events.BudgetSet:
 		v.budgetSet(info, d.Budget)
-	case events.BudgetDeleted:
+	case *events.BudgetDeleted:
 		v.budgetDeleted(info, d.Scope, d.Name)
-	case events.BudgetAdjusted:
+	case *events.BudgetAdjusted:
 		v.instances(info, []events.InstanceView{d.Instance}, nil, d.Delta)
-	case events.ReservationGranted:
+	case *events.ReservationGranted:
 		v.instances(info, d.Instances, d.ShadowDenials, nil)
 		if m := d.Labels["model"]; m != "" {
 			v.resvGranted(info, d.ReservationID, m)
 		}
-	case events.ReservationDenied:
+	case *events.ReservationDenied:
 		// A denial changes no balance (its instances show the state the
 		// events before it left) and the enforcer creates no instance for
 		// it: nothing to fold.
-	case events.ReservationCommitted:
+	case *events.ReservationCommitted:
 		v.instances(info, d.Instances, nil, nil)
 		model, ok := d.Labels["model"]
 		if !ok {
@@ -116,16 +116,16 @@ func (v *View) Apply(seq uint64, ev events.Event) bool {
 		}
 		v.rollUp(info, d.Scope, d.Charged, model)
 		v.resvClosed(info, d.ReservationID)
-	case events.ReservationReleased:
+	case *events.ReservationReleased:
 		v.instances(info, d.Instances, nil, nil)
 		v.resvClosed(info, d.ReservationID)
-	case events.ReservationExpired:
+	case *events.ReservationExpired:
 		v.instances(info, d.Instances, nil, nil)
 		v.resvExpired(info, d.ReservationID)
-	case events.UsageCharged:
+	case *events.UsageCharged:
 		v.instances(info, d.Instances, nil, nil)
 		v.rollUp(info, d.Scope, d.Amounts, d.Labels["model"])
-	case events.ThresholdCrossed:
+	case *events.ThresholdCrossed:
 		v.alerted(info, d)
 	}
 	v.gc(info)
@@ -234,7 +234,7 @@ func (v *View) addInstance(key string, b *Balance) {
 // alerted creates, like the enforcer, the instance an alert names when it
 // does not exist yet (the first denial by a fresh instance): with nothing
 // spent or reserved, the limits of the budget's definition.
-func (v *View) alerted(info EventInfo, d events.ThresholdCrossed) {
+func (v *View) alerted(info EventInfo, d *events.ThresholdCrossed) {
 	key := InstanceKey(v.n, d.Pattern, d.Budget, d.Scope, d.Period)
 	if _, ok := v.inst[key]; ok {
 		return

@@ -296,15 +296,15 @@ func TestSpendRollUpsSumEvents(t *testing.T) {
 	}
 	for _, s := range w.log {
 		switch d := s.ev.Data.(type) {
-		case events.ReservationGranted:
+		case *events.ReservationGranted:
 			models[d.ReservationID] = d.Labels["model"]
-		case events.ReservationCommitted:
+		case *events.ReservationCommitted:
 			m, ok := d.Labels["model"]
 			if !ok {
 				m = models[d.ReservationID]
 			}
 			add(s.ev.At, d.Scope, d.Charged, m)
-		case events.UsageCharged:
+		case *events.UsageCharged:
 			add(s.ev.At, d.Scope, d.Amounts, d.Labels["model"])
 		}
 	}
@@ -353,13 +353,13 @@ func TestShadowStatistics(t *testing.T) {
 			Overage: events.MustAmount(over)}}
 	}
 	evs := []events.Event{
-		{Type: events.TypeReservationGranted, At: at, Data: events.ReservationGranted{ReservationID: "r1", Scope: "tenant:a",
+		{Type: events.TypeReservationGranted, At: at, Data: &events.ReservationGranted{ReservationID: "r1", Scope: "tenant:a",
 			Instances: []events.InstanceView{view("90", "5")}}},
-		{Type: events.TypeReservationGranted, At: at.Add(time.Minute), Data: events.ReservationGranted{ReservationID: "r2", Scope: "tenant:a",
+		{Type: events.TypeReservationGranted, At: at.Add(time.Minute), Data: &events.ReservationGranted{ReservationID: "r2", Scope: "tenant:a",
 			Instances: []events.InstanceView{view("90", "25")}, ShadowDenials: denial("15")}},
-		{Type: events.TypeReservationCommit, At: at.Add(2 * time.Minute), Data: events.ReservationCommitted{ReservationID: "r2", Scope: "tenant:a",
+		{Type: events.TypeReservationCommit, At: at.Add(2 * time.Minute), Data: &events.ReservationCommitted{ReservationID: "r2", Scope: "tenant:a",
 			Instances: []events.InstanceView{view("140", "5")}}},
-		{Type: events.TypeReservationGranted, At: at.Add(3 * time.Minute), Data: events.ReservationGranted{ReservationID: "r3", Scope: "tenant:a",
+		{Type: events.TypeReservationGranted, At: at.Add(3 * time.Minute), Data: &events.ReservationGranted{ReservationID: "r3", Scope: "tenant:a",
 			Instances: []events.InstanceView{view("140", "6")}, ShadowDenials: denial("1")}},
 	}
 	v := NewView(0, 0)

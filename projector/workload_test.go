@@ -134,7 +134,7 @@ func (w *workload) run(ops int) {
 			}
 			d := w.step(events.OpReserve, root, req)
 			if len(d.Events) > 0 && d.Events[0].Type == events.TypeReservationGranted {
-				w.open = append(w.open, resRef{root, d.Events[0].Data.(events.ReservationGranted).ReservationID})
+				w.open = append(w.open, resRef{root, d.Events[0].Data.(*events.ReservationGranted).ReservationID})
 			}
 		case x < 65 && len(w.open) > 0:
 			i := w.rng.IntN(len(w.open))

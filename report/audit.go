@@ -152,7 +152,7 @@ func (c *Checker) invariants(ev events.Event, find func(check, format string, ar
 		return r
 	}
 	switch d := ev.Data.(type) {
-	case events.ReservationGranted:
+	case *events.ReservationGranted:
 		for _, v := range d.Instances {
 			if v.Mode != events.ModeEnforce {
 				continue
@@ -171,7 +171,7 @@ func (c *Checker) invariants(ev events.Event, find func(check, format string, ar
 			find(CheckReservation, "reservation %s granted twice", d.ReservationID)
 		}
 		c.resv[d.ReservationID] = &resvState{status: events.StatusOpen}
-	case events.ReservationCommitted:
+	case *events.ReservationCommitted:
 		if r := lookup(d.ReservationID); r != nil {
 			switch {
 			case r.status == events.StatusOpen && !d.Late, r.status == events.StatusExpired && d.Late:
@@ -180,7 +180,7 @@ func (c *Checker) invariants(ev events.Event, find func(check, format string, ar
 			}
 		}
 		delete(c.resv, d.ReservationID)
-	case events.ReservationReleased:
+	case *events.ReservationReleased:
 		if r := lookup(d.ReservationID); r != nil {
 			switch {
 			case r.status == events.StatusOpen && !d.AlreadyExpired, r.status == events.StatusExpired && d.AlreadyExpired:
@@ -189,11 +189,11 @@ func (c *Checker) invariants(ev events.Event, find func(check, format string, ar
 			}
 		}
 		delete(c.resv, d.ReservationID)
-	case events.ReservationExtended:
+	case *events.ReservationExtended:
 		if r := lookup(d.ReservationID); r != nil && r.status != events.StatusOpen {
 			find(CheckReservation, "extension of reservation %s which is %s", d.ReservationID, r.status)
 		}
-	case events.ReservationExpired:
+	case *events.ReservationExpired:
 		if r := lookup(d.ReservationID); r != nil {
 			if r.status != events.StatusOpen {
 				find(CheckReservation, "expiry of reservation %s which is %s", d.ReservationID, r.status)
@@ -232,27 +232,27 @@ func short(h string) string {
 
 func scopeOf(d events.Data) string {
 	switch v := d.(type) {
-	case events.ReservationGranted:
+	case *events.ReservationGranted:
 		return v.Scope
-	case events.ReservationDenied:
+	case *events.ReservationDenied:
 		return v.Scope
-	case events.ReservationCommitted:
+	case *events.ReservationCommitted:
 		return v.Scope
-	case events.ReservationReleased:
+	case *events.ReservationReleased:
 		return v.Scope
-	case events.ReservationExtended:
+	case *events.ReservationExtended:
 		return v.Scope
-	case events.ReservationExpired:
+	case *events.ReservationExpired:
 		return v.Scope
-	case events.UsageCharged:
+	case *events.UsageCharged:
 		return v.Scope
-	case events.BudgetSet:
+	case *events.BudgetSet:
 		return v.Budget.Scope
-	case events.BudgetDeleted:
+	case *events.BudgetDeleted:
 		return v.Scope
-	case events.BudgetAdjusted:
+	case *events.BudgetAdjusted:
 		return v.Scope
-	case events.ThresholdCrossed:
+	case *events.ThresholdCrossed:
 		return v.Scope
 	}
 	return ""
@@ -260,19 +260,19 @@ func scopeOf(d events.Data) string {
 
 func viewsOf(d events.Data) []events.InstanceView {
 	switch v := d.(type) {
-	case events.ReservationGranted:
+	case *events.ReservationGranted:
 		return v.Instances
-	case events.ReservationDenied:
+	case *events.ReservationDenied:
 		return v.Instances
-	case events.ReservationCommitted:
+	case *events.ReservationCommitted:
 		return v.Instances
-	case events.ReservationReleased:
+	case *events.ReservationReleased:
 		return v.Instances
-	case events.ReservationExpired:
+	case *events.ReservationExpired:
 		return v.Instances
-	case events.UsageCharged:
+	case *events.UsageCharged:
 		return v.Instances
-	case events.BudgetAdjusted:
+	case *events.BudgetAdjusted:
 		return []events.InstanceView{v.Instance}
 	}
 	return nil

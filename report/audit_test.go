@@ -34,7 +34,7 @@ func history(t *testing.T) *ledger {
 	ids := []string{}
 	for i := range 3 {
 		d := l.do(events.OpReserve, root, fmt.Sprintf(`{"idempotency_key":"e%d","scope":"tenant:acme/team:t","amounts":{"USD":"1"},"ttl_ms":3000}`, i))
-		ids = append(ids, d.Events[0].Data.(events.ReservationGranted).ReservationID)
+		ids = append(ids, d.Events[0].Data.(*events.ReservationGranted).ReservationID)
 	}
 	l.do(events.OpExtend, root, fmt.Sprintf(`{"idempotency_key":"x1","reservation_id":%q,"ttl_ms":60000}`, ids[2]))
 	l.now = l.now.Add(5 * time.Second)
@@ -120,26 +120,26 @@ func TestAuditInvariants(t *testing.T) {
 		forge []events.Event
 		check string
 	}{
-		{"grant above an enforce limit", []events.Event{ev(events.ReservationGranted{ReservationID: "x", Scope: "tenant:acme",
+		{"grant above an enforce limit", []events.Event{ev(&events.ReservationGranted{ReservationID: "x", Scope: "tenant:acme",
 			Amounts: events.Amounts{"USD": events.MustAmount("11")}, Instances: []events.InstanceView{view("0", "11")}})}, report.CheckOverspend},
-		{"commit of an unknown reservation", []events.Event{ev(events.ReservationCommitted{ReservationID: "nope", Scope: "tenant:acme"})}, report.CheckReservation},
+		{"commit of an unknown reservation", []events.Event{ev(&events.ReservationCommitted{ReservationID: "nope", Scope: "tenant:acme"})}, report.CheckReservation},
 		{"commit twice", []events.Event{
-			ev(events.ReservationGranted{ReservationID: "x", Scope: "tenant:acme", Amounts: events.Amounts{"USD": events.MustAmount("1")}, Instances: []events.InstanceView{view("0", "1")}}),
-			ev(events.ReservationCommitted{ReservationID: "x", Scope: "tenant:acme", Instances: []events.InstanceView{view("1", "0")}}),
-			ev(events.ReservationReleased{ReservationID: "x", Scope: "tenant:acme"})}, report.CheckReservation},
+			ev(&events.ReservationGranted{ReservationID: "x", Scope: "tenant:acme", Amounts: events.Amounts{"USD": events.MustAmount("1")}, Instances: []events.InstanceView{view("0", "1")}}),
+			ev(&events.ReservationCommitted{ReservationID: "x", Scope: "tenant:acme", Instances: []events.InstanceView{view("1", "0")}}),
+			ev(&events.ReservationReleased{ReservationID: "x", Scope: "tenant:acme"})}, report.CheckReservation},
 		{"late commit of an open reservation", []events.Event{
-			ev(events.ReservationGranted{ReservationID: "x", Scope: "tenant:acme", Amounts: events.Amounts{"USD": events.MustAmount("1")}, Instances: []events.InstanceView{view("0", "1")}}),
-			ev(events.ReservationCommitted{ReservationID: "x", Scope: "tenant:acme", Late: true})}, report.CheckReservation},
+			ev(&events.ReservationGranted{ReservationID: "x", Scope: "tenant:acme", Amounts: events.Amounts{"USD": events.MustAmount("1")}, Instances: []events.InstanceView{view("0", "1")}}),
+			ev(&events.ReservationCommitted{ReservationID: "x", Scope: "tenant:acme", Late: true})}, report.CheckReservation},
 		{"expiry of an expired reservation", []events.Event{
-			ev(events.ReservationGranted{ReservationID: "x", Scope: "tenant:acme", Amounts: events.Amounts{"USD": events.MustAmount("1")}, Instances: []events.InstanceView{view("0", "1")}}),
-			ev(events.ReservationExpired{ReservationID: "x", Scope: "tenant:acme"}),
-			ev(events.ReservationExpired{ReservationID: "x", Scope: "tenant:acme"})}, report.CheckReservation},
+			ev(&events.ReservationGranted{ReservationID: "x", Scope: "tenant:acme", Amounts: events.Amounts{"USD": events.MustAmount("1")}, Instances: []events.InstanceView{view("0", "1")}}),
+			ev(&events.ReservationExpired{ReservationID: "x", Scope: "tenant:acme"}),
+			ev(&events.ReservationExpired{ReservationID: "x", Scope: "tenant:acme"})}, report.CheckReservation},
 		{"time backwards", []events.Event{func() events.Event {
-			e := ev(events.UsageCharged{Scope: "tenant:acme", Amounts: events.Amounts{"USD": events.One}})
+			e := ev(&events.UsageCharged{Scope: "tenant:acme", Amounts: events.Amounts{"USD": events.One}})
 			e.At = at.Add(-72 * time.Hour)
 			return e
 		}()}, report.CheckTime},
-		{"scope of another root", []events.Event{ev(events.UsageCharged{Scope: "tenant:other", Amounts: events.Amounts{"USD": events.One}})}, report.CheckEnvelope},
+		{"scope of another root", []events.Event{ev(&events.UsageCharged{Scope: "tenant:other", Amounts: events.Amounts{"USD": events.One}})}, report.CheckEnvelope},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l := base()

@@ -82,7 +82,7 @@ func (l *ledger) reserveCommit(root, scope, usd string, labels string) string {
 		labels = "{}"
 	}
 	d := l.do(events.OpReserve, root, fmt.Sprintf(`{"idempotency_key":"k%d","scope":%q,"amounts":{"USD":%q},"labels":%s}`, l.n, scope, usd, labels))
-	g, ok := d.Events[0].Data.(events.ReservationGranted)
+	g, ok := d.Events[0].Data.(*events.ReservationGranted)
 	if !ok {
 		return ""
 	}

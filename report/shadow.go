@@ -122,19 +122,19 @@ func (s *Shadow) Add(ev events.Event) {
 	var views []events.InstanceView
 	var denials []events.ShadowDenial
 	switch d := ev.Data.(type) {
-	case events.ReservationGranted:
+	case *events.ReservationGranted:
 		views, denials = d.Instances, d.ShadowDenials
-	case events.ReservationDenied:
+	case *events.ReservationDenied:
 		views = d.Instances
-	case events.ReservationCommitted:
+	case *events.ReservationCommitted:
 		views = d.Instances
-	case events.ReservationReleased:
+	case *events.ReservationReleased:
 		views = d.Instances
-	case events.ReservationExpired:
+	case *events.ReservationExpired:
 		views = d.Instances
-	case events.UsageCharged:
+	case *events.UsageCharged:
 		views = d.Instances
-	case events.BudgetAdjusted:
+	case *events.BudgetAdjusted:
 		views = []events.InstanceView{d.Instance}
 	default:
 		return

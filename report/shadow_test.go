@@ -56,7 +56,7 @@ tenant:acme/workflow:code-review  2026-11-28  USD   20     12          24       
 	// tenant's shadow instance peaked at exactly its limit.
 	cut := l.recs[0].ev.At
 	for _, r := range l.recs {
-		if d, ok := r.ev.Data.(events.ReservationGranted); ok && strings.Contains(d.Scope, "code-review") {
+		if d, ok := r.ev.Data.(*events.ReservationGranted); ok && strings.Contains(d.Scope, "code-review") {
 			cut = r.ev.At
 			break
 		}
@@ -102,10 +102,10 @@ func TestShadowHeadlineUnits(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := report.NewShadow(report.ShadowQuery{Scope: "t:a", From: at.Add(-time.Hour), To: at.Add(time.Hour)})
-			ev := events.Event{Type: events.TypeReservationGranted, At: at, Data: events.ReservationGranted{Instances: tc.views,
+			ev := events.Event{Type: events.TypeReservationGranted, At: at, Data: &events.ReservationGranted{Instances: tc.views,
 				ShadowDenials: []events.ShadowDenial{{Budget: "b", Pattern: "t:a", Scope: "t:a", Period: "none", Unit: "x"}}}}
 			if tc.views == nil {
-				ev.Data = events.ReservationGranted{}
+				ev.Data = &events.ReservationGranted{}
 			}
 			s.Add(ev)
 			if got := s.Report().Headline(); got != tc.want {

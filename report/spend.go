@@ -159,13 +159,13 @@ func (s *Spend) Add(ev events.Event) {
 	}
 	in := !ev.At.Before(s.q.From) && ev.At.Before(s.q.To)
 	switch d := ev.Data.(type) {
-	case events.ReservationGranted:
+	case *events.ReservationGranted:
 		if len(d.Labels) > 0 {
 			s.labels[d.ReservationID] = d.Labels
 		}
-	case events.ReservationReleased:
+	case *events.ReservationReleased:
 		delete(s.labels, d.ReservationID)
-	case events.ReservationCommitted:
+	case *events.ReservationCommitted:
 		labels := s.labels[d.ReservationID]
 		delete(s.labels, d.ReservationID)
 		if !in {
@@ -182,7 +182,7 @@ func (s *Spend) Add(ev events.Event) {
 			labels = merged
 		}
 		s.add(d.Scope, labels, d.Charged)
-	case events.UsageCharged:
+	case *events.UsageCharged:
 		if in {
 			s.add(d.Scope, d.Labels, d.Amounts)
 		}

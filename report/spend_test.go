@@ -93,7 +93,7 @@ func TestSpendLabels(t *testing.T) {
 	l.do(events.OpBudgetSet, root, `{"idempotency_key":"b1","scope":"tenant:acme","name":"m","limits":{"USD":"500"}}`)
 	reserve := func(key, scope, labels string) string {
 		d := l.do(events.OpReserve, root, fmt.Sprintf(`{"idempotency_key":%q,"scope":%q,"amounts":{"USD":"5"},"labels":%s,"ttl_ms":86400000}`, key, scope, labels))
-		return d.Events[0].Data.(events.ReservationGranted).ReservationID
+		return d.Events[0].Data.(*events.ReservationGranted).ReservationID
 	}
 	commit := func(key, id, usd, labels string) {
 		l.do(events.OpCommit, root, fmt.Sprintf(`{"idempotency_key":%q,"reservation_id":%q,"actual":{"USD":%q,"tokens":"100"},"labels":%s}`, key, id, usd, labels))

@@ -600,12 +600,12 @@ func TestTenantIsolation(t *testing.T) {
 					continue
 				}
 				switch d := ev.Data.(type) {
-				case events.ReservationGranted:
+				case *events.ReservationGranted:
 					if out[d.ReservationID] == nil {
 						out[d.ReservationID] = &seen{}
 					}
 					out[d.ReservationID].granted = true
-				case events.ReservationCommitted:
+				case *events.ReservationCommitted:
 					if out[d.ReservationID] == nil {
 						out[d.ReservationID] = &seen{}
 					}

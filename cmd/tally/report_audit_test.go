@@ -158,7 +158,7 @@ func TestAuditVerify(t *testing.T) {
 		// that was never granted, with a valid chain link.
 		ev := events.Event{V: events.Version, ID: "FORGED", Type: events.TypeReservationCommit, Partition: n,
 			At: time.Now().UTC(), Root: "tenant:acme", Prev: events.Hash(last),
-			Data: events.ReservationCommitted{ReservationID: "NEVER-GRANTED", Scope: "tenant:acme",
+			Data: &events.ReservationCommitted{ReservationID: "NEVER-GRANTED", Scope: "tenant:acme",
 				Charged: events.Amounts{"USD": events.MustAmount("1000")}, Released: events.Amounts{}, Overage: events.Amounts{}}}
 		data, err := events.Encode(&ev)
 		if err != nil {
