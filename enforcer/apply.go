@@ -161,14 +161,15 @@ func (s *State) applyGranted(seq uint64, at time.Time, root string, d *events.Re
 			held = make([]string, 0, len(r.units))
 		}
 		in := s.ensureInstance(a)
-		for _, ua := range amts {
+		for k := range amts {
+			ua := &amts[k]
 			if !all {
 				if !a.b.limitsUnit(ua.unit) {
 					continue
 				}
 				held = append(held, ua.unit)
 			}
-			foldUnit(a, in, ua.unit, ua.amt, events.Amount{})
+			foldReserved(a, in, ua)
 		}
 		ts[i].app = a
 		r.holds[i] = hold{b: a.b, scope: a.scope, period: a.period, in: in, units: held}
@@ -200,6 +201,23 @@ func (s *State) ensureInstance(a *applicable) *instance {
 	return a.in
 }
 
+// foldReserved adds ua's amount to the reserved balance of its unit of
+// in, a's instance: a grant's fold, which only reserves.
+func foldReserved(a *applicable, in *instance, ua *unitAmount) {
+	us := in.unit(ua.unit)
+	us.reserved = us.reserved.Add(ua.amt)
+	if us.reserved.Negative() {
+		mustNotBeNegative(a, ua.unit, us)
+	}
+}
+
+// mustNotBeNegative panics: a fold has taken a balance of unit u of a's
+// instance below zero.
+func mustNotBeNegative(a *applicable, u string, us *unitState) {
+	panic(fmt.Sprintf("enforcer: %s %s %s: negative balance (spent %s, reserved %s)",
+		a.b.def.Name, a.scope, u, us.spent, us.reserved))
+}
+
 // foldUnit adds reserved and spent to unit u of in, a's instance, and
 // panics if either balance would go negative.
 func foldUnit(a *applicable, in *instance, u string, reserved, spent events.Amount) {
@@ -211,8 +229,7 @@ func foldUnit(a *applicable, in *instance, u string, reserved, spent events.Amou
 		us.spent = us.spent.Add(spent)
 	}
 	if us.reserved.Negative() || us.spent.Negative() {
-		panic(fmt.Sprintf("enforcer: %s %s %s: negative balance (spent %s, reserved %s)",
-			a.b.def.Name, a.scope, u, us.spent, us.reserved))
+		mustNotBeNegative(a, u, us)
 	}
 }
 

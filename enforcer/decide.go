@@ -206,6 +206,16 @@ func (c *change) settleFrom(us *unitState) {
 	c.settled = true
 }
 
+// settleReserve makes c a reservation of amt of unit u, settled on us:
+// what settleFrom makes of change{unit: u, reserved: amt}, written field by
+// field rather than through a zeroed copy of the whole change.
+func (c *change) settleReserve(u string, amt events.Amount, us *unitState) {
+	c.unit, c.reserved, c.spent = u, amt, events.Amount{}
+	c.after.spent, c.after.reserved, c.after.adjust = us.spent, us.reserved.Add(amt), us.adjust
+	c.used = c.after.spent.Add(c.after.reserved)
+	c.settled, c.quiet = true, false
+}
+
 // grows reports whether c adds to its unit's use (spent + reserved).
 func (c *change) grows() bool {
 	switch {
@@ -441,8 +451,8 @@ func grab[S ~[]E, E any](buf *S, n int) S {
 // It overwrites all of v and units.
 func (s *State) viewOf(v *events.InstanceView, t *target, units events.UnitBalances, end *time.Time) {
 	b := t.app.b
-	*v = events.InstanceView{Budget: b.def.Name, Pattern: b.def.Scope, Scope: t.app.scope, Period: t.app.period,
-		Mode: b.def.Mode, Units: units, PeriodEnd: end}
+	v.Budget, v.Pattern, v.Scope, v.Period = b.def.Name, b.def.Scope, t.app.scope, t.app.period
+	v.Mode, v.Units, v.PeriodEnd = b.def.Mode, units, end
 	j := 0
 	for i, u := range b.units {
 		var (
@@ -460,8 +470,10 @@ func (s *State) viewOf(v *events.InstanceView, t *target, units events.UnitBalan
 		if !us.adjust.IsZero() {
 			limit = limit.Add(us.adjust)
 		}
-		units[i] = events.UnitEntry{Unit: u, UnitBalance: events.UnitBalance{Limit: limit, Spent: us.spent,
-			Reserved: us.reserved, Remaining: events.Signed{Amount: limit.Sub(used)}}}
+		// Field by field: a composite literal would be built aside and copied.
+		e := &units[i]
+		e.Unit, e.Limit, e.Spent, e.Reserved = u, limit, us.spent, us.reserved
+		e.Remaining = events.Signed{Amount: limit.Sub(used)}
 	}
 }
 
@@ -538,9 +550,9 @@ func (s *State) evaluate(apps []applicable, amounts events.Amounts, prio events.
 			}
 			u, amt := ua.unit, ua.amt
 			us := peekUnit(a.in, u)
-			t.changes = append(t.changes, change{unit: u, reserved: amt})
+			t.changes = t.changes[:len(t.changes)+1]
 			c := &t.changes[len(t.changes)-1]
-			c.settleFrom(us)
+			c.settleReserve(u, amt, us)
 			if ev.outOfRange == nil && !c.inRange() {
 				ev.outOfRange = rangeErr(t, c)
 			}
