@@ -1,7 +1,6 @@
 package enforcer
 
 import (
-	"container/heap"
 	"fmt"
 	"time"
 
@@ -70,7 +69,7 @@ func (s *State) Apply(seq uint64, ev events.Event) {
 			panic(fmt.Sprintf("enforcer: seq %d extends reservation %s which is %s", seq, r.id, r.status))
 		}
 		r.expiresAt = d.ExpiresAt.UTC()
-		heap.Fix(&s.expiries, r.heapIdx)
+		s.expiries.fix(r.heapIdx)
 	case *events.ReservationExpired:
 		r := s.mustReservation(seq, d.ReservationID)
 		if r.status != events.StatusOpen {
@@ -176,7 +175,7 @@ func (s *State) applyGranted(seq uint64, at time.Time, root string, d *events.Re
 	}
 	s.verify(seq, d.Instances, ts)
 	s.open[r.id] = r
-	heap.Push(&s.expiries, r)
+	s.expiries.push(r)
 	s.maxID = max(s.maxID, r.id)
 }
 
@@ -329,7 +328,7 @@ func (s *State) closeOpen(r *reservation) {
 	if r.status != events.StatusOpen {
 		panic(fmt.Sprintf("enforcer: reservation %s closed twice", r.id))
 	}
-	heap.Remove(&s.expiries, r.heapIdx)
+	s.expiries.remove(r.heapIdx)
 	delete(s.open, r.id)
 }
 

@@ -1,7 +1,6 @@
 package enforcer
 
 import (
-	"container/heap"
 	"fmt"
 	"slices"
 	"strings"
@@ -1169,7 +1168,7 @@ func (s *State) decideExpire(now time.Time) Decision {
 	var due []*reservation
 	freed := map[*instance]map[string]events.Amount{}
 	for len(due) < MaxExpiriesPerTick && len(s.expiries) > 0 && !s.expiries[0].expiresAt.After(now) {
-		r := heap.Pop(&s.expiries).(*reservation)
+		r := s.expiries.pop()
 		due = append(due, r)
 		// The expiries of one tick are applied in order: each event's
 		// balances include what the earlier ones freed.
@@ -1191,7 +1190,7 @@ func (s *State) decideExpire(now time.Time) Decision {
 		}
 	}
 	for _, r := range due {
-		heap.Push(&s.expiries, r)
+		s.expiries.push(r)
 	}
 	return Decision{Events: evs}
 }

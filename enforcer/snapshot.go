@@ -2,7 +2,6 @@ package enforcer
 
 import (
 	"bytes"
-	"container/heap"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -328,7 +327,7 @@ func restore(cfg Config, sn snapshot) (*State, error) {
 		}
 		if r.status == events.StatusOpen {
 			s.open[r.id] = r
-			heap.Push(&s.expiries, r)
+			s.expiries.push(r)
 		} else {
 			closed[r.id] = r
 		}

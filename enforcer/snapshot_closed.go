@@ -2,7 +2,6 @@ package enforcer
 
 import (
 	"bytes"
-	"container/heap"
 	"encoding/binary"
 	"errors"
 	"slices"
@@ -89,7 +88,7 @@ func restoreBinaryFast(cfg Config, b []byte) (*State, error) {
 				return nil, errGeneral
 			}
 			s.open[res.id] = res
-			heap.Push(&s.expiries, res)
+			s.expiries.push(res)
 		default:
 			id := string(rec.id)
 			if _, dup := closed[id]; dup || s.open[id] != nil {

@@ -37,8 +37,8 @@ func sameRestore(t testing.TB, cfg Config, b []byte) (restored bool) {
 	}
 	sameFifo(t, b, "closed", &fast.closed, &gen.closed)
 	sameFifo(t, b, "idempotency", &fast.idem, &gen.idem)
-	if len(fast.open) != len(gen.open) || fast.expiries.Len() != gen.expiries.Len() {
-		t.Fatalf("restoring %q: %d open (%d expiries) fast, %d (%d) general", b, len(fast.open), fast.expiries.Len(), len(gen.open), gen.expiries.Len())
+	if len(fast.open) != len(gen.open) || len(fast.expiries) != len(gen.expiries) {
+		t.Fatalf("restoring %q: %d open (%d expiries) fast, %d (%d) general", b, len(fast.open), len(fast.expiries), len(gen.open), len(gen.expiries))
 	}
 	return true
 }
