@@ -205,6 +205,15 @@ func (c *change) settleFrom(us *unitState) {
 	c.settled = true
 }
 
+// reset makes c the unsettled change of reserved and spent to unit u,
+// as change{unit: u, reserved: reserved, spent: spent} would, without
+// building and copying a whole change.
+func (c *change) reset(u string, reserved, spent events.Amount) {
+	c.unit, c.reserved, c.spent = u, reserved, spent
+	c.after, c.used = unitState{}, events.Amount{}
+	c.settled, c.quiet = false, false
+}
+
 // settleReserve makes c a reservation of amt of unit u, settled on us:
 // what settleFrom makes of change{unit: u, reserved: amt}, written field by
 // field rather than through a zeroed copy of the whole change.
@@ -757,8 +766,8 @@ func excess(a, b events.Amount) events.Amount {
 // extra changes each beyond the units it holds.
 func (s *State) holdTargets(r *reservation, extra int) ([]target, []change) {
 	m := 0
-	for _, h := range r.holds {
-		m += len(h.units) + extra
+	for i := range r.holds {
+		m += len(r.holds[i].units) + extra
 	}
 	ts, cs := s.targets(0, len(r.holds), m)
 	ts = ts[:0]
@@ -767,7 +776,9 @@ func (s *State) holdTargets(r *reservation, extra int) ([]target, []change) {
 		apps = make([]applicable, 0, len(r.holds))
 	}
 	s.scratch.holdApps = apps
-	for _, h := range r.holds {
+	// Both have room for every hold: written in place, not appended.
+	for i := range r.holds {
+		h := &r.holds[i]
 		in := h.in
 		if in == nil {
 			if in = h.b.instances[instRef{h.scope, h.period}]; in == nil {
@@ -775,8 +786,12 @@ func (s *State) holdTargets(r *reservation, extra int) ([]target, []change) {
 			}
 		}
 		k := len(h.units) + extra
-		apps = append(apps, applicable{b: in.b, in: in, scope: h.scope, period: h.period, win: in.win})
-		ts = append(ts, target{app: &apps[len(apps)-1], held: h.units, changes: cs[:0:k]})
+		apps = apps[:len(apps)+1]
+		a := &apps[len(apps)-1]
+		a.b, a.in, a.scope, a.period, a.win = in.b, in, h.scope, h.period, in.win
+		ts = ts[:len(ts)+1]
+		t := &ts[len(ts)-1]
+		t.app, t.held, t.changes = a, h.units, cs[:0:k]
 		cs = cs[k:]
 	}
 	return ts, cs
@@ -799,26 +814,29 @@ func (s *State) commitTargets(r *reservation, actual events.Amounts, late bool) 
 				spent  events.Amount
 				isHeld bool
 			)
+			// Equal first: a commit's units are mostly the ones it held,
+			// and == is a length and (interned) pointer check.
 			switch {
+			case h < len(held) && a < len(units) && held[h] == units[a].unit:
+				u, spent, isHeld = held[h], units[a].amt, true
+				h++
+				a++
 			case a == len(units) || h < len(held) && held[h] < units[a].unit:
 				u, isHeld = held[h], true
 				h++
-			case h == len(held) || units[a].unit < held[h]:
-				u, spent = units[a].unit, units[a].amt
-				a++
 			default:
-				u, spent, isHeld = held[h], units[a].amt, true
-				h++
+				u, spent = units[a].unit, units[a].amt
 				a++
 			}
 			if !isHeld && !t.app.b.limitsUnit(u) {
 				continue
 			}
-			c := change{unit: u, spent: spent}
+			var freed events.Amount
 			if !late && isHeld {
-				c.reserved = amountIn(ramts, u).Neg()
+				freed = amountIn(ramts, u).Neg()
 			}
-			t.changes = append(t.changes, c)
+			t.changes = t.changes[:len(t.changes)+1]
+			t.changes[len(t.changes)-1].reset(u, freed, spent)
 		}
 	}
 	return ts

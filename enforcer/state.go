@@ -343,7 +343,7 @@ func (s *State) deleteBudget(pattern, name string) {
 
 // applicable is a budget that applies to a concrete scope, with the
 // instance it has at some time: in is nil until that instance exists.
-type applicable struct {
+type applicable struct { // holdTargets writes each field: a new one must be written there too
 	b      *budget
 	in     *instance
 	scope  string

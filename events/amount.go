@@ -300,6 +300,15 @@ func (a Amount) Add(b Amount) Amount {
 		lo, c := bits.Add64(a.v.lo, b.v.lo, 0)
 		return Amount{v: u128{a.v.hi + b.v.hi + c, lo}}
 	}
+	// A balance less a hold, a commit's or a release's: a is small and
+	// non-negative, b small and negative (b.v.hi^signBit is its magnitude's
+	// high half; below smallHi only when the sign was set), |b| ≤ a.
+	if a.big == nil && b.big == nil && a.v.hi < smallHi && b.v.hi^signBit < smallHi {
+		lo, c := bits.Sub64(a.v.lo, b.v.lo, 0)
+		if hi, c := bits.Sub64(a.v.hi, b.v.hi^signBit, c); c == 0 {
+			return Amount{v: u128{hi, lo}}
+		}
+	}
 	return a.add(b)
 }
 
