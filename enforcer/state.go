@@ -357,7 +357,7 @@ type applicable struct { // holdTargets writes each field: a new one must be wri
 // and only until it calls applicableAt again.
 func (s *State) applicableAt(scope string, at time.Time) []applicable {
 	c := &s.appsCache
-	if c.gen == s.gen && c.scope == scope && !at.Before(c.from) && at.Before(c.until) {
+	if c.gen == s.gen && c.scope == scope && c.holds(instantOf(at)) {
 		return c.apps
 	}
 	list := s.byRoot[events.Root(scope)]
@@ -389,26 +389,41 @@ func (s *State) applicableAt(scope string, at time.Time) []applicable {
 type appsCache struct {
 	scope       string
 	gen         uint64
-	from, until time.Time // the intersection of the list's windows
+	from, until instant // the intersection of the list's windows
 	apps        []applicable
 }
+
+// instant is a time as Unix seconds and nanoseconds: two of them compare
+// without time.Time's monotonic-clock branches and calls.
+type instant struct {
+	sec  int64
+	nsec int32
+}
+
+func instantOf(t time.Time) instant { return instant{t.Unix(), int32(t.Nanosecond())} }
+
+func (a instant) before(b instant) bool { return a.sec < b.sec || a.sec == b.sec && a.nsec < b.nsec }
+
+// holds reports whether at is within [from, until).
+func (c *appsCache) holds(at instant) bool { return !at.before(c.from) && at.before(c.until) }
 
 // endOfTime bounds a list without periodic windows.
 var endOfTime = time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
 
 func (c *appsCache) keep(scope string, gen uint64, apps []applicable) {
-	c.scope, c.gen, c.from, c.until = scope, gen, time.Time{}, endOfTime
+	from, until := time.Time{}, endOfTime
 	for i := range apps {
 		if apps[i].b.def.Period == events.PeriodNone {
 			continue
 		}
-		if w := apps[i].win; w.Start.After(c.from) {
-			c.from = w.Start
+		if w := apps[i].win; w.Start.After(from) {
+			from = w.Start
 		}
-		if w := apps[i].win; w.End.Before(c.until) {
-			c.until = w.End
+		if w := apps[i].win; w.End.Before(until) {
+			until = w.End
 		}
 	}
+	c.scope, c.gen, c.from, c.until = scope, gen, instantOf(from), instantOf(until)
 	c.apps = apps
 }
 
