@@ -698,7 +698,7 @@ func (s *State) appendAlerts(evs []events.Event, root string, now time.Time, ts 
 			if belowFirstAlert(b, b.unitIndex(c.unit), us, used) {
 				continue
 			}
-			limit, _ := limitOf(b, *us, c.unit)
+			limit, _ := limitOf(b, us, c.unit)
 			for _, th := range b.def.AlertThresholds {
 				if used.Cmp(limit.Mul(th)) < 0 {
 					break // thresholds increase: none further is reached
@@ -723,7 +723,7 @@ func (s *State) appendDenialAlerts(evs []events.Event, root string, now time.Tim
 			continue
 		}
 		us := unitOf(t.app.in, d.unit)
-		limit, _ := limitOf(t.app.b, us, d.unit)
+		limit, _ := limitOf(t.app.b, &us, d.unit)
 		evs = append(evs, s.event(root, now, &events.ThresholdCrossed{Budget: t.app.b.def.Name, Pattern: t.app.b.def.Scope,
 			Scope: t.app.scope, Period: t.app.period, Mode: t.app.b.def.Mode, Unit: d.unit,
 			Threshold: events.ThresholdKindDenied, Limit: limit, Spent: us.spent, Reserved: us.reserved}))
@@ -801,8 +801,13 @@ func (s *State) holdTargets(r *reservation, extra int) ([]target, []change) {
 // it already expired) and the actual is charged in full to every instance
 // recorded at grant time, for each unit it held or limits.
 func (s *State) commitTargets(r *reservation, actual events.Amounts, late bool) []target {
-	units := s.sortedAmounts(actual)
-	ramts := s.heldAmounts(r)
+	return s.commitTargetsOf(r, s.sortedAmounts(actual), s.heldAmounts(r), late)
+}
+
+// commitTargetsOf is commitTargets of the actual amounts sorted (units)
+// and the reservation's held amounts (heldAmounts), as a commit's Decide
+// has already read them.
+func (s *State) commitTargetsOf(r *reservation, units, ramts []unitAmount, late bool) []target {
 	ts, _ := s.holdTargets(r, len(units))
 	for i := range ts {
 		t := &ts[i]
@@ -861,11 +866,11 @@ func (s *State) overLimit(ts []target) []events.OverLimit {
 		t := &ts[i]
 		for j := range t.changes {
 			c := &t.changes[j]
-			if c.spent.Sign() <= 0 {
+			if c.spent.IsZero() || c.spent.Negative() {
 				continue
 			}
 			us := settle(t, c)
-			limit, ok := limitOf(t.app.b, *us, c.unit)
+			limit, ok := limitOf(t.app.b, us, c.unit)
 			if !ok {
 				continue
 			}
@@ -922,7 +927,7 @@ func (s *State) decideCommit(cmd Command, req *events.CommitRequest, now time.Ti
 	for _, a := range actual {
 		overage[a.unit] = excess(a.amt, amountIn(ramts, a.unit))
 	}
-	ts := s.commitTargets(r, req.Actual, late)
+	ts := s.commitTargetsOf(r, actual, ramts, late)
 	if e := s.checkRange(ts); e != nil {
 		return Decision{Err: e}
 	}
@@ -1151,7 +1156,7 @@ func (s *State) decideBudgetAdjust(cmd Command, req *events.BudgetAdjustRequest,
 				Message: fmt.Sprintf("delta.%s: budget %q does not limit %s", u, b.def.Name, u), Details: map[string]any{"field": "delta." + u}}}
 		}
 		us := unitOf(t.app.in, u)
-		limit, _ := limitOf(b, us, u)
+		limit, _ := limitOf(b, &us, u)
 		nl := limit.Add(req.Delta[u].Amount)
 		if nl.Sign() < 0 {
 			return Decision{Err: &events.Error{Code: events.CodeInvalidRequest,

@@ -549,7 +549,7 @@ var priorities = [...]events.Priority{events.PriorityCritical, events.PriorityHi
 
 // limit is the effective limit of unit u: the budget's limit plus the
 // instance's adjustments.
-func limitOf(b *budget, us unitState, u string) (events.Amount, bool) {
+func limitOf(b *budget, us *unitState, u string) (events.Amount, bool) {
 	l, ok := b.limit(u)
 	if !ok {
 		return events.Amount{}, false
