@@ -531,6 +531,10 @@ type evaluation struct {
 	denied []alertAt
 	// outOfRange is checkRange's answer for the targets.
 	outOfRange *events.Error
+	// loud counts the changes not known to stay below their first alert
+	// threshold (change.quiet): with none, and nothing denied, a grant
+	// has no alerts to look for.
+	loud int
 }
 
 type alertAt struct {
@@ -571,9 +575,12 @@ func (s *State) evaluate(apps []applicable, amounts events.Amounts, prio events.
 			need := c.used
 			capa := a.b.capacityAt(limit, pi, prio)
 			if need.Cmp(capa) <= 0 {
-				c.quiet = belowFirstAlert(a.b, k, &c.after, need)
+				if c.quiet = belowFirstAlert(a.b, k, &c.after, need); !c.quiet {
+					ev.loud++
+				}
 				continue
 			}
+			ev.loud++
 			avail := events.Max(events.Zero, capa.Sub(us.spent.Add(us.reserved)))
 			if a.b.def.Mode == events.ModeShadow {
 				ev.shadow = append(ev.shadow, events.ShadowDenial{Budget: a.b.def.Name, Pattern: a.b.def.Scope,
@@ -644,7 +651,9 @@ func (s *State) decideReserve(cmd Command, req *events.ReserveRequest, now time.
 			Option: i, Label: o.Label, Degraded: i > 0, Labels: req.Labels, Instances: res.Instances,
 			ShadowDenials: nonNil(ev.shadow)}
 		evs := s.oneEvent(cmd.Root, now, data)
-		evs = s.appendAlerts(evs, cmd.Root, now, ev.targets, ev.denied)
+		if ev.loud > 0 || len(ev.denied) > 0 {
+			evs = s.appendAlerts(evs, cmd.Root, now, ev.targets, ev.denied)
+		}
 		return Decision{Events: evs}
 	}
 	// Denied: nothing is reserved anywhere; the instances show the state as is.
