@@ -572,10 +572,14 @@ func (s *State) evaluate(apps []applicable, amounts events.Amounts, prio events.
 			if !us.adjust.IsZero() {
 				limit = limit.Add(us.adjust)
 			}
-			need := c.used
-			capa := a.b.capacityAt(limit, pi, prio)
+			need := &c.used
+			capa := limit // the common case inline: no floor for prio
+			if pi < 0 || a.b.free[pi] != nil {
+				capa = a.b.capacityAt(limit, pi, prio)
+			}
 			if need.Cmp(capa) <= 0 {
-				if c.quiet = belowFirstAlert(a.b, k, &c.after, need); !c.quiet {
+				// belowFirstAlert, inline.
+				if c.quiet = us.adjust.IsZero() && len(a.b.alert0) > 0 && need.Cmp(a.b.alert0[k]) < 0; !c.quiet {
 					ev.loud++
 				}
 				continue
