@@ -8,7 +8,7 @@ BIN       ?= bin/tally
 FUZZTIME  ?= 200000x
 FUZZ_TARGETS := events:FuzzParseRequest events:FuzzDecodeEvent events:FuzzParseAmount events:FuzzParseFast events:FuzzEncodeEvent events:FuzzDecodeEventData enforcer:FuzzRestoreSnapshot enforcer:FuzzAckSeq
 
-.PHONY: all build run test test-long fuzz bench bench-recovery bench-table bench-instructions profile profile-e2e vet clean
+.PHONY: all build run test test-long fuzz bench bench-core bench-recovery bench-table bench-instructions profile profile-e2e vet clean
 
 all: build
 
@@ -67,6 +67,20 @@ bench-table: build
 	row core          $(GO) test -count=1 -run '^$$' -bench 'ReserveDecideApply|ReserveCommitDecideApply' -benchmem -benchtime=200000x -count=3 ./enforcer; \
 	row recovery      env TALLY_RECOVERY_EVENTS=300000 $(GO) test -count=1 -run TestRecoveryTime -v ./enforcer
 	@echo "reports in $(BENCH_OUT)/"
+
+## bench-core: issue 2's measure, CORE_ROUNDS times in turn: this machine's JetStream append rate (BenchmarkJetStreamAppend),
+## then a reserve's Decide + Apply on one core (-cpu 1: the collector shares it) and beside the collector (-cpu 2);
+## each reserve figure with its rate and its ratio to the append rate of the same round. Run it on an otherwise idle machine.
+CORE_ROUNDS ?= 5
+bench-core:
+	@mkdir -p $(BENCH_OUT)
+	$(GO) test -c -o $(BENCH_OUT)/enforcer.test ./enforcer
+	@cd enforcer && for i in $$(seq $(CORE_ROUNDS)); do \
+		../$(BENCH_OUT)/enforcer.test -test.run '^$$' -test.bench 'JetStreamAppend$$' -test.benchtime 200000x | grep '^Benchmark'; \
+		for c in 1 2; do ../$(BENCH_OUT)/enforcer.test -test.run '^$$' -test.cpu $$c -test.bench 'ReserveDecideApply/prehashed$$' \
+			-test.benchtime 200000x -test.benchmem | grep '^Benchmark'; done; \
+	done | awk '/JetStreamAppend/ { a = $$(NF-1); printf "round %d: JetStream %.0f appends/s\n", ++r, a; next } \
+		{ printf "  %-44s %6d ns/op  %7.0f reserves/s  %.2f x JetStream\n", $$1, $$3, 1e9 / $$3, 1e9 / $$3 / a }'
 
 ## bench-instructions: instructions per op of the core benchmarks, counted by callgrind (needs valgrind; not part of
 ## make test). Decide + Apply only, without the collector (GOGC=off), on one thread, without preemption signals
