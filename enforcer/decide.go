@@ -242,6 +242,7 @@ type target struct {
 	app     *applicable
 	changes []change
 	held    []string // for a reservation's hold: the units it holds
+	checked bool     // a grant's fold has checked the view of it
 }
 
 // scratch holds buffers that decisions and applies reuse.
