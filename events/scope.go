@@ -155,8 +155,10 @@ func ValidateKey(k string) error {
 
 // Root returns the first segment of a scope ("tenant:acme").
 func Root(scope string) string {
-	root, _, _ := strings.Cut(scope, "/")
-	return root
+	if i := strings.IndexByte(scope, '/'); i >= 0 {
+		return scope[:i]
+	}
+	return scope
 }
 
 // Depth is the number of segments of a valid scope.
