@@ -71,12 +71,14 @@ bench-table: build
 ## bench-core: issue 2's measure, CORE_ROUNDS times in turn: this machine's JetStream append rate (BenchmarkJetStreamAppend),
 ## then a reserve's Decide + Apply on one core (-cpu 1: the collector shares it) and beside the collector (-cpu 2);
 ## each reserve figure with its rate and its ratio to the append rate of the same round. Run it on an otherwise idle machine.
+## (The pause after each append run lets the kernel write the stream's files back before the core is timed.)
 CORE_ROUNDS ?= 5
 bench-core:
 	@mkdir -p $(BENCH_OUT)
 	$(GO) test -c -o $(BENCH_OUT)/enforcer.test ./enforcer
 	@cd enforcer && for i in $$(seq $(CORE_ROUNDS)); do \
 		../$(BENCH_OUT)/enforcer.test -test.run '^$$' -test.bench 'JetStreamAppend$$' -test.benchtime 200000x | grep '^Benchmark'; \
+		sync; sleep 3; \
 		for c in 1 2; do ../$(BENCH_OUT)/enforcer.test -test.run '^$$' -test.cpu $$c -test.bench 'ReserveDecideApply/prehashed$$' \
 			-test.benchtime 200000x -test.benchmem | grep '^Benchmark'; done; \
 	done | awk '/JetStreamAppend/ { a = $$(NF-1); printf "round %d: JetStream %.0f appends/s\n", ++r, a; next } \
