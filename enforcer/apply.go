@@ -218,6 +218,10 @@ func (s *State) ensureInstance(a *applicable) *instance {
 // in, a's instance: a grant's fold, which only reserves.
 func foldReserved(a *applicable, in *instance, ua *unitAmount) *unitState {
 	us := in.unit(ua.unit)
+	if r, ok := us.reserved.AddInline(ua.amt); ok { // two non-negative amounts
+		us.reserved = r
+		return us
+	}
 	us.reserved = us.reserved.Add(ua.amt)
 	if us.reserved.Negative() {
 		mustNotBeNegative(a, ua.unit, us)

@@ -219,8 +219,15 @@ func (c *change) reset(u string, reserved, spent events.Amount) {
 // field rather than through a zeroed copy of the whole change.
 func (c *change) settleReserve(u string, amt events.Amount, us *unitState) {
 	c.unit, c.reserved, c.spent = u, amt, events.Amount{}
-	c.after.spent, c.after.reserved, c.after.adjust = us.spent, us.reserved.Add(amt), us.adjust
-	c.used = c.after.spent.Add(c.after.reserved)
+	c.after.spent, c.after.adjust = us.spent, us.adjust
+	// The sums inline in the common case (AddInline); Add otherwise.
+	var ok bool
+	if c.after.reserved, ok = us.reserved.AddInline(amt); !ok {
+		c.after.reserved = us.reserved.Add(amt)
+	}
+	if c.used, ok = us.spent.AddInline(c.after.reserved); !ok {
+		c.used = us.spent.Add(c.after.reserved)
+	}
 	c.settled, c.quiet = true, false
 }
 
@@ -482,7 +489,11 @@ func (s *State) viewOf(v *events.InstanceView, t *target, units events.UnitBalan
 		// Field by field: a composite literal would be built aside and copied.
 		e := &units[i]
 		e.Unit, e.Limit, e.Spent, e.Reserved = u, limit, us.spent, us.reserved
-		e.Remaining = events.Signed{Amount: limit.Sub(used)}
+		rem, ok := limit.SubInline(used)
+		if !ok {
+			rem = limit.Sub(used)
+		}
+		e.Remaining = events.Signed{Amount: rem}
 	}
 }
 
@@ -578,9 +589,19 @@ func (s *State) evaluate(apps []applicable, amounts events.Amounts, prio events.
 			if pi < 0 || a.b.free[pi] != nil {
 				capa = a.b.capacityAt(limit, pi, prio)
 			}
-			if need.Cmp(capa) <= 0 {
+			over, ok := capa.LessInline(*need)
+			if !ok {
+				over = need.Cmp(capa) > 0
+			}
+			if !over {
 				// belowFirstAlert, inline.
-				if c.quiet = us.adjust.IsZero() && len(a.b.alert0) > 0 && need.Cmp(a.b.alert0[k]) < 0; !c.quiet {
+				if c.quiet = us.adjust.IsZero() && len(a.b.alert0) > 0; c.quiet {
+					var ok bool
+					if c.quiet, ok = need.LessInline(a.b.alert0[k]); !ok {
+						c.quiet = need.Cmp(a.b.alert0[k]) < 0
+					}
+				}
+				if !c.quiet {
 					ev.loud++
 				}
 				continue

@@ -101,6 +101,16 @@ func TestAmountArithmeticMatchesApd(t *testing.T) {
 		if got, want := a.Cmp(b), da.Cmp(db); got != want {
 			t.Fatalf("Cmp(%s, %s) = %d, want %d", sa, sb, got, want)
 		}
+		// The inline paths, where they answer, answer as the methods do.
+		if r, ok := a.AddInline(b); ok && (r != a.Add(b) || a.Negative() || b.Negative()) {
+			t.Fatalf("AddInline(%s, %s) = %s, true; Add = %s", sa, sb, r, a.Add(b))
+		}
+		if r, ok := a.SubInline(b); ok && (r != a.Sub(b) || r.Negative()) {
+			t.Fatalf("SubInline(%s, %s) = %s, true; Sub = %s", sa, sb, r, a.Sub(b))
+		}
+		if l, ok := a.LessInline(b); ok && l != (da.Cmp(db) < 0) {
+			t.Fatalf("LessInline(%s, %s) = %v, true", sa, sb, l)
+		}
 		if got, want := a.Equal(b), da.Cmp(db) == 0; got != want {
 			t.Fatalf("Equal(%s, %s) = %v, want %v", sa, sb, got, want)
 		}
@@ -181,5 +191,35 @@ func TestFixedEdges(t *testing.T) {
 	}
 	if z := MustAmount("0").Neg(); z.neg() || z.String() != "0" {
 		t.Errorf("−0 = %q (neg %v)", z, z.neg())
+	}
+}
+
+// TestInlinePathsTakeBalances checks that the inline paths answer for the
+// amounts balances hold, up to their edge at 2^121 × 10^-18, and leave
+// the rest to the methods.
+func TestInlinePathsTakeBalances(t *testing.T) {
+	edge := MustAmount("2658455991569831745.807614120560689151") // the largest inline amount
+	past := edge.Add(MustAmount("0.000000000000000001"))
+	for _, tc := range []struct {
+		a, b         Amount
+		add, sub, lt bool // whether each inline path answers
+	}{
+		{MustAmount("12000"), MustAmount("0.42"), true, true, true},
+		{MustAmount("0.42"), MustAmount("12000"), true, false, true}, // 0.42 − 12000 < 0: Sub's
+		{Zero, Zero, true, true, true},
+		{edge, edge, true, true, true},
+		{past, One, false, false, false},
+		{One, MustAmount("5").Neg(), false, false, false},
+		{MustAmount("1" + strings.Repeat("0", 30)), One, false, false, false},
+	} {
+		if _, ok := tc.a.AddInline(tc.b); ok != tc.add {
+			t.Errorf("AddInline(%s, %s): ok %v, want %v", tc.a, tc.b, ok, tc.add)
+		}
+		if _, ok := tc.a.SubInline(tc.b); ok != tc.sub {
+			t.Errorf("SubInline(%s, %s): ok %v, want %v", tc.a, tc.b, ok, tc.sub)
+		}
+		if _, ok := tc.a.LessInline(tc.b); ok != tc.lt {
+			t.Errorf("LessInline(%s, %s): ok %v, want %v", tc.a, tc.b, ok, tc.lt)
+		}
 	}
 }
