@@ -244,7 +244,11 @@ func foldUnit(a *applicable, in *instance, u string, reserved, spent events.Amou
 		us.reserved = us.reserved.Add(reserved)
 	}
 	if !spent.IsZero() {
-		us.spent = us.spent.Add(spent)
+		sum, ok := us.spent.AddInline(spent)
+		if !ok {
+			sum = us.spent.Add(spent)
+		}
+		us.spent = sum
 	}
 	if us.reserved.Negative() || us.spent.Negative() {
 		mustNotBeNegative(a, u, us)

@@ -198,10 +198,15 @@ func (c *change) settleFrom(us *unitState) {
 	if !c.reserved.IsZero() {
 		c.after.reserved = us.reserved.Add(c.reserved)
 	}
+	var ok bool
 	if !c.spent.IsZero() {
-		c.after.spent = us.spent.Add(c.spent)
+		if c.after.spent, ok = us.spent.AddInline(c.spent); !ok {
+			c.after.spent = us.spent.Add(c.spent)
+		}
 	}
-	c.used = c.after.spent.Add(c.after.reserved)
+	if c.used, ok = c.after.spent.AddInline(c.after.reserved); !ok {
+		c.used = c.after.spent.Add(c.after.reserved)
+	}
 	c.settled = true
 }
 

@@ -72,3 +72,47 @@ func pollute(v reflect.Value) {
 		}
 	}
 }
+
+// TestBalancesBeyondTheInlineEdge drives every balance sum and comparison
+// of a grant, a commit and a charge past 2^121 × 10^-18
+// (2 658 455 991 569 831 745.8…), where Amount's inline paths
+// (AddInline, SubInline, LessInline) stop answering and the methods take
+// over: the balances must be exact, each view must say so, and replay
+// must reproduce the state.
+func TestBalancesBeyondTheInlineEdge(t *testing.T) {
+	h := newHarness(t)
+	const root, scope = "tenant:acme", "tenant:acme/workflow:w"
+	h.set(root, "tenant", `"limits":{"tokens":"100000000000000000000000000000"},"alert_thresholds":["0.5"]`)
+	h.set(scope, "wf", `"limits":{"tokens":"100000000000000000000"}`)
+	want := func(step, name, spent, reserved, remaining string) {
+		t.Helper()
+		u := h.unit(root, scope, name, "tokens")
+		if u.Spent.String() != spent || u.Reserved.String() != reserved || u.Remaining.String() != remaining {
+			t.Fatalf("%s: %s spent %s reserved %s remaining %s; want %s %s %s",
+				step, name, u.Spent, u.Reserved, u.Remaining, spent, reserved, remaining)
+		}
+	}
+	// Two charges: the second sum crosses the edge.
+	h.charge(scope, `{"tokens":"2000000000000000000"}`)
+	h.charge(scope, `{"tokens":"2000000000000000000.25"}`)
+	want("charges", "wf", "4000000000000000000.25", "0", "95999999999999999999.75")
+	// A reservation above the edge by itself, then one below it on a
+	// balance above it.
+	big := h.res(scope, `{"tokens":"3000000000000000000"}`, "")
+	small := h.res(scope, `{"tokens":"0.5"}`, "")
+	if big.Decision != events.DecisionGranted || small.Decision != events.DecisionGranted {
+		t.Fatalf("reserves: %+v %+v", big, small)
+	}
+	want("reserves", "wf", "4000000000000000000.25", "3000000000000000000.5", "92999999999999999999.25")
+	want("reserves", "tenant", "4000000000000000000.25", "3000000000000000000.5", "99999999992999999999999999999.25")
+	// One more than the workflow has left is denied (the comparison
+	// beyond the edge), the rest is granted.
+	if d := h.res(scope, `{"tokens":"92999999999999999999.26"}`, ""); d.Decision != events.DecisionDenied {
+		t.Fatalf("a reserve over the limit: %+v", d)
+	}
+	// Commits: one under its hold, one over it.
+	h.commit(root, big.ReservationID, `{"tokens":"2999999999999999999.75"}`)
+	h.commit(root, small.ReservationID, `{"tokens":"1"}`)
+	want("commits", "wf", "7000000000000000001", "0", "92999999999999999999")
+	h.checkReplay()
+}
