@@ -222,18 +222,23 @@ func (c *change) reset(u string, reserved, spent events.Amount) {
 // settleReserve makes c a reservation of amt of unit u, settled on us:
 // what settleFrom makes of change{unit: u, reserved: amt}, written field by
 // field rather than through a zeroed copy of the whole change.
-func (c *change) settleReserve(u string, amt events.Amount, us *unitState) {
+//
+// It reports whether both sums took AddInline's path: then every balance
+// of c is compact, which is within range (inRange), and the caller need
+// not check.
+func (c *change) settleReserve(u string, amt events.Amount, us *unitState) (compact bool) {
 	c.unit, c.reserved, c.spent = u, amt, events.Amount{}
 	c.after.spent, c.after.adjust = us.spent, us.adjust
 	// The sums inline in the common case (AddInline); Add otherwise.
-	var ok bool
-	if c.after.reserved, ok = us.reserved.AddInline(amt); !ok {
+	ok1, ok2 := false, false
+	if c.after.reserved, ok1 = us.reserved.AddInline(amt); !ok1 {
 		c.after.reserved = us.reserved.Add(amt)
 	}
-	if c.used, ok = us.spent.AddInline(c.after.reserved); !ok {
+	if c.used, ok2 = us.spent.AddInline(c.after.reserved); !ok2 {
 		c.used = us.spent.Add(c.after.reserved)
 	}
 	c.settled, c.quiet = true, false
+	return ok1 && ok2
 }
 
 // grows reports whether c adds to its unit's use (spent + reserved).
@@ -581,8 +586,7 @@ func (s *State) evaluate(apps []applicable, amounts events.Amounts, prio events.
 			us := peekUnit(a.in, u)
 			t.changes = t.changes[:len(t.changes)+1]
 			c := &t.changes[len(t.changes)-1]
-			c.settleReserve(u, amt, us)
-			if ev.outOfRange == nil && !c.inRange() {
+			if !c.settleReserve(u, amt, us) && ev.outOfRange == nil && !c.inRange() {
 				ev.outOfRange = rangeErr(t, c)
 			}
 			limit := a.b.limits[k]
