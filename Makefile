@@ -71,7 +71,8 @@ bench-table: build
 ## bench-core: issue 2's measure, CORE_ROUNDS times in turn: this machine's JetStream append rate (BenchmarkJetStreamAppend),
 ## then a reserve's Decide + Apply on one core (-cpu 1: the collector shares it) and beside the collector (-cpu 2);
 ## each reserve figure with its rate and its ratio to the append rate of the same round. Run it on an otherwise idle machine.
-## (The pause after each append run lets the kernel write the stream's files back before the core is timed.)
+## (A pause after each append run lets the kernel write the stream's files back before the core is timed. The -cpu 1 run
+## that follows is still often slower than in runs of the core alone; BENCHMARKS.md, sixteenth series.)
 CORE_ROUNDS ?= 5
 bench-core:
 	@mkdir -p $(BENCH_OUT)
