@@ -1,6 +1,7 @@
 package enforcer
 
 import (
+	"container/heap"
 	"fmt"
 	"slices"
 	"strings"
@@ -560,10 +561,8 @@ func limitOf(b *budget, us *unitState, u string) (events.Amount, bool) {
 	return l.Add(us.adjust), true
 }
 
-// expiryHeap orders the open reservations by expiry, then id: a binary
-// min-heap with container/heap's algorithms, written for its one element
-// type (the interface's dynamic calls cost a grant more than the order).
-// Each reservation knows its index (heapIdx, -1 once out).
+// expiryHeap orders the open reservations by expiry, then id, with
+// container/heap; each reservation knows its index (heapIdx, -1 once out).
 type expiryHeap []*reservation
 
 // expiresBefore is the heap's order.
@@ -574,76 +573,36 @@ func expiresBefore(a, b *reservation) bool {
 	return a.id < b.id
 }
 
-func (h *expiryHeap) push(r *reservation) {
-	*h = append(*h, r)
-	r.heapIdx = len(*h) - 1
-	h.up(r.heapIdx)
-}
+func (h *expiryHeap) push(r *reservation) { heap.Push(h, r) }
 
 // pop removes and returns the soonest.
-func (h *expiryHeap) pop() *reservation {
-	r := (*h)[0]
-	h.remove(0)
-	return r
-}
+func (h *expiryHeap) pop() *reservation { return heap.Pop(h).(*reservation) }
 
 // remove takes out the reservation at index i.
-func (h *expiryHeap) remove(i int) {
-	old := *h
-	n := len(old) - 1
-	r := old[i]
-	if i != n {
-		h.swap(i, n)
-	}
-	old[n] = nil
-	*h = old[:n]
-	if i != n {
-		h.fix(i)
-	}
-	r.heapIdx = -1
-}
+func (h *expiryHeap) remove(i int) { heap.Remove(h, i) }
 
 // fix restores the order after the expiry of the reservation at i changed.
-func (h expiryHeap) fix(i int) {
-	if !h.down(i) {
-		h.up(i)
-	}
-}
+func (h *expiryHeap) fix(i int) { heap.Fix(h, i) }
 
-func (h expiryHeap) up(j int) {
-	for j > 0 {
-		i := (j - 1) / 2
-		if !expiresBefore(h[j], h[i]) {
-			break
-		}
-		h.swap(i, j)
-		j = i
-	}
-}
-
-// down sinks the element at i0 and reports whether it moved.
-func (h expiryHeap) down(i0 int) bool {
-	i := i0
-	for {
-		j := 2*i + 1
-		if j >= len(h) {
-			break
-		}
-		if j2 := j + 1; j2 < len(h) && expiresBefore(h[j2], h[j]) {
-			j = j2
-		}
-		if !expiresBefore(h[j], h[i]) {
-			break
-		}
-		h.swap(i, j)
-		i = j
-	}
-	return i > i0
-}
-
-func (h expiryHeap) swap(i, j int) {
+// heap.Interface.
+func (h expiryHeap) Len() int           { return len(h) }
+func (h expiryHeap) Less(i, j int) bool { return expiresBefore(h[i], h[j]) }
+func (h expiryHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
 	h[i].heapIdx, h[j].heapIdx = i, j
+}
+func (h *expiryHeap) Push(x any) {
+	r := x.(*reservation)
+	r.heapIdx = len(*h)
+	*h = append(*h, r)
+}
+func (h *expiryHeap) Pop() any {
+	old := *h
+	r := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	r.heapIdx = -1
+	return r
 }
 
 // limitsAll reports whether the budget limits every unit of units.
