@@ -183,8 +183,8 @@ func (s *State) applyGranted(seq uint64, at time.Time, root string, d *events.Re
 		rest = rest || !inline
 		r.holds[i] = hold{b: a.b, scope: a.scope, period: a.period, in: in, units: held}
 	}
-	for i := range ts {
-		if rest && !ts[i].checked { // verify says what differs
+	for i := 0; rest && i < len(ts); i++ {
+		if !ts[i].checked { // verify says what differs
 			s.verify(seq, d.Instances[i:i+1], ts[i:i+1])
 		}
 	}

@@ -189,7 +189,14 @@ type change struct {
 // is below the first alert threshold of unit k of b: the common case, in
 // which no threshold is crossed.
 func belowFirstAlert(b *budget, k int, us *unitState, used events.Amount) bool {
-	return k >= 0 && us.adjust.IsZero() && len(b.alert0) > 0 && used.Cmp(b.alert0[k]) < 0
+	if k < 0 || !us.adjust.IsZero() || len(b.alert0) == 0 {
+		return false
+	}
+	below, ok := used.LessInline(b.alert0[k])
+	if !ok {
+		below = used.Cmp(b.alert0[k]) < 0
+	}
+	return below
 }
 
 // settleFrom settles c on us, the unit's state before it.
@@ -603,14 +610,7 @@ func (s *State) evaluate(apps []applicable, amounts events.Amounts, prio events.
 				over = need.Cmp(capa) > 0
 			}
 			if !over {
-				// belowFirstAlert, inline.
-				if c.quiet = us.adjust.IsZero() && len(a.b.alert0) > 0; c.quiet {
-					var ok bool
-					if c.quiet, ok = need.LessInline(a.b.alert0[k]); !ok {
-						c.quiet = need.Cmp(a.b.alert0[k]) < 0
-					}
-				}
-				if !c.quiet {
+				if c.quiet = belowFirstAlert(a.b, k, us, *need); !c.quiet {
 					ev.loud++
 				}
 				continue
