@@ -330,9 +330,8 @@ func (a Amount) LessInline(b Amount) (less, ok bool) {
 
 // Add returns a + b.
 func (a Amount) Add(b Amount) Amount {
-	if small(a, b) {
-		lo, c := bits.Add64(a.v.lo, b.v.lo, 0)
-		return Amount{v: u128{a.v.hi + b.v.hi + c, lo}}
+	if r, ok := a.AddInline(b); ok {
+		return r
 	}
 	// A balance less a hold, a commit's or a release's: a is small and
 	// non-negative, b small and negative (b.v.hi^signBit is its magnitude's
@@ -359,11 +358,8 @@ func (a Amount) add(b Amount) Amount {
 
 // Sub returns a − b (possibly negative).
 func (a Amount) Sub(b Amount) Amount {
-	if small(a, b) {
-		lo, c := bits.Sub64(a.v.lo, b.v.lo, 0)
-		if hi, c := bits.Sub64(a.v.hi, b.v.hi, c); c == 0 { // a ≥ b
-			return Amount{v: u128{hi, lo}}
-		}
+	if r, ok := a.SubInline(b); ok {
+		return r
 	}
 	return a.add(b.Neg())
 }
