@@ -137,14 +137,11 @@ func (s *State) applyGranted(seq uint64, at time.Time, root string, d *events.Re
 	if len(apps) != len(d.Instances) {
 		panic(fmt.Sprintf("enforcer: seq %d: %d applicable instances, event has %d", seq, len(apps), len(d.Instances)))
 	}
-	r := &reservation{id: d.ReservationID, root: root, scope: d.Scope, amounts: d.Amounts,
+	r := &reservation{id: d.ReservationID, root: root, scope: d.Scope,
 		priority: d.Priority, option: d.Option, label: d.Label, labels: d.Labels, expiresAt: d.ExpiresAt.UTC(),
 		status: events.StatusOpen}
 	amts := s.sortedAmounts(d.Amounts)
-	r.units = r.unitBuf[:0]
-	for _, ua := range amts {
-		r.units = append(r.units, ua.unit)
-	}
+	r.setAmounts(amts)
 	r.holds = r.holdBuf[:0]
 	if len(apps) > len(r.holdBuf) {
 		r.holds = make([]hold, 0, len(apps))
@@ -181,7 +178,7 @@ func (s *State) applyGranted(seq uint64, at time.Time, root string, d *events.Re
 		}
 		ts[i].app, ts[i].checked = a, inline
 		rest = rest || !inline
-		r.holds[i] = hold{b: a.b, scope: a.scope, period: a.period, in: in, units: held}
+		r.holds[i] = hold{in: in, units: held}
 	}
 	for i := 0; rest && i < len(ts); i++ {
 		if !ts[i].checked { // verify says what differs

@@ -103,13 +103,16 @@ func (k *cloner) instance(in *instance) *instance {
 func (k *cloner) reservation(r *reservation) *reservation {
 	nr := new(reservation)
 	*nr = *r
-	nr.amounts = maps.Clone(r.amounts)
 	nr.labels = maps.Clone(r.labels)
 	nr.units = append(nr.unitBuf[:0:len(nr.unitBuf)], r.units...)
+	nr.amts = append(nr.amtBuf[:0:len(nr.amtBuf)], r.amts...)
 	nr.holds = append(nr.holdBuf[:0:len(nr.holdBuf)], r.holds...)
 	for i := range nr.holds {
 		h := &nr.holds[i]
-		h.b, h.in = k.budget(h.b), k.instance(h.in)
+		h.in = k.instance(h.in)
+		if m := h.missing; m != nil {
+			h.missing = &instanceRef{k.budget(m.b), m.scope, m.period}
+		}
 		h.units = slices.Clone(h.units)
 	}
 	return nr

@@ -776,12 +776,11 @@ func (s *State) appendDenialAlerts(evs []events.Event, root string, now time.Tim
 }
 
 // heldAmounts returns r's units with their amounts, in the order of
-// r.units, in a scratch buffer: a map look-up each, instead of one for
-// every hold and unit.
+// r.units, in a scratch buffer.
 func (s *State) heldAmounts(r *reservation) []unitAmount {
 	as := s.scratch.held[:0]
-	for _, u := range r.units {
-		as = append(as, unitAmount{u, r.amounts[u]})
+	for i, u := range r.units {
+		as = append(as, unitAmount{u, r.amts[i]})
 	}
 	s.scratch.held = as
 	return as
@@ -825,14 +824,15 @@ func (s *State) holdTargets(r *reservation, extra int) ([]target, []change) {
 		h := &r.holds[i]
 		in := h.in
 		if in == nil {
-			if in = h.b.instances[instRef{h.scope, h.period}]; in == nil {
+			m := h.missing
+			if in = m.b.instances[instRef{m.scope, m.period}]; in == nil {
 				continue
 			}
 		}
 		k := len(h.units) + extra
 		apps = apps[:len(apps)+1]
 		a := &apps[len(apps)-1]
-		a.b, a.in, a.scope, a.period, a.win = in.b, in, h.scope, h.period, in.win
+		a.b, a.in, a.scope, a.period, a.win = in.b, in, in.scope, in.period, in.win
 		ts = ts[:len(ts)+1]
 		t := &ts[len(ts)-1]
 		t.app, t.held, t.changes = a, h.units, cs[:0:k]
@@ -1002,7 +1002,7 @@ func (s *State) decideRelease(cmd Command, req *events.ReleaseRequest, now time.
 		ts, _ := s.holdTargets(r, 0)
 		data.Instances = s.views(ts)
 	default:
-		data.Released = r.amounts.Clone()
+		data.Released = r.amountsMap()
 		data.Instances = s.views(s.releaseTargets(r))
 	}
 	return Decision{Events: s.oneEvent(cmd.Root, now, data)}
@@ -1080,7 +1080,7 @@ func (s *State) decideReservationGet(cmd Command, req *events.ReservationGetRequ
 		return Decision{Err: e}
 	}
 	return Decision{Result: events.ReservationView{ReservationID: r.id, Scope: r.scope, Status: r.status,
-		Amounts: r.amounts, Priority: r.priority, ExpiresAt: r.expiresAt, Label: r.label, Option: r.option, Labels: r.labels}}
+		Amounts: r.amountsMap(), Priority: r.priority, ExpiresAt: r.expiresAt, Label: r.label, Option: r.option, Labels: r.labels}}
 }
 
 func (s *State) decideBudgetSet(cmd Command, req *events.BudgetSetRequest, now time.Time) Decision {
@@ -1243,7 +1243,7 @@ func (s *State) decideExpire(now time.Time) Decision {
 		for i := range ts {
 			ts[i].changes = addPrior(ts[i].changes, freed[ts[i].app.in])
 		}
-		data := &events.ReservationExpired{ReservationID: r.id, Scope: r.scope, Released: r.amounts.Clone(),
+		data := &events.ReservationExpired{ReservationID: r.id, Scope: r.scope, Released: r.amountsMap(),
 			Instances: s.views(ts)}
 		evs = append(evs, s.event(r.root, now, data))
 		for i := range ts {
@@ -1252,7 +1252,7 @@ func (s *State) decideExpire(now time.Time) Decision {
 				freed[in] = map[string]events.Amount{}
 			}
 			for _, u := range ts[i].held {
-				freed[in][u] = freed[in][u].Sub(r.amounts[u])
+				freed[in][u] = freed[in][u].Sub(r.amount(u))
 			}
 		}
 	}

@@ -101,14 +101,10 @@ func appendClosed(b []byte, r *reservation) []byte {
 	b = appendString(b, string(r.priority))
 	b = appendString(b, r.label)
 	b = binary.AppendVarint(b, int64(r.option))
-	if r.amounts == nil {
-		b = append(b, 0)
-	} else {
-		b = binary.AppendUvarint(b, uint64(len(r.amounts))+1)
-		for _, u := range r.units {
-			b = appendString(b, u)
-			b = appendAmount(b, r.amounts[u])
-		}
+	b = binary.AppendUvarint(b, uint64(len(r.units))+1) // 0 was a reservation without amounts
+	for i, u := range r.units {
+		b = appendString(b, u)
+		b = appendAmount(b, r.amts[i])
 	}
 	if r.labels == nil {
 		b = append(b, 0)
@@ -121,9 +117,9 @@ func appendClosed(b []byte, r *reservation) []byte {
 	}
 	b = binary.AppendUvarint(b, uint64(len(r.holds)))
 	for _, h := range r.holds {
-		b = binary.AppendUvarint(b, h.b.id)
-		b = appendHoldScope(b, r.scope, h.scope)
-		b = appendString(b, h.period)
+		b = binary.AppendUvarint(b, h.budget().id)
+		b = appendHoldScope(b, r.scope, h.scope())
+		b = appendString(b, h.period())
 		b = binary.AppendUvarint(b, uint64(len(h.units)))
 		if sameSlice(h.units, r.units) { // the usual hold: every unit
 			for i := range h.units {
@@ -159,13 +155,11 @@ func (s *State) readClosed(rec *fifoRec) *reservation {
 	r.priority = events.Priority(d.string())
 	r.label = d.string()
 	r.option = int(d.varint())
-	if n := d.uvarint(); n > 0 {
-		r.amounts = make(events.Amounts, n-1)
-		r.units = make([]string, n-1)
+	if n := d.uvarint(); n > 1 {
+		r.units, r.amts = make([]string, n-1), make([]events.Amount, n-1)
 		for i := range r.units {
-			u := d.string()
-			r.units[i] = u
-			r.amounts[u] = d.amount()
+			r.units[i] = d.string()
+			r.amts[i] = d.amount()
 		}
 	}
 	if n := d.uvarint(); n > 0 {
@@ -178,13 +172,14 @@ func (s *State) readClosed(rec *fifoRec) *reservation {
 	holds := d.uvarint()
 	for range holds {
 		b := s.byID[d.uvarint()]
-		h := hold{b: b}
+		var units []string
+		var scope string
 		if n := d.uvarint(); n > 0 {
-			h.scope = r.scope[:n-1]
+			scope = r.scope[:n-1]
 		} else {
-			h.scope = d.string()
+			scope = d.string()
 		}
-		h.period = d.string()
+		period := d.string()
 		n := int(d.uvarint())
 		all := n == len(r.units)
 		for j := range n {
@@ -193,19 +188,18 @@ func (s *State) readClosed(rec *fifoRec) *reservation {
 				all = false
 			}
 			if i == len(r.units) {
-				h.units = append(h.units, d.string())
+				units = append(units, d.string())
 			} else {
-				h.units = append(h.units, r.units[i])
+				units = append(units, r.units[i])
 			}
 		}
 		if all {
-			h.units = r.units
+			units = r.units
 		}
 		if b == nil {
 			continue // its budget was deleted
 		}
-		h.in = b.instances[instRef{h.scope, h.period}]
-		r.holds = append(r.holds, h)
+		r.holds = append(r.holds, holdOn(b, scope, period, b.instances[instRef{scope, period}], units))
 	}
 	if len(d.b) != 0 {
 		panic(fmt.Sprintf("enforcer: closed reservation %s: %d bytes left after decoding", r.id, len(d.b)))

@@ -56,7 +56,7 @@ func TestIdemKeyEncoding(t *testing.T) {
 }
 
 // TestClosedEncoding round-trips closed reservations through the fifo,
-// including the rare shapes: nil and empty maps, a hold whose scope is not
+// including the rare shapes: no amounts, nil and empty labels, a hold whose scope is not
 // a prefix of the reservation's or that names a unit it does not reserve,
 // and a hold on a budget deleted since, which reading drops.
 func TestClosedEncoding(t *testing.T) {
@@ -70,15 +70,15 @@ func TestClosedEncoding(t *testing.T) {
 	at := time.Date(2026, 11, 28, 21, 0, 0, 123, time.UTC)
 	units := []string{"USD", "tokens"}
 	cases := []*reservation{
-		{id: "R1", root: "tenant:a", scope: "tenant:a/run:r1", amounts: events.Amounts{"USD": amt("0.25"), "tokens": amt("12000")},
+		{id: "R1", root: "tenant:a", scope: "tenant:a/run:r1", amts: []events.Amount{amt("0.25"), amt("12000")},
 			units: []string{"USD", "tokens"}, priority: events.PriorityHigh, option: 2, label: "cheap",
 			labels: events.Labels{"model": "opus", "a": ""}, expiresAt: at.Add(time.Minute), status: events.StatusCommitted,
 			holds: []hold{
-				{b: ba, scope: "tenant:a", period: "none", in: in, units: units},
-				{b: brun, scope: "tenant:a/run:r1", period: "2026-11", units: []string{"USD"}},
-				{b: bb, scope: "tenant:b", period: "none", units: []string{"EUR", "USD"}}, // not a prefix, an unreserved unit
+				holdOn(ba, "tenant:a", "none", in, units),
+				holdOn(brun, "tenant:a/run:r1", "2026-11", nil, []string{"USD"}),
+				holdOn(bb, "tenant:b", "none", nil, []string{"EUR", "USD"}), // not a prefix, an unreserved unit
 			}},
-		{id: "R2", root: "tenant:a", scope: "tenant:a", amounts: events.Amounts{}, units: []string{}, labels: events.Labels{},
+		{id: "R2", root: "tenant:a", scope: "tenant:a", labels: events.Labels{},
 			expiresAt: time.Time{}, status: events.StatusExpired, option: -1},
 		{id: "", root: "", scope: "", status: events.StatusReleased, expiresAt: time.Unix(-5, 7).UTC()},
 	}
@@ -92,12 +92,12 @@ func TestClosedEncoding(t *testing.T) {
 		if i == 0 {
 			want.holds = append(want.holds[:1], want.holds[2]) // the deleted budget's hold is gone
 		}
-		opts := cmp.Options{cmp.AllowUnexported(reservation{}, hold{}), amountCmp,
+		opts := cmp.Options{cmp.AllowUnexported(reservation{}, hold{}, instanceRef{}), amountCmp,
 			cmp.Comparer(func(x, y *budget) bool { return x == y }), cmp.Comparer(func(x, y *instance) bool { return x == y })}
 		if d := cmp.Diff(want, got, opts); d != "" {
 			t.Errorf("reservation %d (-want +got):\n%s", i, d)
 		}
-		if (want.amounts == nil) != (got.amounts == nil) || (want.labels == nil) != (got.labels == nil) {
+		if (want.labels == nil) != (got.labels == nil) {
 			t.Errorf("reservation %d: nil maps not kept", i)
 		}
 	}

@@ -110,9 +110,11 @@ func (s *State) AppendSnapshot(b []byte) []byte {
 	b, refs := appendSnapshotTop(b, sn, len(rs), s.closed.len(), s.idem.len())
 	b = binary.AppendUvarint(b, uint64(len(rs)))
 	w := closedWriter{reservationWriter: reservationWriter{refs: refs}}
+	amounts := events.Amounts{} // each open reservation's in turn
 	for _, h := range rs {
 		if h.open != nil {
-			sr := snapReservationOf(h.open)
+			clear(amounts)
+			sr := snapReservationOf(h.open, amounts)
 			b = w.append(b, &sr)
 		} else {
 			b = s.appendClosedReservation(b, h.closed, &w)
@@ -155,7 +157,7 @@ func (s *State) canonical() snapshot {
 		if r == nil {
 			r = s.readClosed(h.closed)
 		}
-		sn.Reservations = append(sn.Reservations, snapReservationOf(r))
+		sn.Reservations = append(sn.Reservations, snapReservationOf(r, nil))
 	}
 	sn.Closed = make([]snapQueued, 0, s.closed.len())
 	sn.Idempotency = make([]snapIdem, 0, s.idem.len())
@@ -217,23 +219,28 @@ func (s *State) canonicalTop() snapshot {
 	return sn
 }
 
-// snapReservationOf is r as a snapshot holds it.
-func snapReservationOf(r *reservation) snapReservation {
-	sr := snapReservation{ID: r.id, Root: r.root, Scope: r.scope, Amounts: r.amounts, Priority: r.priority,
+// snapReservationOf is r as a snapshot holds it. amounts is an empty map
+// for r's amounts, or nil for a new one.
+func snapReservationOf(r *reservation, amounts events.Amounts) snapReservation {
+	if amounts == nil {
+		amounts = make(events.Amounts, len(r.units))
+	}
+	amounts = r.amountsInto(amounts)
+	sr := snapReservation{ID: r.id, Root: r.root, Scope: r.scope, Amounts: amounts, Priority: r.priority,
 		Option: r.option, Label: r.label, Labels: r.labels, ExpiresAt: r.expiresAt, Status: r.status,
 		ClosedAt: r.closedAt, Holds: make([]snapHold, 0, len(r.holds))}
 	for _, h := range r.holds {
 		// A hold's units are some of the reservation's; when they are
 		// all of them (the usual case) the snapshot, which is only
 		// read, shares the reservation's map instead of copying it.
-		units := r.amounts
-		if len(h.units) == 0 || len(h.units) != len(r.amounts) {
+		units := amounts
+		if len(h.units) == 0 || !slices.Equal(h.units, r.units) {
 			units = make(events.Amounts, len(h.units))
 			for _, u := range h.units {
-				units[u] = r.amounts[u]
+				units[u] = r.amount(u)
 			}
 		}
-		sr.Holds = append(sr.Holds, snapHold{Budget: h.b.key, Scope: h.scope, Period: h.period, Units: units})
+		sr.Holds = append(sr.Holds, snapHold{Budget: h.budget().key, Scope: h.scope(), Period: h.period(), Units: units})
 	}
 	return sr
 }
@@ -387,16 +394,17 @@ func restoreTop(cfg Config, sn snapshot) (s *State, budgetOf func(key string) *b
 
 // restoredReservation builds the reservation of sr; s holds its budgets.
 func (s *State) restoredReservation(sr *snapReservation, budgetOf func(key string) *budget) (*reservation, error) {
-	r := &reservation{id: sr.ID, root: sr.Root, scope: sr.Scope, amounts: sr.Amounts,
+	r := &reservation{id: sr.ID, root: sr.Root, scope: sr.Scope,
 		priority: sr.Priority, option: sr.Option, label: sr.Label, labels: sr.Labels, expiresAt: sr.ExpiresAt.UTC(),
 		status: sr.Status, closedAt: sr.ClosedAt.UTC()}
 	// Units and holds in the reservation's own room when they fit, as a
 	// grant does.
-	r.units = r.unitBuf[:0]
-	for u := range sr.Amounts {
-		r.units = append(r.units, u)
+	as := make([]unitAmount, 0, len(sr.Amounts))
+	for u, a := range sr.Amounts {
+		as = append(as, unitAmount{u, a})
 	}
-	slices.Sort(r.units)
+	slices.SortFunc(as, func(x, y unitAmount) int { return strings.Compare(x.unit, y.unit) })
+	r.setAmounts(as)
 	r.holds = r.holdBuf[:0]
 	if !slices.Contains(statusCodes, r.status) {
 		return nil, fmt.Errorf("enforcer: snapshot reservation %s has status %q", r.id, r.status)
@@ -410,8 +418,7 @@ func (s *State) restoredReservation(sr *snapReservation, budgetOf func(key strin
 		if !sameKeys(h.Units, r.units) {
 			units = events.SortedUnits(h.Units)
 		}
-		r.holds = append(r.holds, hold{b: b, scope: h.Scope, period: h.Period, in: b.instances[instRef{h.Scope, h.Period}],
-			units: units})
+		r.holds = append(r.holds, holdOn(b, h.Scope, h.Period, b.instances[instRef{h.Scope, h.Period}], units))
 	}
 	return r, nil
 }

@@ -177,11 +177,14 @@ type unitState struct {
 }
 
 type reservation struct {
-	id        string
-	root      string
-	scope     string
-	amounts   events.Amounts
-	units     []string // amounts' units in byte order
+	id    string
+	root  string
+	scope string
+	// The amounts reserved: amts[i] of units[i], the units in byte order.
+	// Not a map: a reservation stays in the state for its life, and a map
+	// is two more objects of pointers for the collector to scan each.
+	units     []string
+	amts      []events.Amount
 	priority  events.Priority
 	option    int
 	label     string
@@ -191,22 +194,98 @@ type reservation struct {
 	closedAt  time.Time
 	holds     []hold
 	heapIdx   int // in State.expiries while open
-	// Room for the common case, saving two allocations per grant.
+	// Room for the common case, saving three allocations per grant.
 	unitBuf [2]string
+	amtBuf  [2]events.Amount
 	holdBuf [3]hold
+}
+
+// setAmounts makes r's units and amounts those of as (in byte order), in
+// r's own room when they fit.
+func (r *reservation) setAmounts(as []unitAmount) {
+	r.units, r.amts = r.unitBuf[:0], r.amtBuf[:0]
+	if len(as) > len(r.unitBuf) {
+		r.units, r.amts = make([]string, 0, len(as)), make([]events.Amount, 0, len(as))
+	}
+	for i := range as {
+		r.units = append(r.units, as[i].unit)
+		r.amts = append(r.amts, as[i].amt)
+	}
+}
+
+// amount returns r's amount of unit u, zero if it has none.
+func (r *reservation) amount(u string) events.Amount {
+	for i, v := range r.units {
+		if v == u {
+			return r.amts[i]
+		}
+	}
+	return events.Amount{}
+}
+
+// amountsInto fills m, which must be empty, with r's amounts and returns it.
+func (r *reservation) amountsInto(m events.Amounts) events.Amounts {
+	for i, u := range r.units {
+		m[u] = r.amts[i]
+	}
+	return m
+}
+
+// amountsMap returns r's amounts in a new map.
+func (r *reservation) amountsMap() events.Amounts {
+	return r.amountsInto(make(events.Amounts, len(r.units)))
 }
 
 // hold is what a reservation holds on one instance: the units, in byte
 // order, that the instance limited at grant time; each holds the
 // reservation's amount of that unit. in is nil when the instance does not
 // exist (a hold is dropped with its budget, so only a restored snapshot
-// can name a missing instance).
+// can name a missing instance): missing then names it. A hold names its
+// instance by the one pointer otherwise, since reservations are most of a
+// large state and each pointer in them is scanned by the collector and
+// written through its barrier.
 type hold struct {
+	in      *instance
+	missing *instanceRef
+	units   []string
+}
+
+// instanceRef names an instance by its budget, scope and period.
+type instanceRef struct {
 	b      *budget
 	scope  string
 	period string
-	in     *instance
-	units  []string
+}
+
+// holdOn is the hold of units on the instance of b, scope and period; in
+// is that instance, or nil if it does not exist.
+func holdOn(b *budget, scope, period string, in *instance, units []string) hold {
+	if in != nil {
+		return hold{in: in, units: units}
+	}
+	return hold{missing: &instanceRef{b, scope, period}, units: units}
+}
+
+// budget, scope and period name the hold's instance.
+func (h *hold) budget() *budget {
+	if h.in != nil {
+		return h.in.b
+	}
+	return h.missing.b
+}
+
+func (h *hold) scope() string {
+	if h.in != nil {
+		return h.in.scope
+	}
+	return h.missing.scope
+}
+
+func (h *hold) period() string {
+	if h.in != nil {
+		return h.in.period
+	}
+	return h.missing.period
 }
 
 // New returns the empty state of a partition.
@@ -337,7 +416,7 @@ func (s *State) deleteBudget(pattern, name string) {
 	// Closed reservations name the budget by its id, which is gone now:
 	// their holds on it are dropped when they are read (closed.go).
 	for _, r := range s.open {
-		r.holds = slices.DeleteFunc(r.holds, func(h hold) bool { return h.b == b })
+		r.holds = slices.DeleteFunc(r.holds, func(h hold) bool { return h.budget() == b })
 	}
 	b.instances, b.last = nil, nil
 }
