@@ -185,7 +185,7 @@ func (s *State) applyGranted(seq uint64, at time.Time, root string, d *events.Re
 			s.verify(seq, d.Instances[i:i+1], ts[i:i+1])
 		}
 	}
-	s.open[r.id] = r
+	s.open.put(r)
 	s.expiries.push(r)
 	s.maxID = max(s.maxID, r.id)
 }
@@ -300,8 +300,8 @@ func (s *State) mustBeExpired(seq uint64, r *reservation, claimed bool) {
 // closed, for maxID.
 func (s *State) greatestID() string {
 	var m string
-	for id := range s.open {
-		m = max(m, id)
+	for r := range s.open.all() {
+		m = max(m, r.id)
 	}
 	for pos := s.closed.head; pos < s.closed.tail; pos++ {
 		if k := s.closed.key(s.closed.at(pos)); string(k) > m {
@@ -313,7 +313,7 @@ func (s *State) greatestID() string {
 
 // exists reports whether reservation id is open or still retained.
 func (s *State) exists(id string) bool {
-	if _, ok := s.open[id]; ok {
+	if s.open.get(id) != nil {
 		return true
 	}
 	return s.closed.get(s.idKey(id)) != nil
@@ -322,7 +322,7 @@ func (s *State) exists(id string) bool {
 // reservation returns the open or retained reservation id; a closed one is
 // a copy, decoded.
 func (s *State) reservation(id string) (*reservation, bool) {
-	if r, ok := s.open[id]; ok {
+	if r := s.open.get(id); r != nil {
 		return r, true
 	}
 	if rec := s.closed.get(s.idKey(id)); rec != nil {
@@ -349,7 +349,7 @@ func (s *State) closeOpen(r *reservation) {
 		panic(fmt.Sprintf("enforcer: reservation %s closed twice", r.id))
 	}
 	s.expiries.remove(r.heapIdx)
-	delete(s.open, r.id)
+	s.open.del(r)
 }
 
 // retire marks a reservation closed and keeps it for the retention window

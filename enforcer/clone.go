@@ -28,7 +28,7 @@ func (s *State) CloneInto(old *State) *State {
 	}
 	c := &State{cfg: s.cfg, lastAt: s.lastAt, lastSeq: s.lastSeq, claimedBy: s.claimedBy, lastID: s.lastID, maxID: s.maxID,
 		budgets: make(map[budgetRef]*budget, len(s.budgets)), byRoot: make(map[string][]*budget, len(s.byRoot)),
-		byID: make(map[uint64]*budget, len(s.byID)), open: make(map[string]*reservation, len(s.open)),
+		byID:   make(map[uint64]*budget, len(s.byID)),
 		closed: s.closed.cloneInto(closed), idem: s.idem.cloneInto(idem), unitNames: maps.Clone(s.unitNames)}
 	k := cloner{budgets: map[*budget]*budget{}, instances: map[*instance]*instance{}}
 	for ref, b := range s.budgets {
@@ -44,11 +44,17 @@ func (s *State) CloneInto(old *State) *State {
 	for id, b := range s.byID {
 		c.byID[id] = k.budget(b)
 	}
-	rs := make(map[*reservation]*reservation, len(s.open))
-	for id, r := range s.open {
-		nr := k.reservation(r)
-		rs[r] = nr
-		c.open[id] = nr
+	// The open set's table and free slots as they are; its slots the
+	// copies.
+	rs := make(map[*reservation]*reservation, s.open.len())
+	c.open = openSet{index: index{table: slices.Clone(s.open.table), shift: s.open.shift, n: s.open.n},
+		seed: s.open.seed, slots: make([]*reservation, len(s.open.slots)), free: slices.Clone(s.open.free)}
+	for i, r := range s.open.slots {
+		if r != nil {
+			nr := k.reservation(r)
+			rs[r] = nr
+			c.open.slots[i] = nr
+		}
 	}
 	c.expiries = make(expiryHeap, len(s.expiries))
 	for i, r := range s.expiries {

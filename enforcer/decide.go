@@ -648,9 +648,9 @@ func (s *State) decideReserve(cmd Command, req *events.ReserveRequest, now time.
 		if d, ok := s.lookupKey(cmd, req.IdempotencyKey, hash, now); !ok {
 			return d
 		}
-		if len(s.open) >= s.cfg.MaxOpenReservations {
+		if s.open.len() >= s.cfg.MaxOpenReservations {
 			return fail(events.CodeUnavailable, "partition %d holds %d open reservations, its limit; retry after some are committed or released",
-				s.cfg.Partition, len(s.open))
+				s.cfg.Partition, s.open.len())
 		}
 	}
 	apps := s.applicableAt(req.Scope, now)

@@ -45,9 +45,7 @@ type fifo struct {
 	spare   []fifoRec // a released segment, for reuse
 	head    uint64    // position of the oldest record
 	tail    uint64    // position after the newest
-	table   []uint64  // entries: tag<<32 | uint32(position); 0 is empty
-	shift   uint      // 64 − log2(len(table)): home slot = hash >> shift
-	n       int       // keys indexed
+	index             // entries: tag<<32 | uint32(position)
 	arena   arena
 }
 
@@ -70,10 +68,6 @@ const (
 
 func newFifo() fifo { return fifo{seed: maphash.MakeSeed()} }
 
-// tagOf is the top half of a hash with its lowest bit set, so that no
-// entry is 0.
-func tagOf(h uint64) uint64 { return h>>32 | 1 }
-
 // len is the number of keys indexed.
 func (f *fifo) len() int { return f.n }
 
@@ -89,9 +83,6 @@ func (f *fifo) at(pos uint64) *fifoRec {
 func (f *fifo) entryAt(e uint64) *fifoRec {
 	return f.at(f.head + uint64(uint32(e)-uint32(f.head)))
 }
-
-// home is the slot where a probe for an entry with tag tag starts.
-func (f *fifo) home(tag uint64) int { return int(tag << 32 >> f.shift) }
 
 func (f *fifo) key(r *fifoRec) []byte {
 	c := f.arena.chunkOf(r.chunk)
@@ -157,9 +148,7 @@ func (f *fifo) put(key, value []byte, seq uint64, at stamp) {
 	if f.tail-f.head >= 1<<32-1 {
 		panic("enforcer: a fifo of 2^32 records")
 	}
-	if (f.n+1)*8 > len(f.table)*5 {
-		f.rehash(max(16, 2*len(f.table)))
-	}
+	f.grow()
 	if f.tail&(segLen-1) == 0 {
 		seg := f.spare
 		f.spare = nil
@@ -191,17 +180,7 @@ func (f *fifo) unindex(r *fifoRec) {
 	if !ok || f.entryAt(f.table[i]) != r {
 		panic("enforcer: fifo unindex of a record that is not indexed")
 	}
-	// Backward-shift deletion keeps every probe sequence unbroken.
-	m := len(f.table) - 1
-	for j := (i + 1) & m; f.table[j] != 0; j = (j + 1) & m {
-		k := f.home(f.table[j] >> 32) // where the entry at j wants to be
-		if (j > i && (k <= i || k > j)) || (j < i && k <= i && k > j) {
-			f.table[i] = f.table[j]
-			i = j
-		}
-	}
-	f.table[i] = 0
-	f.n--
+	f.remove(i)
 }
 
 // pop drops the oldest record, which must not be indexed.
@@ -222,43 +201,6 @@ func (f *fifo) pop() {
 	}
 	if len(f.table) > 1024 && f.n*16 < len(f.table) {
 		f.rehash(len(f.table) / 2)
-	}
-}
-
-// reserve sizes the index for n keys at once, so that putting them does
-// not rehash it on the way (a restore knows its count).
-func (f *fifo) reserve(n int) {
-	want := 16
-	for want*5 < n*8 {
-		want *= 2
-	}
-	if want > len(f.table) {
-		f.rehash(want)
-	}
-}
-
-// rehash rebuilds the index with n slots (a power of two above f.n).
-func (f *fifo) rehash(n int) {
-	bits := uint(0)
-	for 1<<bits < n {
-		bits++
-	}
-	if bits > maxTableBits {
-		panic("enforcer: a fifo index beyond 2^31 slots")
-	}
-	old := f.table
-	f.table = make([]uint64, n)
-	f.shift = 64 - bits
-	m := n - 1
-	for _, e := range old {
-		if e == 0 {
-			continue
-		}
-		i := f.home(e >> 32)
-		for f.table[i] != 0 {
-			i = (i + 1) & m
-		}
-		f.table[i] = e
 	}
 }
 

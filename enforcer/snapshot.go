@@ -134,8 +134,8 @@ type reservationRef struct {
 // reservationsByID lists the open and the retained reservations by id.
 // The ids of retained ones point into the fifo: valid until it changes.
 func (s *State) reservationsByID() []reservationRef {
-	rs := make([]reservationRef, 0, len(s.open)+s.closed.len())
-	for _, r := range s.open {
+	rs := make([]reservationRef, 0, s.open.len()+s.closed.len())
+	for r := range s.open.all() {
 		rs = append(rs, reservationRef{id: []byte(r.id), open: r})
 	}
 	for pos := s.closed.head; pos < s.closed.tail; pos++ {
@@ -329,11 +329,11 @@ func restore(cfg Config, sn snapshot) (*State, error) {
 		if err != nil {
 			return nil, err
 		}
-		if _, ok := s.open[r.id]; ok || closed[r.id] != nil {
+		if s.open.get(r.id) != nil || closed[r.id] != nil {
 			return nil, fmt.Errorf("enforcer: snapshot has reservation %s twice", r.id)
 		}
 		if r.status == events.StatusOpen {
-			s.open[r.id] = r
+			s.open.put(r)
 			s.expiries.push(r)
 		} else {
 			closed[r.id] = r

@@ -84,14 +84,14 @@ func restoreBinaryFast(cfg Config, b []byte) (*State, error) {
 			if err != nil {
 				return nil, errGeneral
 			}
-			if _, dup := closed[res.id]; dup || s.open[res.id] != nil {
+			if _, dup := closed[res.id]; dup || s.open.get(res.id) != nil {
 				return nil, errGeneral
 			}
-			s.open[res.id] = res
+			s.open.put(res)
 			s.expiries.push(res)
 		default:
 			id := string(rec.id)
-			if _, dup := closed[id]; dup || s.open[id] != nil {
+			if _, dup := closed[id]; dup || s.open.get(id) != nil {
 				return nil, errGeneral
 			}
 			closed[id] = rec

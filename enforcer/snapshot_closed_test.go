@@ -37,8 +37,8 @@ func sameRestore(t testing.TB, cfg Config, b []byte) (restored bool) {
 	}
 	sameFifo(t, b, "closed", &fast.closed, &gen.closed)
 	sameFifo(t, b, "idempotency", &fast.idem, &gen.idem)
-	if len(fast.open) != len(gen.open) || len(fast.expiries) != len(gen.expiries) {
-		t.Fatalf("restoring %q: %d open (%d expiries) fast, %d (%d) general", b, len(fast.open), len(fast.expiries), len(gen.open), len(gen.expiries))
+	if fast.open.len() != gen.open.len() || len(fast.expiries) != len(gen.expiries) {
+		t.Fatalf("restoring %q: %d open (%d expiries) fast, %d (%d) general", b, fast.open.len(), len(fast.expiries), gen.open.len(), len(gen.expiries))
 	}
 	return true
 }

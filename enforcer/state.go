@@ -77,8 +77,8 @@ type State struct {
 	byID    map[uint64]*budget   // what closed reservations' holds name
 	lastID  uint64
 
-	open     map[string]*reservation // open reservations
-	expiries expiryHeap              // the open reservations, soonest first
+	open     openSet    // open reservations
+	expiries expiryHeap // the open reservations, soonest first
 	// maxID is at least the greatest id of the reservations held, open or
 	// closed: a grant of a greater id (the decision loop's ids are
 	// monotonic ULIDs) cannot be a second grant of one, and skips the two
@@ -295,7 +295,7 @@ func New(cfg Config) *State {
 		budgets: map[budgetRef]*budget{},
 		byRoot:  map[string][]*budget{},
 		byID:    map[uint64]*budget{},
-		open:    map[string]*reservation{},
+		open:    newOpenSet(),
 		closed:  newFifo(),
 		idem:    newFifo(),
 	}
@@ -312,7 +312,7 @@ func (s *State) ClaimedBy() string { return s.claimedBy }
 func (s *State) LastAt() time.Time { return s.lastAt }
 
 // OpenReservations is the number of open reservations.
-func (s *State) OpenReservations() int { return len(s.open) }
+func (s *State) OpenReservations() int { return s.open.len() }
 
 // IdempotencyKeys is the number of idempotency keys remembered.
 func (s *State) IdempotencyKeys() int { return s.idem.len() }
@@ -415,7 +415,7 @@ func (s *State) deleteBudget(pattern, name string) {
 	// commit must not free on it what was reserved on the deleted one.
 	// Closed reservations name the budget by its id, which is gone now:
 	// their holds on it are dropped when they are read (closed.go).
-	for _, r := range s.open {
+	for r := range s.open.all() {
 		r.holds = slices.DeleteFunc(r.holds, func(h hold) bool { return h.budget() == b })
 	}
 	b.instances, b.last = nil, nil
