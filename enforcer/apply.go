@@ -137,16 +137,8 @@ func (s *State) applyGranted(seq uint64, at time.Time, root string, d *events.Re
 	if len(apps) != len(d.Instances) {
 		panic(fmt.Sprintf("enforcer: seq %d: %d applicable instances, event has %d", seq, len(apps), len(d.Instances)))
 	}
-	r := &reservation{id: d.ReservationID, root: root, scope: d.Scope,
-		priority: d.Priority, option: d.Option, label: d.Label, labels: d.Labels, expiresAt: d.ExpiresAt.UTC(),
-		status: events.StatusOpen}
 	amts := s.sortedAmounts(d.Amounts)
-	r.setAmounts(amts)
-	r.holds = r.holdBuf[:0]
-	if len(apps) > len(r.holdBuf) {
-		r.holds = make([]hold, 0, len(apps))
-	}
-	r.holds = r.holds[:len(apps)]
+	r := s.newReservation(d, root, amts, len(apps))
 	// The grant's changes are folded as they are found, without building
 	// them first. A view of the same instance whose units are the
 	// grant's, in the same (byte) order, is checked unit by unit as the
@@ -155,20 +147,15 @@ func (s *State) applyGranted(seq uint64, at time.Time, root string, d *events.Re
 	rest := false
 	for i := range apps {
 		a := &apps[i]
-		held, all := r.units, a.b.limitsAll(r.units)
-		if !all {
-			held = make([]string, 0, len(r.units))
-		}
+		held := heldUnits(r, a)
+		all := len(held) == len(r.units)
 		in := s.ensureInstance(a)
 		v := &d.Instances[i]
 		inline := all && len(v.Units) == len(amts) && len(a.b.units) == len(amts) && a.names(v)
 		for k := range amts {
 			ua := &amts[k]
-			if !all {
-				if !a.b.limitsUnit(ua.unit) {
-					continue
-				}
-				held = append(held, ua.unit)
+			if !all && !a.b.limitsUnit(ua.unit) {
+				continue
 			}
 			us := foldReserved(a, in, ua)
 			if inline {
@@ -356,7 +343,7 @@ func (s *State) closeOpen(r *reservation) {
 // so late and retried commits still find it.
 func (s *State) retire(r *reservation, st events.ReservationStatus, seq uint64, at time.Time) {
 	r.status = st
-	r.closedAt = at
+	r.closedAt = at.UTC() // no *Location in a flat reservation
 	s.scratch.val = appendClosed(s.scratch.val[:0], r)
 	s.closed.put(s.idKey(r.id), s.scratch.val, seq, stampOf(at))
 }

@@ -109,6 +109,7 @@ func (k *cloner) instance(in *instance) *instance {
 func (k *cloner) reservation(r *reservation) *reservation {
 	nr := new(reservation)
 	*nr = *r
+	nr.flat = false // an ordinary allocation; its strings may share r's memory
 	nr.labels = maps.Clone(r.labels)
 	nr.units = append(nr.unitBuf[:0:len(nr.unitBuf)], r.units...)
 	nr.amts = append(nr.amtBuf[:0:len(nr.amtBuf)], r.amts...)

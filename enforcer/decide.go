@@ -298,10 +298,12 @@ func (s *State) targets(slot, n, m int) ([]target, []change) {
 	return ts, cs
 }
 
-// unitAmount is one unit of a request's amounts.
+// unitAmount is one unit of a request's amounts. interned says that unit
+// is the state's copy of the name (State.intern); sortedAmounts sets it.
 type unitAmount struct {
-	unit string
-	amt  events.Amount
+	unit     string
+	amt      events.Amount
+	interned bool
 }
 
 // sortedAmounts returns the units of m with their amounts, in byte order
@@ -330,7 +332,8 @@ func (s *State) sortedAmounts(m events.Amounts) []unitAmount {
 	}
 	us := s.scratch.amounts[:0]
 	for u, a := range m {
-		us = append(us, unitAmount{s.intern(u), a})
+		c, interned := s.intern(u)
+		us = append(us, unitAmount{c, a, interned})
 	}
 	if len(us) == 2 {
 		if us[1].unit < us[0].unit {
@@ -780,7 +783,7 @@ func (s *State) appendDenialAlerts(evs []events.Event, root string, now time.Tim
 func (s *State) heldAmounts(r *reservation) []unitAmount {
 	as := s.scratch.held[:0]
 	for i, u := range r.units {
-		as = append(as, unitAmount{u, r.amts[i]})
+		as = append(as, unitAmount{unit: u, amt: r.amts[i]})
 	}
 	s.scratch.held = as
 	return as

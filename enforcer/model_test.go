@@ -931,6 +931,8 @@ func (mc *modelMachine) checkGrant(t *rapid.T, d Decision) {
 }
 
 func (mc *modelMachine) check(t *rapid.T) {
+	checkFlat(t, mc.live)
+	checkFlat(t, mc.replica)
 	for _, scope := range mScopes {
 		root := events.Root(scope)
 		req := &events.BalanceRequest{Scope: scope}

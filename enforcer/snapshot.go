@@ -401,7 +401,7 @@ func (s *State) restoredReservation(sr *snapReservation, budgetOf func(key strin
 	// grant does.
 	as := make([]unitAmount, 0, len(sr.Amounts))
 	for u, a := range sr.Amounts {
-		as = append(as, unitAmount{u, a})
+		as = append(as, unitAmount{unit: u, amt: a})
 	}
 	slices.SortFunc(as, func(x, y unitAmount) int { return strings.Compare(x.unit, y.unit) })
 	r.setAmounts(as)

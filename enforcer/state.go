@@ -108,12 +108,13 @@ type State struct {
 	unitNames map[string]string
 }
 
-// intern returns the state's copy of unit name u if it has one, else u.
-func (s *State) intern(u string) string {
+// intern returns the state's copy of unit name u and true if it has one,
+// else u and false.
+func (s *State) intern(u string) (string, bool) {
 	if c, ok := s.unitNames[u]; ok {
-		return c
+		return c, true
 	}
-	return u
+	return u, false
 }
 
 // internUnits makes units, a budget's, the state's copies, adding those
@@ -193,7 +194,8 @@ type reservation struct {
 	status    events.ReservationStatus
 	closedAt  time.Time
 	holds     []hold
-	heapIdx   int // in State.expiries while open
+	heapIdx   int  // in State.expiries while open
+	flat      bool // allocated without pointer bits (flat.go)
 	// Room for the common case, saving three allocations per grant.
 	unitBuf [2]string
 	amtBuf  [2]events.Amount

@@ -256,6 +256,11 @@ func (a Amount) Equal(b Amount) bool {
 // IsZero reports whether a is 0.
 func (a Amount) IsZero() bool { return a.big == nil && a.v.isZero() }
 
+// Boxed reports whether a keeps its value outside itself, behind a
+// pointer: a decimal beyond the compact range. An Amount that is not boxed
+// holds no pointer.
+func (a Amount) Boxed() bool { return a.big != nil }
+
 // smallHi bounds the high half of the compact amounts that Add, Sub and
 // Cmp handle inline, the common case of every balance: below it the sign
 // bit is clear, and two magnitudes below 2^121 add to less than
