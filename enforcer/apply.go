@@ -69,7 +69,7 @@ func (s *State) Apply(seq uint64, ev events.Event) {
 			panic(fmt.Sprintf("enforcer: seq %d extends reservation %s which is %s", seq, r.id, r.status))
 		}
 		r.expiresAt = d.ExpiresAt.UTC()
-		s.expiries.fix(r.heapIdx)
+		s.expiries.fix(int(r.heapIdx))
 	case *events.ReservationExpired:
 		r := s.mustReservation(seq, d.ReservationID)
 		if r.status != events.StatusOpen {
@@ -335,7 +335,7 @@ func (s *State) closeOpen(r *reservation) {
 	if r.status != events.StatusOpen {
 		panic(fmt.Sprintf("enforcer: reservation %s closed twice", r.id))
 	}
-	s.expiries.remove(r.heapIdx)
+	s.expiries.remove(int(r.heapIdx))
 	s.open.del(r)
 }
 

@@ -31,7 +31,7 @@ func TestExpiryHeapOrder(t *testing.T) {
 				in = append(in, r)
 			case op == 1:
 				i := rapid.IntRange(0, len(in)-1).Draw(t, "remove")
-				h.remove(in[i].heapIdx)
+				h.remove(int(in[i].heapIdx))
 				if in[i].heapIdx != -1 {
 					t.Fatalf("removed reservation keeps index %d", in[i].heapIdx)
 				}
@@ -39,7 +39,7 @@ func TestExpiryHeapOrder(t *testing.T) {
 			case op == 2:
 				i := rapid.IntRange(0, len(in)-1).Draw(t, "extend")
 				in[i].expiresAt = at.Draw(t, "new expiry")
-				h.fix(in[i].heapIdx)
+				h.fix(int(in[i].heapIdx))
 			default:
 				soonest := slices.MinFunc(in, func(a, b *reservation) int {
 					if expiresBefore(a, b) {
@@ -56,7 +56,7 @@ func TestExpiryHeapOrder(t *testing.T) {
 				t.Fatalf("heap holds %d, want %d", len(h), len(in))
 			}
 			for i, r := range h {
-				if r.heapIdx != i {
+				if int(r.heapIdx) != i {
 					t.Fatalf("%s at %d thinks it is at %d", r.id, i, r.heapIdx)
 				}
 				if i > 0 && expiresBefore(r, h[(i-1)/2]) {

@@ -3,6 +3,7 @@ package enforcer
 import (
 	"container/heap"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -194,8 +195,8 @@ type reservation struct {
 	status    events.ReservationStatus
 	closedAt  time.Time
 	holds     []hold
-	heapIdx   int  // in State.expiries while open
-	flat      bool // allocated without pointer bits (flat.go)
+	heapIdx   int32 // in State.expiries while open
+	flat      bool  // allocated without pointer bits (flat.go)
 	// Room for the common case, saving three allocations per grant.
 	unitBuf [2]string
 	amtBuf  [2]events.Amount
@@ -670,11 +671,14 @@ func (h expiryHeap) Len() int           { return len(h) }
 func (h expiryHeap) Less(i, j int) bool { return expiresBefore(h[i], h[j]) }
 func (h expiryHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
-	h[i].heapIdx, h[j].heapIdx = i, j
+	h[i].heapIdx, h[j].heapIdx = int32(i), int32(j)
 }
 func (h *expiryHeap) Push(x any) {
 	r := x.(*reservation)
-	r.heapIdx = len(*h)
+	if len(*h) == math.MaxInt32 {
+		panic("enforcer: 2^31 open reservations")
+	}
+	r.heapIdx = int32(len(*h))
 	*h = append(*h, r)
 }
 func (h *expiryHeap) Pop() any {
