@@ -149,6 +149,13 @@ func (s *State) admit(cmd Command, scope string, op events.Op, key string, req a
 	return hash, nil
 }
 
+// prefetchKey asks for the slot of the idempotency index where lookupKey
+// will look cmd's key up.
+func (s *State) prefetchKey(cmd Command, key string) {
+	s.scratch.key = idemKey(s.scratch.key[:0], cmd.Root, cmd.Op, key)
+	s.idem.prefetch(s.scratch.key)
+}
+
 // lookupKey checks a mutating request's idempotency key. It returns a
 // decision to give at once (a duplicate or a conflict), or ok to proceed.
 func (s *State) lookupKey(cmd Command, key, hash string, now time.Time) (Decision, bool) {
@@ -645,6 +652,36 @@ func (s *State) decideReserve(cmd Command, req *events.ReserveRequest, now time.
 	if e := s.checkRoot(cmd, req.Scope, "scope"); e != nil {
 		return Decision{Err: e}
 	}
+	if !dry {
+		// The idempotency key's look-up, and the open set's insertion
+		// when the grant is applied, each read a slot of a table that in
+		// a large state is in memory, not in a cache: ask for both now,
+		// and look the key up after the evaluation (which changes nothing
+		// in the state), by when they have arrived.
+		s.prefetchKey(cmd, req.IdempotencyKey)
+		s.open.prefetch(cmd.NewID)
+	}
+	apps := s.applicableAt(req.Scope, now)
+	prio := req.EffectivePriority()
+	// The options, without building a list for a request of amounts: the
+	// first that fits, if any.
+	var first, ev evaluation
+	var o events.Option
+	fits := -1
+	for i := range max(len(req.Options), 1) {
+		o = events.Option{Amounts: req.Amounts}
+		if req.Options != nil {
+			o = req.Options[i]
+		}
+		ev = s.evaluate(apps, o.Amounts, prio, min(i, 1))
+		if i == 0 {
+			first = ev
+		}
+		if ev.denial == nil {
+			fits = i
+			break
+		}
+	}
 	var hash string
 	if !dry {
 		hash = cmd.requestHash(events.OpReserve, req)
@@ -656,23 +693,7 @@ func (s *State) decideReserve(cmd Command, req *events.ReserveRequest, now time.
 				s.cfg.Partition, s.open.len())
 		}
 	}
-	apps := s.applicableAt(req.Scope, now)
-	prio := req.EffectivePriority()
-	var first evaluation
-	// The options, without building a list for a request of amounts.
-	nopts := max(len(req.Options), 1)
-	for i := range nopts {
-		o := events.Option{Amounts: req.Amounts}
-		if req.Options != nil {
-			o = req.Options[i]
-		}
-		ev := s.evaluate(apps, o.Amounts, prio, min(i, 1))
-		if i == 0 {
-			first = ev
-		}
-		if ev.denial != nil {
-			continue
-		}
+	if i := fits; i >= 0 {
 		if ev.outOfRange != nil {
 			return Decision{Err: ev.outOfRange}
 		}

@@ -3,6 +3,7 @@ package enforcer
 import (
 	"hash/maphash"
 	"iter"
+	"unsafe"
 )
 
 // index is a linear-probing hash table of 64-bit entries: each a tag of a
@@ -143,7 +144,7 @@ func (o *openSet) put(r *reservation) {
 		o.free = o.free[:k-1]
 		o.slots[slot] = r
 	} else {
-		if len(o.slots) >= 1<<32-1 {
+		if uint64(len(o.slots)) >= 1<<32-1 {
 			panic("enforcer: 2^32 open reservations")
 		}
 		slot = uint32(len(o.slots))
@@ -174,4 +175,13 @@ func (o *openSet) all() iter.Seq[*reservation] {
 			}
 		}
 	}
+}
+
+// prefetch asks for the table slot where a look-up of id starts.
+func (o *openSet) prefetch(id string) {
+	if len(o.table) == 0 {
+		return
+	}
+	tag := tagOf(maphash.String(o.seed, id))
+	prefetch(uintptr(unsafe.Pointer(&o.table[o.home(tag)])))
 }

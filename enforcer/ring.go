@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"hash/maphash"
 	"time"
+	"unsafe"
 )
 
 // What a partition retains per request for a window — idempotency keys and
@@ -112,6 +113,14 @@ func (f *fifo) get(key []byte) *fifoRec {
 		return f.entryAt(f.table[slot])
 	}
 	return nil
+}
+
+// prefetch asks for the index slot where a look-up of key starts.
+func (f *fifo) prefetch(key []byte) {
+	if len(f.table) == 0 {
+		return
+	}
+	prefetch(uintptr(unsafe.Pointer(&f.table[f.home(tagOf(maphash.Bytes(f.seed, key)))])))
 }
 
 // current returns the indexed record of r's key, or nil.

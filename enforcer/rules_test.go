@@ -1208,6 +1208,39 @@ func TestRuleIdempotency(t *testing.T) {
 			t.Errorf("%d open reservations", n)
 		}
 	})
+	// Decide evaluates a reserve before it looks its key up (to give the
+	// look-up's memory read time to arrive): a retry still gets the
+	// original answer when the evaluation would now deny it, find it out
+	// of range, or find the partition full.
+	t.Run("a grant stays a grant whatever the evaluation says now", func(t *testing.T) {
+		h := setup(t, Config{Partition: 3, MaxOpenReservations: 2})
+		h.set(acme, "b", `"limits":{"USD":"1000000000000000000000"}`)
+		body := `{"idempotency_key":"g","scope":"tenant:acme/run:r1","amounts":{"USD":"0.000000000000000001"}}`
+		seq := h.s.LastSeq() + 1
+		orig := h.reserve(acme, body)
+		if orig.Decision != events.DecisionGranted {
+			t.Fatalf("original: %+v", orig)
+		}
+		h.release(acme, orig.ReservationID)
+		// Out of range now: 10^20 + 10^-18 has 39 significant digits.
+		h.charge("tenant:acme/run:r2", `{"USD":"100000000000000000000"}`)
+		fresh := strings.Replace(body, `"g"`, `"g2"`, 1)
+		if code := h.fail(events.OpReserve, acme, fresh); code != events.CodeInvalidRequest {
+			t.Fatalf("a fresh key: %s, want INVALID_REQUEST (out of range)", code)
+		}
+		retry(t, h, events.OpReserve, body, seq, orig)
+		// Denied now: the limit is below the spend.
+		h.set(acme, "b", `"limits":{"USD":"1"}`)
+		retry(t, h, events.OpReserve, body, seq, orig)
+		// The partition full.
+		h.set(acme, "b", `"limits":{"USD":"1000000000000000000000"}`)
+		h.res("tenant:acme/run:r3", `{"USD":"1"}`, "")
+		h.res("tenant:acme/run:r4", `{"USD":"1"}`, "")
+		if code := h.fail(events.OpReserve, acme, fresh); code != events.CodeUnavailable {
+			t.Fatalf("a fresh key with the partition full: %s, want UNAVAILABLE", code)
+		}
+		retry(t, h, events.OpReserve, body, seq, orig)
+	})
 	t.Run("a denial stays a denial", func(t *testing.T) {
 		h := setup(t, Config{Partition: 3})
 		body := `{"idempotency_key":"k1","scope":"tenant:acme","amounts":{"USD":"5"}}`
