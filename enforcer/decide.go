@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/tallyledger/tally/events"
 )
@@ -149,18 +150,26 @@ func (s *State) admit(cmd Command, scope string, op events.Op, key string, req a
 	return hash, nil
 }
 
-// prefetchKey asks for the slot of the idempotency index where lookupKey
-// will look cmd's key up.
-func (s *State) prefetchKey(cmd Command, key string) {
-	s.scratch.key = idemKey(s.scratch.key[:0], cmd.Root, cmd.Op, key)
-	s.idem.prefetch(s.scratch.key)
+// prefetchKey asks for the slot of the idempotency index where a look-up
+// of cmd's key starts, and returns the key's hash for lookupKeyHashed.
+func (s *State) prefetchKey(cmd Command, key string) uint64 {
+	s.scratch.idem = idemKey(s.scratch.idem[:0], cmd.Root, cmd.Op, key)
+	h := s.idem.hash(s.scratch.idem)
+	s.idem.prefetch(h)
+	return h
 }
 
 // lookupKey checks a mutating request's idempotency key. It returns a
 // decision to give at once (a duplicate or a conflict), or ok to proceed.
 func (s *State) lookupKey(cmd Command, key, hash string, now time.Time) (Decision, bool) {
-	s.scratch.key = idemKey(s.scratch.key[:0], cmd.Root, cmd.Op, key)
-	e := s.idem.get(s.scratch.key)
+	s.scratch.idem = idemKey(s.scratch.idem[:0], cmd.Root, cmd.Op, key)
+	return s.lookupKeyHashed(cmd, key, s.idem.hash(s.scratch.idem), hash, now)
+}
+
+// lookupKeyHashed is lookupKey of the key in s.scratch.idem, whose hash is
+// kh (prefetchKey).
+func (s *State) lookupKeyHashed(cmd Command, key string, kh uint64, hash string, now time.Time) (Decision, bool) {
+	e := s.idem.getHashed(s.scratch.idem, kh)
 	if e == nil || e.at.before(stampOf(now.Add(-s.cfg.IdempotencyWindow))) {
 		// Beyond the window the key is forgotten, whether or not an event
 		// has been applied since to drop it from memory.
@@ -281,7 +290,11 @@ type scratch struct {
 	targets [2][]target
 	changes [2][]change
 	amounts []unitAmount
-	held    []unitAmount
+	// idem is the idempotency key being looked up (idemKey).
+	idem []byte
+	// amountsOf is the map amounts were read from.
+	amountsOf events.Amounts
+	held      []unitAmount
 	// holdApps are the applicables of holdTargets' targets.
 	holdApps []applicable
 	key      []byte
@@ -324,6 +337,12 @@ type unitAmount struct {
 // start alone costs more than two look-ups) and sorting.
 func (s *State) sortedAmounts(m events.Amounts) []unitAmount {
 	if us := s.scratch.amounts; len(us) == len(m) && len(m) > 0 {
+		// Apply of a grant folds the very map its Decide sorted, which
+		// the caller does not change after Decide (Command): the buffer
+		// holds its amounts.
+		if sameMap(s.scratch.amountsOf, m) {
+			return us
+		}
 		same := true
 		for i := range us {
 			a, ok := m[us[i].unit]
@@ -334,6 +353,7 @@ func (s *State) sortedAmounts(m events.Amounts) []unitAmount {
 			us[i].amt = a
 		}
 		if same {
+			s.scratch.amountsOf = m
 			return us
 		}
 	}
@@ -349,8 +369,13 @@ func (s *State) sortedAmounts(m events.Amounts) []unitAmount {
 	} else {
 		slices.SortFunc(us, func(a, b unitAmount) int { return strings.Compare(a.unit, b.unit) })
 	}
-	s.scratch.amounts = us
+	s.scratch.amounts, s.scratch.amountsOf = us, m
 	return us
+}
+
+// sameMap reports whether a and b are the same map object.
+func sameMap(a, b events.Amounts) bool {
+	return *(*unsafe.Pointer)(unsafe.Pointer(&a)) == *(*unsafe.Pointer)(unsafe.Pointer(&b))
 }
 
 // changeOf returns t's change of unit u (a target changes a unit at most
@@ -652,13 +677,14 @@ func (s *State) decideReserve(cmd Command, req *events.ReserveRequest, now time.
 	if e := s.checkRoot(cmd, req.Scope, "scope"); e != nil {
 		return Decision{Err: e}
 	}
+	var kh uint64
 	if !dry {
 		// The idempotency key's look-up, and the open set's insertion
 		// when the grant is applied, each read a slot of a table that in
 		// a large state is in memory, not in a cache: ask for both now,
 		// and look the key up after the evaluation (which changes nothing
 		// in the state), by when they have arrived.
-		s.prefetchKey(cmd, req.IdempotencyKey)
+		kh = s.prefetchKey(cmd, req.IdempotencyKey)
 		s.open.prefetch(cmd.NewID)
 	}
 	apps := s.applicableAt(req.Scope, now)
@@ -685,7 +711,7 @@ func (s *State) decideReserve(cmd Command, req *events.ReserveRequest, now time.
 	var hash string
 	if !dry {
 		hash = cmd.requestHash(events.OpReserve, req)
-		if d, ok := s.lookupKey(cmd, req.IdempotencyKey, hash, now); !ok {
+		if d, ok := s.lookupKeyHashed(cmd, req.IdempotencyKey, kh, hash, now); !ok {
 			return d
 		}
 		if s.open.len() >= s.cfg.MaxOpenReservations {

@@ -105,22 +105,28 @@ func (f *fifo) front() *fifoRec {
 }
 
 // get returns the indexed record of key, or nil.
-func (f *fifo) get(key []byte) *fifoRec {
+func (f *fifo) get(key []byte) *fifoRec { return f.getHashed(key, f.hash(key)) }
+
+// getHashed is get of key, whose hash is h.
+func (f *fifo) getHashed(key []byte, h uint64) *fifoRec {
 	if f.n == 0 {
 		return nil
 	}
-	if slot, ok := f.find(maphash.Bytes(f.seed, key), key); ok {
+	if slot, ok := f.find(h, key); ok {
 		return f.entryAt(f.table[slot])
 	}
 	return nil
 }
 
-// prefetch asks for the index slot where a look-up of key starts.
-func (f *fifo) prefetch(key []byte) {
-	if len(f.table) == 0 {
-		return
+// hash is key's hash in the index.
+func (f *fifo) hash(key []byte) uint64 { return maphash.Bytes(f.seed, key) }
+
+// prefetch asks for the index slot where a look-up of a key of hash h
+// starts.
+func (f *fifo) prefetch(h uint64) {
+	if len(f.table) > 0 {
+		prefetch(uintptr(unsafe.Pointer(&f.table[f.home(tagOf(h))])))
 	}
-	prefetch(uintptr(unsafe.Pointer(&f.table[f.home(tagOf(maphash.Bytes(f.seed, key)))])))
 }
 
 // current returns the indexed record of r's key, or nil.
