@@ -9,7 +9,7 @@ import (
 	"pgregory.net/rapid"
 )
 
-// TestExpiryHeapOrder checks the hand-written heap against a sorted list:
+// TestExpiryHeapOrder checks the expiry heap against a sorted list:
 // random pushes (expiries with ties, so the id decides), removals,
 // changed expiries and pops; after each step every reservation knows its
 // index and the soonest is first.

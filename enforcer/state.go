@@ -184,7 +184,8 @@ type reservation struct {
 	scope string
 	// The amounts reserved: amts[i] of units[i], the units in byte order.
 	// Not a map: a reservation stays in the state for its life, and a map
-	// is two more objects of pointers for the collector to scan each.
+	// is two more objects of pointers for the collector to scan (and no
+	// flat reservation could hold one).
 	units     []string
 	amts      []events.Amount
 	priority  events.Priority
@@ -244,9 +245,9 @@ func (r *reservation) amountsMap() events.Amounts {
 // reservation's amount of that unit. in is nil when the instance does not
 // exist (a hold is dropped with its budget, so only a restored snapshot
 // can name a missing instance): missing then names it. A hold names its
-// instance by the one pointer otherwise, since reservations are most of a
-// large state and each pointer in them is scanned by the collector and
-// written through its barrier.
+// instance by the one pointer otherwise: reservations are most of a large
+// state, and a flat one (flat.go) may point to nothing but an instance
+// its budget holds.
 type hold struct {
 	in      *instance
 	missing *instanceRef
