@@ -295,6 +295,8 @@ type scratch struct {
 	// amountsOf is the map amounts were read from.
 	amountsOf events.Amounts
 	held      []unitAmount
+	// labels are a grant's labels encoded (newReservation).
+	labels []byte
 	// holdApps are the applicables of holdTargets' targets.
 	holdApps []applicable
 	key      []byte
@@ -1130,7 +1132,7 @@ func (s *State) decideReservationGet(cmd Command, req *events.ReservationGetRequ
 		return Decision{Err: e}
 	}
 	return Decision{Result: events.ReservationView{ReservationID: r.id, Scope: r.scope, Status: r.status,
-		Amounts: r.amountsMap(), Priority: r.priority, ExpiresAt: r.expiresAt, Label: r.label, Option: r.option, Labels: r.labels}}
+		Amounts: r.amountsMap(), Priority: r.priority, ExpiresAt: r.expiresAt, Label: r.label, Option: r.option, Labels: r.labelsMap()}}
 }
 
 func (s *State) decideBudgetSet(cmd Command, req *events.BudgetSetRequest, now time.Time) Decision {

@@ -18,10 +18,10 @@ import (
 // Memory without pointer bits hides the pointers it holds from the
 // collector, so a flat reservation holds only pointers the collector needs
 // not see, because what they point to stays reachable without them:
-//   - into its own allocation: its id, root, scope, label and any unit name
-//     the state has not interned are copied behind the struct, and its
-//     units, amounts and holds (and their units) are slices of its own
-//     buffers;
+//   - into its own allocation: its id, root, scope, label, labels (encoded,
+//     as a closed reservation's are) and any unit name the state has not
+//     interned are copied behind the struct, and its units, amounts and
+//     holds (and their units) are slices of its own buffers;
 //   - to the state's interned unit names (State.unitNames, never removed);
 //   - to the package's priority and status constants;
 //   - to instances, which their budget holds (deleteBudget drops the holds
@@ -29,9 +29,9 @@ import (
 //     removes an instance).
 //
 // Its time.Times are UTC (no *Location), its amounts are not boxed, it has
-// no labels map and no hold on a missing instance. A grant that needs any
-// of those (labels, more than two units or three instances, a boxed
-// amount, an unknown priority) gets an ordinary reservation. Every later
+// no labels map and no hold on a missing instance. A grant that needs more
+// (more than two units or three instances, a boxed amount, an unknown
+// priority) gets an ordinary reservation. Every later
 // store into a reservation keeps to the same rules (extend, retire,
 // deleteBudget), and checkFlat, which the state-machine test runs after
 // every step, checks each flat reservation against them.
@@ -66,7 +66,7 @@ func canonicalPriority(p events.Priority) (events.Priority, bool) {
 // length n, for the caller to fill; heldUnits gives their units).
 func (s *State) newReservation(d *events.ReservationGranted, root string, amts []unitAmount, n int) *reservation {
 	prio, canon := canonicalPriority(d.Priority)
-	flat := canon && d.Labels == nil && len(amts) <= flatUnits && n <= flatHolds
+	flat := canon && len(amts) <= flatUnits && n <= flatHolds
 	extra := 0
 	for i := 0; flat && i < len(amts); i++ {
 		flat = !amts[i].amt.Boxed()
@@ -81,9 +81,15 @@ func (s *State) newReservation(d *events.ReservationGranted, root string, amts [
 		r.setAmounts(amts)
 	} else {
 		// The struct, then its strings: id, scope, root unless the scope
-		// starts with it, label, units the state has not interned.
+		// starts with it, label, units the state has not interned, and
+		// the labels encoded.
+		var labels []byte
+		if d.Labels != nil {
+			s.scratch.labels = appendLabels(s.scratch.labels[:0], d.Labels)
+			labels = s.scratch.labels
+		}
 		size := int(unsafe.Sizeof(reservation{}))
-		strs := len(d.ReservationID) + len(d.Scope) + len(d.Label) + extra
+		strs := len(d.ReservationID) + len(d.Scope) + len(d.Label) + extra + len(labels)
 		ownRoot := !strings.HasPrefix(d.Scope, root)
 		if ownRoot {
 			strs += len(root)
@@ -99,6 +105,7 @@ func (s *State) newReservation(d *events.ReservationGranted, root string, amts [
 			r.root, rest = copyString(rest, root)
 		}
 		r.label, rest = copyString(rest, d.Label)
+		r.labelsFlat, rest = copyString(rest, unsafe.String(unsafe.SliceData(labels), len(labels)))
 		r.priority = prio
 		r.units, r.amts = r.unitBuf[:len(amts)], r.amtBuf[:len(amts)]
 		for i := range amts {

@@ -2,6 +2,7 @@ package enforcer
 
 import (
 	"fmt"
+	"maps"
 	"reflect"
 	"runtime"
 	"slices"
@@ -44,7 +45,7 @@ func flatViolationsOf(s *State, r *reservation, reachable map[*instance]bool, co
 	fail := func(format string, args ...any) { bad = append(bad, r.id+": "+fmt.Sprintf(format, args...)) }
 	base := uintptr(unsafe.Pointer(r))
 	// The allocation is the struct and its strings, at most these.
-	end := base + unsafe.Sizeof(*r) + uintptr(len(r.id)+len(r.root)+len(r.scope)+len(r.label))
+	end := base + unsafe.Sizeof(*r) + uintptr(len(r.id)+len(r.root)+len(r.scope)+len(r.label)+len(r.labelsFlat))
 	for _, u := range r.units {
 		end += uintptr(len(u))
 	}
@@ -58,6 +59,7 @@ func flatViolationsOf(s *State, r *reservation, reachable map[*instance]bool, co
 	own("root", r.root)
 	own("scope", r.scope)
 	own("label", r.label)
+	own("labels", r.labelsFlat)
 	if !constant[unsafe.Pointer(unsafe.StringData(string(r.priority)))] {
 		fail("priority %q is not a constant", r.priority)
 	}
@@ -161,8 +163,8 @@ func TestFlatReservations(t *testing.T) {
 	for i := range 2000 {
 		run := fmt.Sprintf("tenant:acme/workflow:wf/run:r%d", i%50)
 		switch i % 10 {
-		case 1: // labels: an ordinary reservation
-			reserve(run, `{"USD":"0.01"}`, `,"labels":{"model":"m"}`, false, "USD")
+		case 1: // labels, kept encoded
+			reserve(run, `{"USD":"0.01"}`, `,"labels":{"model":"m","agent":"a-7"}`, true, "USD")
 		case 2: // three units
 			reserve(run, `{"USD":"0.01","tokens":"5","EUR":"1"}`, ``, false, "EUR", "USD", "tokens")
 		case 3: // a boxed amount, on a scope without budgets
@@ -183,8 +185,8 @@ func TestFlatReservations(t *testing.T) {
 		junk = append(junk, strings.Repeat("X", 8+i%64))
 	}
 	runtime.KeepAlive(junk)
-	if got := checkFlat(t, s); got != 1400 { // seven in ten
-		t.Errorf("%d flat reservations, want 1400", got)
+	if got := checkFlat(t, s); got != 1600 { // eight in ten
+		t.Errorf("%d flat reservations, want 1600", got)
 	}
 	for _, w := range wants {
 		r := s.open.get(w.id)
@@ -195,6 +197,31 @@ func TestFlatReservations(t *testing.T) {
 			t.Fatalf("reservation %s: id %q scope %q root %q units %v flat %t; want %+v", w.id, r.id, r.scope, r.root, r.units, r.flat, w)
 		}
 	}
+	// The labels, from the reservation (open, then closed) and a snapshot.
+	labelsOf := func(id string) events.Labels {
+		t.Helper()
+		d := s.Decide(Command{Op: events.OpReservationGet, Root: "tenant:acme",
+			Request: &events.ReservationGetRequest{ReservationID: id}}, now)
+		if d.Err != nil {
+			t.Fatalf("get %s: %v", id, d.Err)
+		}
+		return d.Result.(events.ReservationView).Labels
+	}
+	labelled := wants[1].id
+	wantLabels := events.Labels{"model": "m", "agent": "a-7"}
+	if got := labelsOf(labelled); !maps.Equal(got, wantLabels) || !s.open.get(labelled).flat {
+		t.Fatalf("labels of %s: %v, want %v", labelled, got, wantLabels)
+	}
+	if got := labelsOf(wants[0].id); got != nil {
+		t.Fatalf("labels of %s, which has none: %v", wants[0].id, got)
+	}
+	restored, err := Restore(Config{Partition: 1}, s.Snapshot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := restored.open.get(labelled).labelsMap(); !maps.Equal(got, wantLabels) {
+		t.Fatalf("labels of %s after a snapshot: %v", labelled, got)
+	}
 	for _, w := range wants {
 		d := step(events.OpRelease, events.Root(w.scope), fmt.Sprintf(`{"idempotency_key":"l%d","reservation_id":%q}`, n, w.id))
 		if rel := d.Events[0].Data.(*events.ReservationReleased); rel.ReservationID != w.id || rel.Scope != w.scope {
@@ -203,5 +230,8 @@ func TestFlatReservations(t *testing.T) {
 	}
 	if s.open.len() != 0 {
 		t.Fatalf("%d reservations left open", s.open.len())
+	}
+	if got := labelsOf(labelled); !maps.Equal(got, wantLabels) {
+		t.Fatalf("labels of %s once released: %v", labelled, got)
 	}
 }

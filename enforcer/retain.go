@@ -106,14 +106,10 @@ func appendClosed(b []byte, r *reservation) []byte {
 		b = appendString(b, u)
 		b = appendAmount(b, r.amts[i])
 	}
-	if r.labels == nil {
-		b = append(b, 0)
+	if r.labelsFlat != "" {
+		b = append(b, r.labelsFlat...)
 	} else {
-		b = binary.AppendUvarint(b, uint64(len(r.labels))+1)
-		for _, k := range sortedKeysOf(r.labels) {
-			b = appendString(b, k)
-			b = appendString(b, r.labels[k])
-		}
+		b = appendLabels(b, r.labels)
 	}
 	b = binary.AppendUvarint(b, uint64(len(r.holds)))
 	for _, h := range r.holds {
@@ -136,6 +132,34 @@ func appendClosed(b []byte, r *reservation) []byte {
 		}
 	}
 	return b
+}
+
+// appendLabels appends labels: 0 for nil, else their count + 1 and each
+// key and value, by key.
+func appendLabels(b []byte, labels events.Labels) []byte {
+	if labels == nil {
+		return append(b, 0)
+	}
+	b = binary.AppendUvarint(b, uint64(len(labels))+1)
+	for _, k := range sortedKeysOf(labels) {
+		b = appendString(b, k)
+		b = appendString(b, labels[k])
+	}
+	return b
+}
+
+// readLabels reads what appendLabels appended.
+func (d *decoder) labels() events.Labels {
+	n := d.uvarint()
+	if n == 0 {
+		return nil
+	}
+	labels := make(events.Labels, n-1)
+	for range n - 1 {
+		k := d.string()
+		labels[k] = d.string()
+	}
+	return labels
 }
 
 // sameSlice reports whether a and b are the same slice of the same memory.
@@ -162,13 +186,7 @@ func (s *State) readClosed(rec *fifoRec) *reservation {
 			r.amts[i] = d.amount()
 		}
 	}
-	if n := d.uvarint(); n > 0 {
-		r.labels = make(events.Labels, n-1)
-		for range n - 1 {
-			k := d.string()
-			r.labels[k] = d.string()
-		}
-	}
+	r.labels = d.labels()
 	holds := d.uvarint()
 	for range holds {
 		b := s.byID[d.uvarint()]

@@ -227,7 +227,7 @@ func snapReservationOf(r *reservation, amounts events.Amounts) snapReservation {
 	}
 	amounts = r.amountsInto(amounts)
 	sr := snapReservation{ID: r.id, Root: r.root, Scope: r.scope, Amounts: amounts, Priority: r.priority,
-		Option: r.option, Label: r.label, Labels: r.labels, ExpiresAt: r.expiresAt, Status: r.status,
+		Option: r.option, Label: r.label, Labels: r.labelsMap(), ExpiresAt: r.expiresAt, Status: r.status,
 		ClosedAt: r.closedAt, Holds: make([]snapHold, 0, len(r.holds))}
 	for _, h := range r.holds {
 		// A hold's units are some of the reservation's; when they are

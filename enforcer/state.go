@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/tallyledger/tally/events"
 )
@@ -186,18 +187,21 @@ type reservation struct {
 	// Not a map: a reservation stays in the state for its life, and a map
 	// is two more objects of pointers for the collector to scan (and no
 	// flat reservation could hold one).
-	units     []string
-	amts      []events.Amount
-	priority  events.Priority
-	option    int
-	label     string
-	labels    events.Labels
-	expiresAt time.Time
-	status    events.ReservationStatus
-	closedAt  time.Time
-	holds     []hold
-	heapIdx   int32 // in State.expiries while open
-	flat      bool  // allocated without pointer bits (flat.go)
+	units    []string
+	amts     []events.Amount
+	priority events.Priority
+	option   int
+	label    string
+	labels   events.Labels
+	// labelsFlat holds a flat reservation's labels (appendLabels), in its
+	// own memory; "" when labels holds them (labelsMap).
+	labelsFlat string
+	expiresAt  time.Time
+	status     events.ReservationStatus
+	closedAt   time.Time
+	holds      []hold
+	heapIdx    int32 // in State.expiries while open
+	flat       bool  // allocated without pointer bits (flat.go)
 	// Room for the common case, saving three allocations per grant.
 	unitBuf [2]string
 	amtBuf  [2]events.Amount
@@ -233,6 +237,15 @@ func (r *reservation) amountsInto(m events.Amounts) events.Amounts {
 		m[u] = r.amts[i]
 	}
 	return m
+}
+
+// labelsMap returns r's labels: a flat reservation's in a new map.
+func (r *reservation) labelsMap() events.Labels {
+	if r.labelsFlat == "" {
+		return r.labels
+	}
+	d := decoder{b: unsafe.Slice(unsafe.StringData(r.labelsFlat), len(r.labelsFlat))}
+	return d.labels()
 }
 
 // amountsMap returns r's amounts in a new map.
