@@ -16,8 +16,9 @@ import (
 // grows a reservation an op, took a fifth off a grant.
 //
 // Memory without pointer bits hides the pointers it holds from the
-// collector, so a flat reservation holds only pointers the collector needs
-// not see, because what they point to stays reachable without them:
+// collector (which never moves heap objects, so they stay valid), so a
+// flat reservation holds only pointers the collector needs not see,
+// because what they point to stays reachable without them:
 //   - into its own allocation: its id, root, scope, label, labels (encoded,
 //     as a closed reservation's are) and any unit name the state has not
 //     interned are copied behind the struct, and its units, amounts and
