@@ -32,10 +32,10 @@ import (
 // Its time.Times are UTC (no *Location), its amounts are not boxed, it has
 // no labels map and no hold on a missing instance. A grant that needs more
 // (more than two units or three instances, a boxed amount, an unknown
-// priority) gets an ordinary reservation. Every later
-// store into a reservation keeps to the same rules (extend, retire,
-// deleteBudget), and checkFlat, which the state-machine test runs after
-// every step, checks each flat reservation against them.
+// priority) gets an ordinary reservation. Every later store into a
+// reservation keeps to the same rules (extend, retire, deleteBudget), and
+// checkFlat, which the state-machine test runs after every step, checks
+// each flat reservation against them.
 
 // flatUnits and flatHolds are what fits in a reservation's own buffers.
 const (
@@ -62,9 +62,9 @@ func canonicalPriority(p events.Priority) (events.Priority, bool) {
 
 // newReservation returns the open reservation of a grant of amts (as
 // sortedAmounts gives them: sorted, interned where the state has the name)
-// on n instances, flat when it can
-// be, with its units and amounts set and room for n holds (r.holds has
-// length n, for the caller to fill; heldUnits gives their units).
+// on n instances, flat when it can be, with its units and amounts set and
+// room for n holds (r.holds has length n, for the caller to fill;
+// heldUnits gives their units).
 func (s *State) newReservation(d *events.ReservationGranted, root string, amts []unitAmount, n int) *reservation {
 	prio, canon := canonicalPriority(d.Priority)
 	flat := canon && len(amts) <= flatUnits && n <= flatHolds
@@ -101,9 +101,10 @@ func (s *State) newReservation(d *events.ReservationGranted, root string, amts [
 		rest := buf[size:]
 		r.id, rest = copyString(rest, d.ReservationID)
 		r.scope, rest = copyString(rest, d.Scope)
-		r.root = r.scope[:len(root)]
 		if ownRoot {
 			r.root, rest = copyString(rest, root)
+		} else {
+			r.root = r.scope[:len(root)]
 		}
 		r.label, rest = copyString(rest, d.Label)
 		r.labelsFlat, rest = copyString(rest, unsafe.String(unsafe.SliceData(labels), len(labels)))

@@ -235,3 +235,28 @@ func TestFlatReservations(t *testing.T) {
 		t.Fatalf("labels of %s once released: %v", labelled, got)
 	}
 }
+
+// TestFlatReservationOwnRoot: a root that does not start the scope (only
+// an event from elsewhere than Decide can have one) is copied too, and a
+// scope shorter than the root is no trouble.
+func TestFlatReservationOwnRoot(t *testing.T) {
+	s := New(Config{Partition: 1})
+	amts := []unitAmount{{unit: "USD", amt: amt("1")}}
+	for _, c := range []struct{ scope, root string }{
+		{"tenant:a/run:r1", "tenant:a"},
+		{"tenant:a/run:r1", "tenant:other"},
+		{"t:b", "tenant:longer-than-the-scope"},
+	} {
+		d := &events.ReservationGranted{ReservationID: "R1", Scope: c.scope, Priority: events.PriorityNormal,
+			ExpiresAt: time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)}
+		r := s.newReservation(d, strings.Clone(c.root), amts, 0)
+		if !r.flat || r.root != c.root || r.scope != c.scope {
+			t.Fatalf("%+v: flat %t, root %q, scope %q", c, r.flat, r.root, r.scope)
+		}
+		constant := map[unsafe.Pointer]bool{unsafe.Pointer(unsafe.StringData(string(events.PriorityNormal))): true,
+			unsafe.Pointer(unsafe.StringData(string(events.StatusOpen))): true}
+		if bad := flatViolationsOf(s, r, nil, constant); len(bad) > 0 {
+			t.Fatalf("%+v: %v", c, bad)
+		}
+	}
+}
