@@ -152,10 +152,14 @@ func (s *State) applyGranted(seq uint64, at time.Time, root string, d *events.Re
 		in := s.ensureInstance(a)
 		v := &d.Instances[i]
 		inline := all && len(v.Units) == len(amts) && len(a.b.units) == len(amts) && a.names(v)
+		h := 0 // held is amts' units that a's budget limits, in order
 		for k := range amts {
 			ua := &amts[k]
-			if !all && !a.b.limitsUnit(ua.unit) {
-				continue
+			if !all {
+				if h == len(held) || held[h] != ua.unit {
+					continue
+				}
+				h++
 			}
 			us := foldReserved(a, in, ua)
 			if inline {

@@ -148,7 +148,7 @@ func appendLabels(b []byte, labels events.Labels) []byte {
 	return b
 }
 
-// readLabels reads what appendLabels appended.
+// labels reads what appendLabels appended.
 func (d *decoder) labels() events.Labels {
 	n := d.uvarint()
 	if n == 0 {
